@@ -1,0 +1,25 @@
+"""Backends: one interface (:class:`Backend`) for every model that writes or labels text.
+
+Adding a backend is one file that implements ``identity`` and ``run``; :func:`make_backend` maps a
+validated params section onto it. Heavy imports (torch, openai) happen only when a backend is built.
+"""
+
+from __future__ import annotations
+
+from synthllm.backends.base import Backend, Request, Result, Usage
+from synthllm.backends.runner import RequestCache, RunStats, run_requests
+from synthllm.params import OpenAIBackendParams, TransformersBackendParams
+
+__all__ = ["Backend", "Request", "Result", "Usage", "RequestCache", "RunStats", "run_requests",
+           "make_backend"]
+
+
+def make_backend(params: TransformersBackendParams | OpenAIBackendParams) -> Backend:
+    if isinstance(params, TransformersBackendParams):
+        from synthllm.backends.transformers_local import TransformersBackend
+
+        return TransformersBackend(params.model_dir, dtype=params.dtype,
+                                   batch_size=params.batch_size, threads=params.threads)
+    from synthllm.backends.openai_http import OpenAIBackend
+
+    return OpenAIBackend(params)

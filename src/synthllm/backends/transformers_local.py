@@ -1,0 +1,140 @@
+"""Local causal LM through transformers: batched sampling and choice scoring on CPU or GPU.
+
+Sampling is seeded per batch from the first request's seed, so the same requests in the same
+order give the same text. Choice scoring sums the log-probabilities of each choice's tokens after
+the prompt; when every choice is a single token, one forward pass over the prompt scores all of them.
+This backend does not serve chat messages (base models have no chat template).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from synthllm.backends.base import Backend, Request, Result, Usage
+from synthllm.errors import BackendError
+
+
+def fingerprint(model_dir: Path) -> str:
+    """Content hash of a saved model folder (weights, config, tokenizer)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in model_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    for p in files:
+        digest.update(p.name.encode())
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+class TransformersBackend(Backend):
+    kinds = frozenset({"complete", "score"})
+
+    def __init__(self, model_dir: str | Path, *, dtype: str = "float32", batch_size: int = 16,
+                 threads: int | None = None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_dir = Path(model_dir)
+        if not (self.model_dir / "config.json").is_file():
+            raise BackendError(f"{self.model_dir}: no saved model here (config.json missing); run "
+                               f"`dvc repro generator_model` or set backend.model_dir")
+        if threads:
+            torch.set_num_threads(threads)
+        self.batch_size = batch_size
+        self._fingerprint = fingerprint(self.model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=getattr(torch, dtype))
+        self.model.eval()
+
+    @property
+    def identity(self) -> str:
+        return f"transformers:{self._fingerprint}"
+
+    def run(self, requests: Sequence[Request]) -> Iterator[tuple[int, Result]]:
+        self.check(requests)
+        for start in range(0, len(requests), self.batch_size):
+            batch = list(requests[start:start + self.batch_size])
+            if batch[0].kind == "score":
+                results = self._score(batch)
+            else:
+                results = self._generate(batch)
+            for j, res in enumerate(results):
+                yield start + j, res
+
+    @torch.inference_mode()
+    def _generate(self, batch: list[Request]) -> list[Result]:
+        first = batch[0]
+        if any((r.temperature, r.top_p, r.max_new_tokens, r.stop) !=
+               (first.temperature, first.top_p, first.max_new_tokens, first.stop) for r in batch):
+            raise BackendError("requests in one generation batch must share sampling parameters")
+        enc = self.tokenizer([r.prompt for r in batch], return_tensors="pt", padding=True,
+                             add_special_tokens=True)
+        torch.manual_seed(first.seed)
+        sample = first.temperature > 0
+        out = self.model.generate(
+            **enc, max_new_tokens=first.max_new_tokens, do_sample=sample,
+            temperature=first.temperature if sample else None, top_p=first.top_p if sample else None,
+            top_k=None, stop_strings=list(first.stop) or None, tokenizer=self.tokenizer,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        new = out[:, enc["input_ids"].shape[1]:]
+        results = []
+        for row, req, mask in zip(new, batch, enc["attention_mask"]):
+            ids = [int(t) for t in row if int(t) != self.tokenizer.pad_token_id]
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            cut = [text.find(s) for s in req.stop if s in text]
+            stopped = bool(cut) or (len(ids) < req.max_new_tokens)
+            if cut:
+                text = text[:min(cut)]
+            results.append(Result(text=text, finish_reason="stop" if stopped else "length",
+                                  usage=Usage(int(mask.sum()), len(ids))))
+        return results
+
+    def _choice_ids(self, choices: tuple[str, ...]) -> list[list[int]]:
+        return [self.tokenizer(" " + c, add_special_tokens=False)["input_ids"] for c in choices]
+
+    @torch.inference_mode()
+    def _score(self, batch: list[Request]) -> list[Result]:
+        """Log-probability of each choice after its prompt. Sequences are left-padded so every
+        choice ends at the last position and only the last few positions need logits (the full
+        vocabulary × sequence logits of a 262k-vocabulary model would not fit in memory)."""
+        choice_ids = [self._choice_ids(r.choices) for r in batch]
+        if all(len(ids) == 1 for cids in choice_ids for ids in cids):
+            prompts, tails = [r.prompt for r in batch], [[[]] for _ in batch]
+        else:
+            prompts = [r.prompt for r in batch for _ in r.choices]
+            tails = [[ids] for cids in choice_ids for ids in cids]
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True)
+        keep = 1 + max(len(t[0]) for t in tails)
+        if keep > 1:
+            extra = [t[0] for t in tails]
+            width = max(map(len, extra))
+            pad = self.tokenizer.pad_token_id
+            # left-pad the choice tails too, so that all sequences end together
+            ids = [[pad] * (width - len(e)) + row.tolist() + e for e, row in zip(extra, enc["input_ids"])]
+            mask = [[0] * (width - len(e)) + row.tolist() + [1] * len(e) for e, row in zip(extra, enc["attention_mask"])]
+            enc = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+        logp = torch.log_softmax(self.model(**enc, logits_to_keep=keep).logits.float(), -1)
+        results, row = [], 0
+        for r, cids in zip(batch, choice_ids):
+            scores = {}
+            for choice, cand in zip(r.choices, cids):
+                if keep == 1:
+                    scores[choice] = float(logp[row, -1, cand[0]])
+                else:
+                    scores[choice] = float(sum(logp[row, keep - 1 - len(cand) + k, t] for k, t in enumerate(cand)))
+                    row += 1
+            if keep == 1:
+                row += 1
+            n_prompt = int(enc["attention_mask"][row - 1].sum())
+            results.append(Result(choice_logprobs=scores, finish_reason="stop", usage=Usage(n_prompt, 0)))
+        return results
+
+    def close(self) -> None:
+        del self.model

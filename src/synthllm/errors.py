@@ -1,0 +1,25 @@
+"""Typed errors whose messages say what is wrong and how to fix it."""
+
+
+class SynthLLMError(Exception):
+    """Base class: anything the user can act on."""
+
+
+class ParamsError(SynthLLMError):
+    """params.yaml is malformed, has an unknown key, a wrong type or an impossible value."""
+
+
+class GoldDataError(SynthLLMError):
+    """A gold data file is missing, corrupted, or lacks an expected column."""
+
+
+class InputDataError(SynthLLMError):
+    """A stage input (premises, annotations, ...) is empty or malformed."""
+
+
+class BackendError(SynthLLMError):
+    """A model backend cannot be constructed or cannot serve a request kind."""
+
+
+class BudgetExceeded(SynthLLMError):
+    """The configured spending cap would be crossed; the run stops with a resumable state."""

@@ -1,0 +1,44 @@
+"""Evaluate trained classifiers on gold test and its hard subsets.
+
+Metrics per subset: accuracy, macro-F1, per-class F1 and the confusion matrix, with scikit-learn
+doing the arithmetic. Per-item predictions are returned too, for paired significance tests in the
+report. This module does not aggregate across seeds or regimes.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from synthllm.params import LABELS
+
+SUBSETS = ("all", "hard_hypothesis", "hard_overlap")
+
+
+def score(y_true: Sequence[str], y_pred: Sequence[str]) -> dict:
+    per_class = f1_score(y_true, y_pred, labels=list(LABELS), average=None, zero_division=0)
+    return {
+        "n": int(len(y_true)),
+        "accuracy": round(float(accuracy_score(y_true, y_pred)), 6),
+        "macro_f1": round(float(f1_score(y_true, y_pred, labels=list(LABELS), average="macro",
+                                         zero_division=0)), 6),
+        "f1": {lab: round(float(v), 6) for lab, v in zip(LABELS, per_class)},
+        "confusion": confusion_matrix(y_true, y_pred, labels=list(LABELS)).tolist(),
+    }
+
+
+def evaluate_predictions(test: pd.DataFrame, predicted: Sequence[str]) -> dict:
+    predicted = np.asarray(predicted)
+    out = {}
+    for subset in SUBSETS:
+        mask = np.ones(len(test), bool) if subset == "all" else test[subset].to_numpy(bool)
+        out[subset] = score(test["label"].to_numpy()[mask], predicted[mask])
+    return out
+
+
+def confusion_rows(test: pd.DataFrame, predicted: Sequence[str]) -> list[dict]:
+    """Rows for ``dvc plots`` (template ``confusion``)."""
+    return [{"actual": a, "predicted": p} for a, p in zip(test["label"], predicted)]

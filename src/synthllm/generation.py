@@ -1,0 +1,111 @@
+"""Generate: label-conditioned hypotheses for gold-train premises, then quality filters.
+
+Pure functions: premises and shot pools in, :class:`~synthllm.backends.Request` objects out; backend
+results in, filtered provenance rows and filter counts out. The generator's intended label is kept
+as provenance only; labelling is the annotators' job. This module never reads gold val/test except
+as a set of texts to keep out (leakage).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from typing import Iterable, Sequence
+
+from synthllm.backends.base import Request, Result
+from synthllm.errors import InputDataError
+from synthllm.params import FilterParams, GenerateParams
+from synthllm.prompts import GeneratePrompt, pick_shots
+from synthllm.text import dedup_key, normalize, overlap, script_ratio
+
+
+def stable_seed(*parts: object) -> int:
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "big")
+
+
+def select_premises(gold_train: Sequence[dict], n: int, seed: int,
+                    blocked: set[str]) -> tuple[list[dict], int]:
+    """n distinct premises from gold train (seeded); premises seen in val/test are skipped."""
+    by_key: dict[str, dict] = {}
+    for row in gold_train:
+        if not str(row.get("premise", "")).strip():
+            raise InputDataError(f"premise file has an empty premise (row id {row.get('id')})")
+        by_key.setdefault(dedup_key(row["premise"]), row)
+    leaked = [k for k in by_key if k in blocked]
+    keys = sorted(k for k in by_key if k not in blocked)
+    random.Random(seed).shuffle(keys)
+    chosen = [{"premise_id": by_key[k]["id"], "premise": by_key[k]["premise"]} for k in keys[:n]]
+    return chosen, len(leaked)
+
+
+def plan_requests(premises: Sequence[dict], shot_pool: Sequence[dict], prompt: GeneratePrompt,
+                  params: GenerateParams) -> tuple[list[Request], list[dict]]:
+    """One request per premise × target label × sample, with its provenance row."""
+    by_label = {lab: [r for r in shot_pool if r["label"] == lab] for lab in params.labels}
+    requests, meta = [], []
+    for p in premises:
+        for label in params.labels:
+            for s in range(params.samples_per_label):
+                seed = stable_seed(params.seed, p["premise_id"], label, s)
+                shots = pick_shots(by_label[label], params.shots, random.Random(seed), p["premise"])
+                requests.append(Request(
+                    prompt=prompt.render(p["premise"], label, shots),
+                    max_new_tokens=params.max_new_tokens, temperature=params.temperature,
+                    top_p=params.top_p, stop=tuple(prompt.stop), seed=seed))
+                meta.append({"premise_id": p["premise_id"], "premise": p["premise"],
+                             "intended_label": label, "sample": s, "seed": seed,
+                             "prompt_version": prompt.version})
+    return requests, meta
+
+
+def _reject_reason(hyp: str, premise: str, result: Result, f: FilterParams) -> str | None:
+    if not result.ok:
+        return "backend_error"
+    if result.finish_reason == "length":
+        return "truncated"
+    if not hyp:
+        return "empty"
+    if script_ratio(hyp) < f.min_script_ratio:
+        return "script_ratio"
+    n = len(hyp.split())
+    if n < f.min_words:
+        return "too_short"
+    if n > f.max_words:
+        return "too_long"
+    if dedup_key(hyp) == dedup_key(premise) or overlap(premise, hyp) >= f.max_premise_overlap:
+        return "copy_of_premise"
+    return None
+
+
+def filter_generations(meta: Sequence[dict], results: Sequence[Result], filters: FilterParams,
+                       blocked: set[str], generator: str) -> tuple[list[dict], dict[str, int]]:
+    """Apply the filters in a fixed order; every dropped row is counted under one reason."""
+    counts: Counter[str] = Counter(generated=len(meta))
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for m, res in zip(meta, results):
+        hyp = normalize(res.text or "") if res.ok else ""
+        reason = _reject_reason(hyp, m["premise"], res, filters)
+        if reason is None:
+            key = (dedup_key(m["premise"]), dedup_key(hyp))
+            if dedup_key(hyp) in blocked:
+                reason = "leakage"
+            elif key in seen:
+                reason = "duplicate"
+            seen.add(key)
+        if reason:
+            counts[f"dropped_{reason}"] += 1
+            continue
+        kept.append({"id": f"syn-{m['premise_id']}-{m['intended_label'][0]}{m['sample']}",
+                     "premise": m["premise"], "hypothesis": hyp,
+                     "intended_label": m["intended_label"], "generator": generator,
+                     "prompt_version": m["prompt_version"], "seed": m["seed"],
+                     "premise_id": m["premise_id"]})
+    counts["kept"] = len(kept)
+    return kept, dict(counts)
+
+
+def blocked_texts(frames: Iterable[Sequence[dict]]) -> set[str]:
+    """Dedup keys of every premise and hypothesis in the given (val/test) rows."""
+    return {dedup_key(r[col]) for rows in frames for r in rows for col in ("premise", "hypothesis")}

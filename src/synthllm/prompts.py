@@ -1,0 +1,119 @@
+"""Prompts are data: versioned YAML files under ``prompts/<language>/<task>/``.
+
+This module loads and validates them and renders them into plain strings or chat messages. The
+rendered text (never the template) is what goes into request cache keys, so editing a comment in a
+prompt file does not invalidate paid-for results, while changing its wording does.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from synthllm.errors import ParamsError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GeneratePrompt(_Strict):
+    version: str
+    language: str
+    task: str
+    header: str
+    label_cues: dict[str, str]
+    shot: str
+    query: str
+    stop: list[str]
+
+    def render(self, premise: str, label: str, shots: Sequence[dict]) -> str:
+        cue = self.label_cues[label]
+        body = "".join(self.shot.format(premise=s["premise"], hypothesis=s["hypothesis"], cue=cue)
+                       for s in shots)
+        return self.header + body + self.query.format(premise=premise, cue=cue)
+
+
+class ScoringTemplate(_Strict):
+    header: str
+    shot: str
+    query: str
+
+
+class ChatTemplate(_Strict):
+    system: str
+    user: str
+
+
+class AnnotatePrompt(_Strict):
+    version: str
+    language: str
+    task: str
+    label_words: dict[str, list[str]]
+    scoring: ScoringTemplate
+    chat: ChatTemplate
+    variants: dict[str, dict[str, str]] = {"default": {}}
+
+    def _part(self, name: str, variant: str) -> str:
+        if variant not in self.variants:
+            raise ParamsError(f"prompt {self.version}: no variant {variant!r} "
+                              f"(available: {sorted(self.variants)})")
+        override = self.variants[variant].get(name)
+        if override is not None:
+            return override
+        return getattr(self.scoring, name) if name in ("shot", "query") else getattr(self.chat, name)
+
+    def answer_word(self, label: str) -> str:
+        return self.label_words[label][0]
+
+    def render_scoring(self, premise: str, hypothesis: str, shots: Sequence[dict],
+                       variant: str = "default") -> str:
+        shot_t, query_t = self._part("shot", variant), self._part("query", variant)
+        body = "".join(shot_t.format(premise=s["premise"], hypothesis=s["hypothesis"],
+                                     answer=self.answer_word(s["label"])) for s in shots)
+        return self.scoring.header + body + query_t.format(premise=premise, hypothesis=hypothesis)
+
+    def render_chat(self, premise: str, hypothesis: str, variant: str = "default") -> tuple[dict, ...]:
+        user = self._part("user", variant).format(premise=premise, hypothesis=hypothesis)
+        return ({"role": "system", "content": self.chat.system}, {"role": "user", "content": user})
+
+    def parse_label(self, text: str) -> str | None:
+        """The label named by an answer, in English or Persian; None for anything else."""
+        answer = text.strip().strip(".،:;\"'`*").strip().lower()
+        for label, ws in self.label_words.items():
+            if answer in (w.lower() for w in ws) or answer == label:
+                return label
+        return None
+
+
+def _load(root: Path, name: str, model: type[_Strict]):
+    path = root / f"{name}.yaml"
+    if not path.is_file():
+        raise ParamsError(f"prompt file {path} not found (params name {name!r}; prompts live in "
+                          f"{root}/<language>/<task>/<name>.yaml)")
+    try:
+        return model.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (yaml.YAMLError, ValidationError) as err:
+        raise ParamsError(f"prompt file {path} is invalid: {err}") from None
+
+
+def load_generate_prompt(root: Path, name: str, labels: Sequence[str]) -> GeneratePrompt:
+    prompt = _load(root, name, GeneratePrompt)
+    missing = [lab for lab in labels if lab not in prompt.label_cues]
+    if missing:
+        raise ParamsError(f"prompt {name}: no label_cues for {missing}")
+    return prompt
+
+
+def load_annotate_prompt(root: Path, name: str) -> AnnotatePrompt:
+    return _load(root, name, AnnotatePrompt)
+
+
+def pick_shots(pool: Sequence[dict], k: int, rng: random.Random, exclude_premise: str = "") -> list[dict]:
+    """k examples from pool whose premise differs from the query's (no answer leakage)."""
+    candidates = [r for r in pool if r["premise"] != exclude_premise]
+    return rng.sample(candidates, min(k, len(candidates)))

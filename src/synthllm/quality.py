@@ -1,0 +1,68 @@
+"""Annotation quality: how good one annotator is, and how far annotators agree with each other.
+
+Per annotator: accuracy, macro-F1, confusion and calibration (ECE) on the gold-val audit sample;
+label distribution, failure count and agreement with the generator's intended label on the pool.
+Across annotators: pairwise Cohen's kappa, Fleiss' kappa on pairs every annotator labelled, and
+annotator × annotator confusion matrices. The arithmetic lives in :mod:`synthllm.stats`; this
+module only arranges rows into it.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from synthllm import stats
+from synthllm.params import LABELS
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None or x != x else round(float(x), 6)
+
+
+def audit_metrics(audit: Sequence[dict], pool: Sequence[dict]) -> dict:
+    gold = [r["gold_label"] for r in audit]
+    pred = [r["label"] for r in audit]
+    ok = [r for r in audit if r["status"] == "ok"]
+    confident = [r for r in ok if r.get("confidence") is not None]
+    out = {
+        "audit": {
+            "n": len(audit),
+            "failed": len(audit) - len(ok),
+            "accuracy": _r(stats.accuracy(gold, pred)),
+            "macro_f1": _r(stats.macro_f1(gold, pred, list(LABELS))),
+            "confusion": stats.confusion(gold, pred, list(LABELS)),
+            "ece": _r(stats.expected_calibration_error(
+                [r["confidence"] for r in confident],
+                [r["label"] == r["gold_label"] for r in confident])) if confident else None,
+        },
+        "pool": {
+            "n": len(pool),
+            "failed": sum(r["status"] != "ok" for r in pool),
+            "label_distribution": {k: _r(v) for k, v in stats.label_distribution(
+                [r["label"] for r in pool], list(LABELS)).items()},
+        },
+    }
+    if pool and "intended_label" in pool[0]:
+        out["pool"]["agreement_with_intended"] = _r(stats.accuracy(
+            [r["intended_label"] for r in pool], [r["label"] for r in pool]))
+    if pool and "label_variant" in pool[0]:
+        flips = stats.flip_rate([r["label"] for r in pool], [r["label_variant"] for r in pool])
+        out["pool"]["prompt_order_flip_rate"] = {"overall": _r(flips["overall"]),
+                                                 "by_class": {k: _r(v) for k, v in flips["by_class"].items()}}
+    return out
+
+
+def cross_annotator(pools: Mapping[str, Sequence[dict]]) -> dict:
+    """Agreement between annotators on the shared synthetic pool (rows aligned by id)."""
+    names = sorted(pools)
+    ids = sorted(set.intersection(*(set(r["id"] for r in pools[n]) for n in names)))
+    by_id = {n: {r["id"]: r["label"] for r in pools[n]} for n in names}
+    labels = {n: [by_id[n][i] for i in ids] for n in names}
+    out: dict = {"n_shared": len(ids), "annotators": names, "pairwise_kappa": {}, "confusion": {}}
+    for (a, b), k in stats.pairwise_kappa(labels).items():
+        out["pairwise_kappa"][f"{a}__{b}"] = _r(k)
+        out["confusion"][f"{a}__{b}"] = stats.confusion(labels[a], labels[b], list(LABELS))
+    if len(names) >= 2:
+        ratings = [[labels[n][j] for n in names] for j in range(len(ids))]
+        out["fleiss_kappa"] = _r(stats.fleiss_kappa(ratings, list(LABELS)))
+    return out

@@ -1,0 +1,128 @@
+"""The results table and charts: annotator × regime, mean over seeds with confidence intervals.
+
+Two intervals per cell: a t-interval over seeds (training variability) and a percentile bootstrap
+over test items of the seed-averaged correctness (test-set sampling). Regimes are compared pairwise
+within an annotator by a paired bootstrap over test items; a difference is marked significant when
+its 95 % interval excludes zero. No correction for multiple comparisons is applied (say so when
+quoting many of them). This module does not read files.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from synthllm import stats
+
+COMPARISONS = (("warmup", "mix"), ("warmup", "reversed"), ("warmup", "gold_only"),
+               ("warmup", "synthetic_only"), ("mix", "gold_only"), ("reversed", "gold_only"))
+
+
+def item_correctness(predictions: pd.DataFrame) -> pd.Series:
+    """Per test item, the share of seeds that got it right."""
+    return (predictions["label"] == predictions["predicted"]).groupby(predictions["id"]).mean().sort_index()
+
+
+def results_table(metrics: Mapping[str, dict], predictions: Mapping[str, pd.DataFrame],
+                  seed: int = 0, n_resamples: int = 2000) -> pd.DataFrame:
+    rows = []
+    for run, m in sorted(metrics.items()):
+        annotator, regime = run.split("__")
+        seeds = m["seeds"]
+        acc = [s["all"]["accuracy"] for s in seeds.values()]
+        mean, lo, hi = stats.seed_mean_ci(acc)
+        point, blo, bhi = stats.bootstrap_ci(item_correctness(predictions[run]).to_numpy(),
+                                             n_resamples=n_resamples, seed=seed)
+        rows.append({
+            "annotator": annotator, "regime": regime, "seeds": len(acc),
+            "accuracy": mean, "acc_seed_ci_low": lo, "acc_seed_ci_high": hi,
+            "acc_boot_ci_low": blo, "acc_boot_ci_high": bhi,
+            "macro_f1": float(np.mean([s["all"]["macro_f1"] for s in seeds.values()])),
+            "hard_hypothesis_acc": float(np.mean([s["hard_hypothesis"]["accuracy"] for s in seeds.values()])),
+            "hard_overlap_acc": float(np.mean([s["hard_overlap"]["accuracy"] for s in seeds.values()])),
+        })
+    return pd.DataFrame(rows)
+
+
+def regime_comparisons(predictions: Mapping[str, pd.DataFrame], seed: int = 0,
+                       n_resamples: int = 2000) -> pd.DataFrame:
+    """Paired bootstrap of seed-averaged per-item correctness between regimes of one annotator."""
+    by_annotator: dict[str, dict[str, pd.Series]] = {}
+    gold_only = next((item_correctness(p) for r, p in predictions.items() if r.endswith("__gold_only")), None)
+    for run, preds in predictions.items():
+        annotator, regime = run.split("__")
+        if regime != "gold_only":
+            by_annotator.setdefault(annotator, {} if gold_only is None else {"gold_only": gold_only})
+            by_annotator[annotator][regime] = item_correctness(preds)
+    rows = []
+    for annotator, regimes in sorted(by_annotator.items()):
+        for a, b in COMPARISONS:
+            if a not in regimes or b not in regimes:
+                continue
+            diff = (regimes[a] - regimes[b]).to_numpy()
+            delta, lo, hi = stats.bootstrap_ci(diff, n_resamples=n_resamples, seed=seed)
+            rows.append({"annotator": annotator, "a": a, "b": b, "delta_accuracy": delta,
+                         "ci_low": lo, "ci_high": hi, "significant": bool(lo > 0 or hi < 0)})
+    return pd.DataFrame(rows, columns=["annotator", "a", "b", "delta_accuracy", "ci_low", "ci_high",
+                                       "significant"])
+
+
+def markdown(table: pd.DataFrame, comparisons: pd.DataFrame, annotators: Mapping[str, dict]) -> str:
+    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
+    lines = ["# SynthLLM results", "", "## Annotators (gold-val audit sample)", "",
+             "| annotator | audit n | accuracy | macro-F1 | ECE | failed (pool) | pool labels e/c/n |",
+             "|---|---|---|---|---|---|---|"]
+    for name, m in sorted(annotators.items()):
+        a, pool = m["audit"], m["pool"]
+        dist = "/".join(pct(pool["label_distribution"].get(l) or 0) for l in ("entailment", "contradiction", "neutral"))
+        ece = "–" if a.get("ece") is None else f"{a['ece']:.3f}"
+        lines.append(f"| {name} | {a['n']} | {pct(a['accuracy'])} | {pct(a['macro_f1'])} | {ece} | "
+                     f"{pool['failed']}/{pool['n']} | {dist} |")
+    lines += ["", "## Test accuracy by annotator × regime (FarsTail test, %)", "",
+              "Mean over seeds; [t-interval over seeds]; {bootstrap 95 % CI over test items}.", "",
+              "| annotator | regime | seeds | accuracy | seed CI | item CI | macro-F1 | hard-hyp | hard-overlap |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.annotator} | {r.regime} | {r.seeds} | {pct(r.accuracy)} | "
+                     f"[{pct(r.acc_seed_ci_low)}, {pct(r.acc_seed_ci_high)}] | "
+                     f"{{{pct(r.acc_boot_ci_low)}, {pct(r.acc_boot_ci_high)}}} | {pct(r.macro_f1)} | "
+                     f"{pct(r.hard_hypothesis_acc)} | {pct(r.hard_overlap_acc)} |")
+    lines += ["", "## Regime comparisons (paired bootstrap over test items, 95 % CI)", "",
+              "| annotator | a | b | Δ accuracy (a − b) | CI | significant |", "|---|---|---|---|---|---|"]
+    for c in comparisons.itertuples():
+        lines.append(f"| {c.annotator} | {c.a} | {c.b} | {pct(c.delta_accuracy)} | "
+                     f"[{pct(c.ci_low)}, {pct(c.ci_high)}] | {'**yes**' if c.significant else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def regime_chart(table: pd.DataFrame, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    regimes = [r for r in ("gold_only", "synthetic_only", "warmup", "mix", "reversed") if r in set(table.regime)]
+    annotators = sorted(set(table.annotator) - {"gold"})
+    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(regimes), 4))
+    width = 0.8 / max(1, len(annotators))
+    gold = table[table.regime == "gold_only"]
+    if not gold.empty:
+        g = gold.iloc[0]
+        ax.axhspan(100 * g.acc_boot_ci_low, 100 * g.acc_boot_ci_high, color="0.85", label="gold_only (CI)")
+        ax.axhline(100 * g.accuracy, color="0.4", lw=1)
+    for k, ann in enumerate(annotators):
+        sub = table[table.annotator == ann].set_index("regime").reindex([r for r in regimes if r != "gold_only"])
+        x = np.arange(len(sub)) + k * width
+        err = np.vstack([sub.accuracy - sub.acc_boot_ci_low, sub.acc_boot_ci_high - sub.accuracy]) * 100
+        ax.bar(x, 100 * sub.accuracy, width, yerr=err, capsize=3, label=ann)
+    ax.set_xticks(np.arange(len(regimes) - (not gold.empty)) + width * (len(annotators) - 1) / 2)
+    ax.set_xticklabels([r for r in regimes if r != "gold_only"])
+    ax.set_ylabel("FarsTail test accuracy (%)")
+    ax.set_ylim(30, max(80, 100 * table.accuracy.max() + 5))
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Regimes by annotator (mean over seeds, bootstrap 95 % CI)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

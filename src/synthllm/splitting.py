@@ -1,0 +1,72 @@
+"""Split one annotator's labelled synthetic pool into train/dev, shaping its label distribution.
+
+Strategies: ``natural`` keeps the annotator's distribution; ``balanced`` down-samples every label
+to the rarest one; ``gold_matched`` down-samples to the gold train proportions. Failed rows and
+rows under the confidence threshold are dropped first (and counted). This module never up-samples
+or relabels.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from synthllm.errors import InputDataError
+from synthllm.params import SplitParams
+
+
+def _downsample_to(df: pd.DataFrame, shares: Mapping[str, float], seed: int) -> pd.DataFrame:
+    counts = df["label"].value_counts()
+    present = {lab: s for lab, s in shares.items() if s > 0}
+    # the largest total for which every label has enough rows at the target shares
+    total = min(counts.get(lab, 0) / s for lab, s in present.items())
+    parts = [df[df["label"] == lab].sample(n=int(total * s), random_state=seed)
+             for lab, s in present.items()]
+    return pd.concat(parts).sort_index()
+
+
+def shape_distribution(df: pd.DataFrame, strategy: str, gold_shares: Mapping[str, float],
+                       seed: int) -> pd.DataFrame:
+    if strategy == "natural" or df.empty:
+        return df
+    if strategy == "balanced":
+        labels = sorted(df["label"].unique())
+        return _downsample_to(df, {lab: 1 / len(labels) for lab in labels}, seed)
+    if strategy == "gold_matched":
+        return _downsample_to(df, gold_shares, seed)
+    raise ValueError(f"unknown split strategy {strategy!r}")
+
+
+def _stratify(df: pd.DataFrame):
+    counts = df["label"].value_counts()
+    return df["label"] if len(counts) > 1 and counts.min() >= 2 else None
+
+
+def split_synthetic(annotated: pd.DataFrame, params: SplitParams,
+                    gold_shares: Mapping[str, float]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    if annotated.empty:
+        raise InputDataError("no annotated rows to split (did generation keep any hypotheses?)")
+    stats: dict = {"annotated": int(len(annotated))}
+    ok = annotated[annotated["status"] == "ok"]
+    stats["dropped_failed"] = int(len(annotated) - len(ok))
+    conf = ok["confidence"].astype(float).fillna(1.0)
+    kept = ok[conf >= params.min_confidence]
+    stats["dropped_low_confidence"] = int(len(ok) - len(kept))
+    shaped = shape_distribution(kept, params.strategy, gold_shares, params.seed)
+    stats["dropped_by_strategy"] = int(len(kept) - len(shaped))
+    if params.max_size is not None and len(shaped) > params.max_size:
+        shaped, _ = train_test_split(shaped, train_size=params.max_size, random_state=params.seed,
+                                     stratify=_stratify(shaped))
+        shaped = shaped.sort_index()
+    stats["dropped_by_cap"] = int(len(kept) - stats["dropped_by_strategy"] - len(shaped))
+    if len(shaped) < 4:
+        raise InputDataError(f"only {len(shaped)} usable synthetic rows after filtering "
+                             f"(need at least 4); lower split.min_confidence or generate more")
+    train, dev = train_test_split(shaped, test_size=params.dev_fraction, random_state=params.seed,
+                                  stratify=_stratify(shaped))
+    train, dev = train.sort_index(), dev.sort_index()
+    stats.update(train=int(len(train)), dev=int(len(dev)),
+                 train_labels={k: int(v) for k, v in train["label"].value_counts().sort_index().items()})
+    return train, dev, stats

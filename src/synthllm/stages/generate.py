@@ -1,0 +1,46 @@
+"""Stage generate: the small model writes one hypothesis per gold-train premise × intended label."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from synthllm import generation
+from synthllm.backends import RequestCache, make_backend, run_requests
+from synthllm.io import write_json, write_jsonl
+from synthllm.prompts import load_generate_prompt
+from synthllm.stages._common import cache_path, entry, load_gold, params_of, parser
+
+
+@entry
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--gold", type=Path, required=True, help="gold folder (train/val/test.jsonl)")
+    p.add_argument("--prompts", type=Path, required=True, help="prompts root folder")
+    p.add_argument("--out", type=Path, required=True, help="generated pairs (.jsonl)")
+    p.add_argument("--stats", type=Path, required=True, help="filter counts and throughput (.json)")
+    args = p.parse_args(argv)
+    params = params_of(args)
+    cfg = params.generate
+    prompt = load_generate_prompt(args.prompts, cfg.prompt, cfg.labels)
+    train = load_gold(args.gold, "train").to_dict("records")
+    blocked = generation.blocked_texts(load_gold(args.gold, s).to_dict("records") for s in ("val", "test"))
+    premises, leaked = generation.select_premises(train, cfg.num_premises, cfg.seed, blocked)
+    requests, meta = generation.plan_requests(premises, train, prompt, cfg)
+
+    backend = make_backend(cfg.backend)
+    cache = RequestCache(cache_path(params))
+    try:
+        results, run = run_requests(backend, requests, cache, desc="generate",
+                                    cost=getattr(backend, "cost", None))
+    finally:
+        cache.close()
+    rows, counts = generation.filter_generations(meta, results, cfg.filters, blocked, backend.identity)
+    write_jsonl(rows, args.out)
+    tokens_per_s = run.completion_tokens / run.wall_s if run.sent and run.wall_s else None
+    write_json({"premises": len(premises), "premises_skipped_leakage": leaked, **counts,
+                "run": run.as_dict(), "completion_tokens_per_s": tokens_per_s,
+                "batch_size": getattr(backend, "batch_size", None)}, args.stats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Stage gold: FarsTail train/val/test → data/gold/{train,val,test}.jsonl (normalised, verified)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from synthllm import gold
+from synthllm.errors import GoldDataError
+from synthllm.io import write_json, write_jsonl
+from synthllm.stages._common import entry, params_of, parser
+
+
+@entry
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    args = p.parse_args(argv)
+    params = params_of(args).gold
+    mirror = os.environ.get(params.mirror_env)
+    mirror_dir = Path(mirror) if mirror else None
+    if mirror_dir is not None and not mirror_dir.is_dir():
+        raise GoldDataError(f"{params.mirror_env}={mirror}: not a folder (unset it to download "
+                            f"from {params.url}, or point it at the FarsTail CSV files)")
+    with gold.temporary_staging() as staging:
+        frames = gold.load_farstail(Path(staging), base_url=params.url, mirror_dir=mirror_dir,
+                                    max_train=params.max_train)
+    counts = {}
+    for split, df in frames.items():
+        write_jsonl(df.to_dict("records"), args.out / f"{split}.jsonl")
+        counts[split] = {"rows": len(df), **df["label"].value_counts().sort_index().to_dict()}
+    write_json(counts, args.out / "counts.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Stage quality: agreement between annotators on the shared synthetic pool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from synthllm.io import read_jsonl, write_json
+from synthllm.quality import cross_annotator
+from synthllm.stages._common import entry, parser
+
+
+@entry
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--annotated", type=Path, required=True, help="folder of <annotator>.jsonl files")
+    p.add_argument("--metrics", type=Path, required=True)
+    args = p.parse_args(argv)
+    pools = {f.stem: read_jsonl(f) for f in sorted(args.annotated.glob("*.jsonl"))}
+    write_json(cross_annotator(pools) if len(pools) > 1 else {"annotators": sorted(pools)}, args.metrics)
+
+
+if __name__ == "__main__":
+    main()
