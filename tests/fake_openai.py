@@ -107,7 +107,8 @@ class FakeOpenAI:
 
     def start(self) -> "FakeOpenAI":
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server_cls = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 1024, "daemon_threads": True})
+        self._server = server_cls(("127.0.0.1", 0), handler)  # the default backlog of 5 resets bursts
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -128,7 +129,7 @@ class FakeOpenAI:
             return {"id": "cmpl-fake", "object": "text_completion", "created": created,
                     "model": body.get("model"), "choices": [choice], "usage": _usage(body.get("prompt", ""), text)}
         question = str(body["messages"][-1]["content"])
-        label = "maybe" if fault == "out_of_set" else label_for(question)
+        label = "sarcasm" if fault == "out_of_set" else label_for(question)
         structured = "response_format" in body
         text = json.dumps({"label": label}) if structured else label
         text = "" if fault == "empty" else text
@@ -187,6 +188,7 @@ def _usage(prompt: str, text: str) -> dict:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: Nagle + delayed ACK add 40 ms
     fake: FakeOpenAI
 
     def log_message(self, *args) -> None:  # keep test output quiet
@@ -241,6 +243,8 @@ class _Handler(BaseHTTPRequestHandler):
             fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
         try:
             self._complete(endpoint, raw.decode("utf-8"))
+        except (KeyError, IndexError, TypeError, ValueError) as err:  # as OpenAI: a 400, not a crash
+            self._json(400, {"error": {"message": f"invalid request: {type(err).__name__} {err}"}})
         finally:
             with fake.lock:
                 fake.in_flight -= 1
@@ -298,8 +302,21 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, {k: v for k, v in batch.items() if not k.startswith("_")})
 
 
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
+@pytest.fixture(name="fake_openai")
+def fake_openai_fixture() -> Iterator[FakeOpenAI]:
+    """A started server, stopped after the test; import this function into a test module to use it."""
     server = FakeOpenAI().start()
     yield server
+    server.stop()
+
+
+if __name__ == "__main__":  # a stand-alone server for the benchmark: prints its URL, serves until stdin closes
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="fake OpenAI server on 127.0.0.1")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every completion")
+    server = FakeOpenAI(latency_s=parser.parse_args().latency).start()
+    print(server.url, flush=True)
+    sys.stdin.read()
     server.stop()

@@ -6,6 +6,8 @@ validated params section onto it. Heavy imports (torch, openai) happen only when
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from synthllm.backends.base import Backend, Request, Result, Usage
 from synthllm.backends.runner import RequestCache, RunStats, run_requests
 from synthllm.params import OpenAIBackendParams, TransformersBackendParams
@@ -14,7 +16,9 @@ __all__ = ["Backend", "Request", "Result", "Usage", "RequestCache", "RunStats", 
            "make_backend"]
 
 
-def make_backend(params: TransformersBackendParams | OpenAIBackendParams) -> Backend:
+def make_backend(params: TransformersBackendParams | OpenAIBackendParams,
+                 state_dir: Path | None = None) -> Backend:
+    """``state_dir`` holds resumable state beside the request cache (OpenAI batch ids)."""
     if isinstance(params, TransformersBackendParams):
         from synthllm.backends.transformers_local import TransformersBackend
 
@@ -22,4 +26,4 @@ def make_backend(params: TransformersBackendParams | OpenAIBackendParams) -> Bac
                                    batch_size=params.batch_size, threads=params.threads)
     from synthllm.backends.openai_http import OpenAIBackend
 
-    return OpenAIBackend(params)
+    return OpenAIBackend(params, state_dir=state_dir)

@@ -104,5 +104,9 @@ class Backend(ABC):
                 f"it serves {sorted(self.kinds)}"
             )
 
+    def accounting(self) -> dict:
+        """Keyword arguments for :func:`run_requests`: cost functions and budget cap, if priced."""
+        return {}
+
     def close(self) -> None:
         """Release model memory or connections."""

@@ -3,7 +3,7 @@
 Requests are written as JSONL whose ``custom_id`` is the request's cache key, uploaded, run as one
 batch, polled every ``batch_poll_s`` and mapped back by ``custom_id``. Items that failed
 retryably (429, 5xx, expired, missing from the output) are resubmitted in a new batch, at most
-``max_retries`` times; the rest end as error results.
+``max_retries`` times; the rest end as error results. Only the first base URL is used.
 
 The batch id is written to a state file in ``state_dir`` (beside the request cache) *before*
 polling starts, together with the keys it answers. A killed process re-attaches on the next run to
@@ -97,12 +97,19 @@ def _collect(client: openai.OpenAI, batch) -> dict[str, Outcome]:
     return outcomes
 
 
+def _missing(batch) -> Outcome:
+    """The outcome of a request the batch has no line for: retried unless the batch itself
+    failed validation or was cancelled (resubmitting the same file would fail the same way)."""
+    errors = getattr(getattr(batch, "errors", None), "data", None) or []
+    detail = "; ".join(str(e.message) for e in errors[:3]) or "no answer for this request"
+    return None, f"batch {batch.status}: {detail}", batch.status in ("completed", "expired")
+
+
 def run_batch(backend: "OpenAIBackend", requests: Sequence[Request]) -> Iterator[tuple[int, Result]]:
     params, state_dir = backend.params, backend.state_dir
     assert state_dir is not None  # checked when the backend is built
     state_dir.mkdir(parents=True, exist_ok=True)
-    client = openai.OpenAI(api_key=backend._key, base_url=backend._urls[0], max_retries=params.max_retries,
-                           timeout=params.timeout_s)
+    client = backend.sync_client()
     indices: dict[str, list[int]] = {}
     for i, request in enumerate(requests):
         indices.setdefault(request.cache_key(backend.identity), []).append(i)
@@ -122,9 +129,9 @@ def run_batch(backend: "OpenAIBackend", requests: Sequence[Request]) -> Iterator
             batch = _wait(client, batch_id, params.batch_poll_s, len(remaining))
             outcomes = _collect(client, batch)
             retry: dict[str, Request] = {}
+            missing = _missing(batch)
             for key, request in remaining.items():
-                body, error, retryable = outcomes.get(
-                    key, (None, f"batch {batch.status}: no answer for this request", True))
+                body, error, retryable = outcomes.get(key, missing)
                 if error and retryable and round_ < params.max_retries:
                     retry[key] = request
                     continue

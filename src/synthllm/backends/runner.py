@@ -108,7 +108,7 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
     if budget_usd is not None and (cost is None or cost_bound is None):
         raise BackendError("budget_usd needs both cost= and cost_bound= (e.g. backend.cost and "
                            "backend.cost_bound of an OpenAIBackend)")
-    cache = cache or RequestCache(None)
+    cache = cache if cache is not None else RequestCache(None)  # an empty cache is falsy (__len__)
     started = time.perf_counter()
     stats = RunStats(requests=len(requests))
     keys = [r.cache_key(backend.identity) for r in requests]

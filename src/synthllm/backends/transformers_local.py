@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from synthllm.backends.base import Backend, Request, Result, Usage
 from synthllm.errors import BackendError
@@ -28,6 +29,18 @@ def fingerprint(model_dir: Path) -> str:
             for block in iter(lambda: f.read(1 << 22), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
+
+
+class _StopOnStrings(StoppingCriteria):
+    """Per-row stop once the generated text contains a stop string. (transformers' own
+    ``stop_strings`` needs a tokenizer whose vocabulary it can parse, which not every one is.)"""
+
+    def __init__(self, tokenizer, stops: tuple[str, ...], prompt_len: int):
+        self.tokenizer, self.stops, self.prompt_len = tokenizer, stops, prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        tails = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stops) for t in tails], device=input_ids.device)
 
 
 class TransformersBackend(Backend):
@@ -77,11 +90,12 @@ class TransformersBackend(Backend):
                              add_special_tokens=True)
         torch.manual_seed(first.seed)
         sample = first.temperature > 0
+        stopping = StoppingCriteriaList([_StopOnStrings(self.tokenizer, first.stop, enc["input_ids"].shape[1])]
+                                        if first.stop else [])
         out = self.model.generate(
             **enc, max_new_tokens=first.max_new_tokens, do_sample=sample,
             temperature=first.temperature if sample else None, top_p=first.top_p if sample else None,
-            top_k=None, stop_strings=list(first.stop) or None, tokenizer=self.tokenizer,
-            pad_token_id=self.tokenizer.pad_token_id,
+            top_k=None, stopping_criteria=stopping, pad_token_id=self.tokenizer.pad_token_id,
         )
         new = out[:, enc["input_ids"].shape[1]:]
         results = []
@@ -120,7 +134,9 @@ class TransformersBackend(Backend):
             ids = [[pad] * (width - len(e)) + row.tolist() + e for e, row in zip(extra, enc["input_ids"])]
             mask = [[0] * (width - len(e)) + row.tolist() + [1] * len(e) for e, row in zip(extra, enc["attention_mask"])]
             enc = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
-        logp = torch.log_softmax(self.model(**enc, logits_to_keep=keep).logits.float(), -1)
+        position_ids = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(**enc, position_ids=position_ids, logits_to_keep=keep).logits
+        logp = torch.log_softmax(logits.float(), -1)
         results, row = [], 0
         for r, cids in zip(batch, choice_ids):
             scores = {}

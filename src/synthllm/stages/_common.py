@@ -37,7 +37,8 @@ def entry(main: Callable[[list[str] | None], None]) -> Callable[[list[str] | Non
     """Run a stage main; a SynthLLMError becomes one clear line on stderr and exit status 2."""
 
     def wrapped(argv: list[str] | None = None) -> None:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+        logging.getLogger("synthllm").setLevel(logging.INFO)
         try:
             main(argv)
         except SynthLLMError as err:

@@ -13,14 +13,14 @@ from synthllm.quality import audit_metrics
 from synthllm.stages._common import cache_path, entry, load_gold, params_of, parser
 
 
-def _backend(cfg):
+def _backend(cfg, state_dir: Path):
     if cfg.kind == "classifier":
         from synthllm.backends.classifier import ClassifierBackend
 
         return ClassifierBackend(cfg.model_dir)
     from synthllm.backends import make_backend
 
-    return make_backend(cfg.backend)
+    return make_backend(cfg.backend, state_dir=state_dir)
 
 
 @entry
@@ -51,11 +51,11 @@ def main(argv: list[str] | None = None) -> None:
         jobs.append(("variant", pool, cfg.stability_variant))
     requests = [annotation.build_requests(rows, cfg, prompt, train, params.annotate.seed, variant)
                 for _, rows, variant in jobs]
-    backend = _backend(cfg)
+    backend = _backend(cfg, cache_path(params).parent)
     cache = RequestCache(cache_path(params))
     try:
         results, run = run_requests(backend, [r for rs in requests for r in rs], cache,
-                                    desc=f"annotate[{args.name}]", cost=getattr(backend, "cost", None))
+                                    desc=f"annotate[{args.name}]", **backend.accounting())
     finally:
         cache.close()
     labelled, start = {}, 0

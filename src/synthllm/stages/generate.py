@@ -27,11 +27,11 @@ def main(argv: list[str] | None = None) -> None:
     premises, leaked = generation.select_premises(train, cfg.num_premises, cfg.seed, blocked)
     requests, meta = generation.plan_requests(premises, train, prompt, cfg)
 
-    backend = make_backend(cfg.backend)
     cache = RequestCache(cache_path(params))
+    backend = make_backend(cfg.backend, state_dir=cache_path(params).parent)
     try:
         results, run = run_requests(backend, requests, cache, desc="generate",
-                                    cost=getattr(backend, "cost", None))
+                                    **backend.accounting())
     finally:
         cache.close()
     rows, counts = generation.filter_generations(meta, results, cfg.filters, blocked, backend.identity)

@@ -1,0 +1,155 @@
+"""The whole DAG at tiny scale with the real ``dvc`` CLI in a temporary copy of the repository.
+
+One ``dvc repro`` (about a minute and a half on 2 cores) is shared by the tests in this module:
+outputs are complete, a second repro runs nothing, and a params change makes exactly the stages
+that read it (and their descendants) stale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", ".dvc", "data", "models", "metrics", "plots",
+                                     "reports", ".cache", "__pycache__", "*.egg-info", ".pytest_cache",
+                                     "notebooks", "benchmarks", "tests")
+
+
+def tiny_params(repo_root: Path, tiny_lm: Path) -> dict:
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    params["gold"]["max_train"] = 400
+    params["generator_model"] = {"source": "hf", "name_or_path": str(tiny_lm), "save_dtype": "float32"}
+    params["generate"].update(num_premises=14, shots=1, max_new_tokens=32,
+                              backend={"kind": "transformers", "model_dir": "models/generator", "batch_size": 8})
+    params["generate"]["filters"].update(min_script_ratio=0.5, min_words=2)
+    params["annotators"] = ["classifier", "tinylm"]
+    params["annotator_configs"]["tinylm"] = {
+        "kind": "llm", "method": "logprob", "prompt": "fa/nli/annotate", "shots": 1,
+        "stability_variant": "hypothesis_first",
+        "backend": {"kind": "transformers", "model_dir": "models/generator", "batch_size": 8}}
+    params["annotate"]["audit_size"] = 20
+    params["annotator_training"]["gold_epochs"] = 1
+    params["split"]["dev_fraction"] = 0.2
+    params["regimes"] = ["warmup", "mix"]
+    params["train"] = {"classifier": {"kind": "sklearn_sgd", "n_features": 4096}, "gold_epochs": 1,
+                       "synthetic_epochs": 1, "seeds": [1, 2]}
+    return params
+
+
+def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def dvc(*args: str, cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "dvc", *args], cwd, env, check)
+
+
+def make_repo(repo_root: Path, dest: Path, params: dict) -> Path:
+    shutil.copytree(repo_root, dest, ignore=COPY_IGNORE)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
+                [sys.executable, "-m", "dvc", "config", "core.analytics", "false"],
+                ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
+        run(cmd, dest, env)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def pipeline_env(tmp_path_factory, farstail_mirror):
+    cache = tmp_path_factory.mktemp("llm-cache")
+    return {**os.environ, "SYNTHLLM_FARSTAIL_MIRROR": str(farstail_mirror),
+            "SYNTHLLM_CACHE_DIR": str(cache), "TQDM_DISABLE": "1"}
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory, repo_root, tiny_lm, pipeline_env):
+    repo = make_repo(repo_root, tmp_path_factory.mktemp("w") / "repo", tiny_params(repo_root, tiny_lm))
+    dvc("repro", cwd=repo, env=pipeline_env)
+    return repo
+
+
+def would_run(repo: Path, env: dict) -> set[str]:
+    out = dvc("repro", "--dry", cwd=repo, env=env).stdout
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+
+
+def edit_params(repo: Path, change) -> str:
+    path = repo / "params.yaml"
+    original = path.read_text()
+    params = yaml.safe_load(original)
+    change(params)
+    path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+    return original
+
+
+def test_full_dag_outputs(tiny_repo):
+    generated = [json.loads(x) for x in (tiny_repo / "data/synthetic/generated.jsonl").read_text().splitlines()]
+    assert generated, "the tiny generator kept no hypotheses"
+    assert {"id", "premise", "hypothesis", "intended_label", "generator", "prompt_version", "seed"} <= set(generated[0])
+    stats = json.loads((tiny_repo / "metrics/generate.json").read_text())
+    assert stats["generated"] == 42 and stats["kept"] == len(generated)
+    assert stats["generated"] == stats["kept"] + sum(v for k, v in stats.items() if k.startswith("dropped_"))
+    for name in ("classifier", "tinylm"):
+        annotated = (tiny_repo / f"data/annotated/{name}.jsonl").read_text().splitlines()
+        assert len(annotated) == len(generated)  # every row comes back, labelled or failed
+        m = json.loads((tiny_repo / f"metrics/annotators/{name}.json").read_text())
+        assert m["audit"]["n"] == 20 and 0 <= m["audit"]["accuracy"] <= 1
+    assert "prompt_order_flip_rate" in json.loads((tiny_repo / "metrics/annotators/tinylm.json").read_text())["pool"]
+    runs = sorted(p.stem for p in (tiny_repo / "metrics/eval").glob("*.json"))
+    assert runs == ["classifier__mix", "classifier__warmup", "gold__gold_only", "tinylm__mix", "tinylm__warmup"]
+    ev = json.loads((tiny_repo / "metrics/eval/gold__gold_only.json").read_text())
+    assert set(ev["seeds"]) == {"seed-1", "seed-2"} and 0.3 < ev["summary"]["all_accuracy_mean"] < 1
+    table = (tiny_repo / "reports/results.md").read_text()
+    assert "| tinylm | warmup | 2 |" in table
+    assert (tiny_repo / "reports/regimes.png").stat().st_size > 1000
+    quality = json.loads((tiny_repo / "metrics/annotation_quality.json").read_text())
+    assert "classifier__tinylm" in quality["pairwise_kappa"]
+
+
+def test_second_repro_runs_nothing(tiny_repo, pipeline_env):
+    out = dvc("repro", cwd=tiny_repo, env=pipeline_env).stdout
+    assert "Running stage" not in out
+    assert "up to date" in dvc("status", cwd=tiny_repo, env=pipeline_env).stdout
+
+
+def test_metrics_are_readable_by_dvc(tiny_repo, pipeline_env):
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=tiny_repo, env=pipeline_env).stdout)
+    files = next(iter(shown.values()))["data"]
+    assert "metrics/eval/tinylm__warmup.json" in files
+
+
+def test_train_param_change_stales_only_train_evaluate_report(tiny_repo, pipeline_env):
+    original = edit_params(tiny_repo, lambda p: p["train"].update(gold_epochs=2))
+    try:
+        stale = would_run(tiny_repo, pipeline_env)
+    finally:
+        (tiny_repo / "params.yaml").write_text(original)
+    assert stale, "nothing would re-run"
+    assert all(s.split("@")[0] in {"train", "train_gold_only", "evaluate", "evaluate_gold_only", "report"}
+               for s in stale), stale
+    assert {"train_gold_only", "train@tinylm-warmup", "evaluate@classifier-mix", "report"} <= stale
+
+
+def test_generate_param_change_stales_generate_and_downstream_not_gold(tiny_repo, pipeline_env):
+    original = edit_params(tiny_repo, lambda p: p["generate"].update(temperature=0.7))
+    try:
+        stale = would_run(tiny_repo, pipeline_env)
+    finally:
+        (tiny_repo / "params.yaml").write_text(original)
+    assert {"generate", "annotate@tinylm", "split@classifier", "train@classifier-warmup",
+            "evaluate@tinylm-mix", "quality", "report"} <= stale
+    assert not stale & {"gold", "generator_model", "train_annotator", "train_gold_only", "evaluate_gold_only"}

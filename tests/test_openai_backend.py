@@ -1,0 +1,311 @@
+"""OpenAIBackend through run_requests against a real local HTTP server (tests/fake_openai.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from fake_openai import FakeOpenAI, fake_openai_fixture, label_for  # noqa: F401  (the fixture)
+from synthllm.backends import Request, RequestCache, run_requests
+from synthllm.backends.openai_http import AdaptiveLimit, OpenAIBackend
+from synthllm.errors import BackendError, BudgetExceeded
+from synthllm.estimate import estimate
+from synthllm.params import LABELS, OpenAIBackendParams, PriceParams, parse_params
+from synthllm.prompts import load_annotate_prompt
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPT = load_annotate_prompt(ROOT / "prompts", "fa/nli/annotate")
+SCHEMA = {"type": "object", "properties": {"label": {"type": "string", "enum": list(LABELS)}},
+          "required": ["label"], "additionalProperties": False}
+PLANTED = "sk-test-PLANTED-5f1c2e9a7b"
+
+
+def chat_requests(n: int) -> list[Request]:
+    return [Request(messages=PROMPT.render_chat(f"متن شماره {i} درباره هوا است.", f"جمله {i}"),
+                    json_schema=SCHEMA, max_new_tokens=16) for i in range(n)]
+
+
+def label_of(text: str) -> str | None:
+    return PROMPT.parse_label(json.loads(text)["label"] if text.lstrip().startswith("{") else text)
+
+
+def expected(request: Request) -> str:
+    return label_for(request.messages[-1]["content"])
+
+
+def params(server: FakeOpenAI, **overrides) -> OpenAIBackendParams:
+    base = dict(model="fake-model", base_urls=[server.url], concurrency=4, timeout_s=0.5, max_retries=3,
+                retry_backoff_s=0.01, batch_poll_s=0.05)
+    return OpenAIBackendParams(**{**base, **overrides})
+
+
+def test_every_row_answered_and_cached_rows_never_resent(fake_openai, tmp_path):
+    backend = OpenAIBackend(params(fake_openai))
+    requests = chat_requests(20) + chat_requests(5)  # 5 duplicates: sent once, shared
+    cache = RequestCache(tmp_path / "cache.sqlite")
+    results, stats = run_requests(backend, requests, cache, progress=False, cost=backend.cost)
+    assert [label_of(r.text) for r in results] == [expected(q) for q in requests]
+    assert stats.sent == 20 and stats.failures == 0 and stats.completion_tokens > 0
+    best = results[0].choice_logprobs  # the label token's top logprobs, keyed by token text
+    assert max(best, key=best.get) == expected(requests[0]) and set(best) == set(LABELS)
+    again, stats2 = run_requests(backend, requests, cache, progress=False)
+    assert stats2.sent == 0 and stats2.cache_hits == 25 and again == results
+    assert sum(fake_openai.received.values()) == 20 and set(fake_openai.completed.values()) == {1}
+
+
+def test_retryable_faults_recover_within_max_retries(fake_openai):
+    fake_openai.hang_s = 1.0  # past the 0.5 s timeout
+    for kind in ("429", "429", "500", "503", "drop", "malformed", "hang"):
+        fake_openai.fail(kind)
+    backend = OpenAIBackend(params(fake_openai))
+    requests = chat_requests(12)
+    started = time.perf_counter()
+    results, stats = run_requests(backend, requests, progress=False)
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+    assert [label_of(r.text) for r in results] == [expected(q) for q in requests]
+    assert sum(fake_openai.received.values()) == 12 + 7 and set(fake_openai.completed.values()) == {1}
+    assert time.perf_counter() - started >= 0.2  # the 429s' Retry-After: 0.2 was honoured
+
+
+def test_persistent_5xx_gives_up_after_exactly_max_retries(fake_openai):
+    requests = chat_requests(6)
+    fake_openai.fail("503", times=None, match="جمله 3")
+    results, stats = run_requests(OpenAIBackend(params(fake_openai, max_retries=2)), requests, progress=False)
+    assert results[3].error == "http 503: injected 503 (after 3 attempts)" and results[3].retryable
+    assert sum(r.ok for r in results) == 5 and stats.failure_reasons == {"http 503": 1}
+    assert sum(fake_openai.received.values()) == 5 + 3  # SDK retries are off: counts are exact
+
+
+def test_bad_request_fails_only_its_row_and_is_not_retried(fake_openai, tmp_path):
+    requests = chat_requests(8)
+    fake_openai.fail("400", times=None, match="جمله 5")
+    cache = RequestCache(tmp_path / "cache.sqlite")
+    results, _ = run_requests(OpenAIBackend(params(fake_openai)), requests, cache, progress=False)
+    assert results[5].error == "http 400: injected bad request" and not results[5].retryable
+    assert all(r.ok for i, r in enumerate(results) if i != 5)
+    assert sum(fake_openai.received.values()) == 8 and len(cache) == 7  # errors are not cached
+
+
+def test_length_empty_and_out_of_set_answers_are_never_guessed(fake_openai, tmp_path):
+    requests = chat_requests(6)
+    for kind, row in (("length", 1), ("empty", 2), ("out_of_set", 3)):
+        fake_openai.fail(kind, match=f"جمله {row}")
+    cache = RequestCache(tmp_path / "cache.sqlite")
+    backend = OpenAIBackend(params(fake_openai))
+    results, stats = run_requests(backend, requests, cache, progress=False)
+    assert results[1].error == "finish_reason=length" and results[1].finish_reason == "length"
+    assert results[2].error == "empty answer"
+    assert results[3].ok and label_of(results[3].text) is None  # kept as text; the annotator rejects it
+    assert stats.failures == 2 and results[1].usage.completion_tokens > 0  # billed tokens still count
+    rerun, stats2 = run_requests(backend, requests, cache, progress=False)
+    assert stats2.sent == 2 and rerun[1].ok and rerun[2].ok  # failures are retried by the next run
+
+
+def test_structured_output_rejected_falls_back_to_plain_once(fake_openai):
+    fake_openai.accepts_response_format = False
+    requests = chat_requests(12)
+    results, _ = run_requests(OpenAIBackend(params(fake_openai, concurrency=1)), requests, progress=False)
+    assert [r.text for r in results] == [expected(q) for q in requests]  # bare label words
+    assert sum(fake_openai.received.values()) == 13  # one rejected request, then remembered
+
+
+def test_completions_endpoint_and_replicas_round_robin(fake_openai):
+    second = FakeOpenAI().start()
+    try:
+        backend = OpenAIBackend(params(fake_openai, endpoint="completions",
+                                       base_urls=[second.url, fake_openai.url]))
+        requests = [Request(prompt="متن: هوا آفتابی است.\nجمله:", temperature=0.8, seed=i, stop=("\n",))
+                    for i in range(10)]
+        results, stats = run_requests(backend, requests, progress=False)
+        assert all(r.ok and r.text.endswith(".") for r in results) and stats.completion_tokens > 0
+        assert fake_openai.received["POST /v1/completions"] == second.received["POST /v1/completions"] == 5
+        assert backend.identity == f"openai:fake-model@{','.join(sorted([fake_openai.url, second.url]))}"
+        with pytest.raises(BackendError, match="cannot serve"):
+            run_requests(backend, chat_requests(1), progress=False)
+    finally:
+        second.stop()
+
+
+def test_adaptive_limit_halves_on_429_pauses_for_retry_after_and_regrows():
+    async def scenario() -> tuple[list[float], float]:
+        limit, seen = AdaptiveLimit(8), []
+        await limit.acquire()
+        await limit.release(ok=False, throttled=True, retry_after=0.1)
+        seen.append(limit.limit)
+        await limit.acquire()
+        await limit.release(ok=False, throttled=True, retry_after=0.1)  # same cool-down: no second cut
+        seen.append(limit.limit)
+        started = asyncio.get_running_loop().time()
+        await limit.acquire()  # waits out Retry-After
+        waited = asyncio.get_running_loop().time() - started
+        for _ in range(40):
+            await limit.release(ok=True)
+            await limit.acquire()
+        seen.append(limit.limit)
+        return seen, waited
+
+    seen, waited = asyncio.run(scenario())
+    assert seen[:2] == [4.0, 4.0] and seen[2] == 8.0 and waited >= 0.09
+
+
+def test_concurrency_is_bounded(fake_openai):
+    fake_openai.latency_s = 0.05
+    run_requests(OpenAIBackend(params(fake_openai, concurrency=3)), chat_requests(15), progress=False)
+    assert fake_openai.max_in_flight == 3
+
+
+DRIVER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from test_openai_backend import chat_requests
+from synthllm.backends import RequestCache, run_requests
+from synthllm.backends.openai_http import OpenAIBackend
+from synthllm.params import OpenAIBackendParams
+backend = OpenAIBackend(OpenAIBackendParams.model_validate_json(sys.argv[1]), state_dir=Path(sys.argv[2]))
+run_requests(backend, chat_requests(60), RequestCache(Path(sys.argv[2]) / "cache.sqlite"), progress=False)
+"""
+
+
+def _spawn(p: OpenAIBackendParams, state_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OPENAI_API_KEY": PLANTED}
+    with (state_dir / "driver.log").open("w") as log:  # a file, not a pipe: a full pipe would block it
+        return subprocess.Popen([sys.executable, "-c", DRIVER, p.model_dump_json(), str(state_dir),
+                                 str(ROOT / "tests")], env=env, stdout=log, stderr=log)
+
+
+def _wait_for(condition, proc: subprocess.Popen, log: Path, limit_s: float = 20.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert proc.poll() is None, f"driver exited early: {log.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, "timed out waiting for the driver"
+        time.sleep(0.02)
+
+
+def _rows(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with closing(sqlite3.connect(path, timeout=5)) as db:
+        try:
+            return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        except sqlite3.OperationalError:  # table not created yet
+            return 0
+
+
+def test_kill_9_mid_run_then_rerun_matches_uninterrupted_run(fake_openai, tmp_path):
+    fake_openai.latency_s = 0.05
+    p = params(fake_openai)
+    reference, _ = run_requests(OpenAIBackend(p), chat_requests(60), progress=False)
+    fake_openai.reset_counts()
+    proc = _spawn(p, tmp_path)
+    _wait_for(lambda: _rows(tmp_path / "cache.sqlite") >= 15, proc, tmp_path / "driver.log")
+    # Hold new answers so that the kill lands while requests are in flight, not in the few
+    # microseconds between an answer's arrival and its commit (a window any client has).
+    fake_openai.freeze()
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_at_kill = _rows(tmp_path / "cache.sqlite")
+    assert 15 <= done_at_kill < 60 and sum(fake_openai.completed.values()) == done_at_kill
+    fake_openai.thaw()  # held answers now find their client gone and are dropped
+    results, stats = run_requests(OpenAIBackend(p), chat_requests(60), RequestCache(tmp_path / "cache.sqlite"),
+                                  progress=False)
+    assert results == reference and stats.cache_hits == done_at_kill and stats.sent == 60 - done_at_kill
+    assert set(fake_openai.completed.values()) == {1}  # no completed request was sent twice
+
+
+def test_killed_batch_run_reattaches_to_its_batch(fake_openai, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", PLANTED)
+    p = params(fake_openai, use_batch_api=True, price=PriceParams(input_per_mtok=1.0, output_per_mtok=2.0))
+    fake_openai.freeze()  # the batch stays in progress until thawed
+    proc = _spawn(p, tmp_path)
+    _wait_for(lambda: fake_openai.batches and list(tmp_path.glob("batch-*.json")), proc, tmp_path / "driver.log")
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    fake_openai.thaw()
+    backend = OpenAIBackend(p, state_dir=tmp_path)
+    results, stats = run_requests(backend, chat_requests(60), RequestCache(tmp_path / "cache.sqlite"),
+                                  progress=False, cost=backend.cost)
+    assert [label_of(r.text) for r in results] == [expected(q) for q in chat_requests(60)]
+    assert fake_openai.received["POST /v1/batches"] == 1 and list(fake_openai.batches) == ["batch_0"]
+    assert not list(tmp_path.glob("batch-*.json"))  # state removed once every answer is cached
+    full = (stats.prompt_tokens * 1.0 + stats.completion_tokens * 2.0) / 1e6
+    assert stats.cost_usd == pytest.approx(full * 0.5)  # the batch discount
+
+
+def test_batch_resubmits_only_failed_items(fake_openai, tmp_path):
+    fake_openai.batch_polls = 1
+    fake_openai.fail("500", match="جمله 4", endpoint="batch_line")
+    backend = OpenAIBackend(params(fake_openai, use_batch_api=True), state_dir=tmp_path)
+    results, _ = run_requests(backend, chat_requests(10), progress=False)
+    assert all(r.ok for r in results) and label_of(results[4].text) == expected(chat_requests(10)[4])
+    second = fake_openai.batches["batch_1"]
+    assert fake_openai.files[second["input_file_id"]].count(b"\n") == 1 and len(fake_openai.batches) == 2
+
+
+def test_budget_cap_stops_before_crossing(fake_openai, tmp_path):
+    backend = OpenAIBackend(params(fake_openai, price=PriceParams(input_per_mtok=1000.0, output_per_mtok=4000.0)))
+    requests = chat_requests(30)
+    budget = 6.5 * backend.cost_bound(requests[0])
+    cache = RequestCache(tmp_path / "cache.sqlite")
+    with pytest.raises(BudgetExceeded, match="raise budget_usd"):
+        run_requests(backend, requests, cache, progress=False, cost=backend.cost, budget_usd=budget,
+                     cost_bound=backend.cost_bound)
+    done = cache.get_many([q.cache_key(backend.identity) for q in requests])
+    assert 6 <= len(done) < 30 and sum(backend.cost(r) for r in done.values()) <= budget
+    assert sum(fake_openai.completed.values()) == len(done)
+    _, stats = run_requests(backend, requests, cache, progress=False)
+    assert stats.cache_hits == len(done) and stats.sent == 30 - len(done)
+
+
+def test_planted_key_appears_nowhere(fake_openai, tmp_path, monkeypatch, caplog, capsys):
+    monkeypatch.setenv("OPENAI_API_KEY", PLANTED)
+    for name in ("", "openai", "httpx2", "httpcore2"):
+        caplog.set_level(logging.DEBUG, logger=name or None)
+    fake_openai.fail("401", match="جمله 2")  # the server echoes the refused key, as OpenAI does
+    fake_openai.fail("429")
+    backend = OpenAIBackend(params(fake_openai))
+    cache = RequestCache(tmp_path / "cache.sqlite")
+    results, stats = run_requests(backend, chat_requests(6), cache, progress=True)
+    cache.close()
+    assert f"Bearer {PLANTED}" in fake_openai.auth_seen  # the key was really used
+    assert results[2].error == "http 401: Incorrect API key provided: ***"
+    stored = b"".join(f.read_bytes() for f in tmp_path.iterdir())
+    out = capsys.readouterr()
+    for place in (stored.decode("utf-8", "replace"), repr(results), repr(stats), caplog.text, out.out,
+                  out.err, backend.identity):
+        assert PLANTED not in place
+
+
+def test_api_key_rules(monkeypatch):
+    monkeypatch.delenv("MY_KEY", raising=False)
+    with pytest.raises(BackendError, match="MY_KEY"):
+        OpenAIBackend(OpenAIBackendParams(model="gpt-x", api_key_env="MY_KEY"))
+    local = OpenAIBackend(OpenAIBackendParams(model="m", api_key_env="MY_KEY", base_urls=["http://127.0.0.1:9/v1"]))
+    assert local.identity == "openai:m@http://127.0.0.1:9/v1"
+    with pytest.raises(BackendError, match="state directory"):
+        OpenAIBackend(OpenAIBackendParams(model="m", base_urls=["http://x/v1"], use_batch_api=True))
+
+
+def test_estimate_prices_http_annotators_only():
+    llm = {"kind": "llm", "method": "instruct",
+           "backend": {"kind": "openai", "model": "gpt-x", "price": {"input_per_mtok": 1.0, "output_per_mtok": 4.0}}}
+    p = parse_params({"annotators": ["gpt", "clf"], "generate": {"num_premises": 10},
+                      "annotator_configs": {"gpt": llm, "clf": {"kind": "classifier", "model_dir": "m"}}})
+    lines = {x.run: x for x in estimate(p, ROOT / "prompts")}
+    assert lines["generate"].requests == 30 and lines["generate"].usd == 0.0
+    gpt = lines["annotate:gpt"]
+    assert gpt.requests == 30 + p.annotate.audit_size and gpt.prompt_tokens > 50 * gpt.requests
+    assert gpt.usd == pytest.approx((gpt.prompt_tokens * 1.0 + gpt.output_tokens * 4.0) / 1e6)

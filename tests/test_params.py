@@ -1,0 +1,69 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from synthllm.errors import ParamsError
+from synthllm.params import load_params, parse_params
+
+
+@pytest.fixture
+def base(repo_root):
+    return yaml.safe_load((repo_root / "params.yaml").read_text())
+
+
+def test_repository_params_validate(repo_root):
+    params = load_params(repo_root / "params.yaml")
+    assert params.annotators == ["classifier", "gemma"]
+    assert params.train.classifier.kind == "sklearn_sgd"
+    assert set(params.regimes) == {"synthetic_only", "warmup", "mix", "reversed"}
+
+
+def test_misspelt_regime_names_key_and_allowed_values(base):
+    base["regimes"] = ["warmpu"]
+    with pytest.raises(ParamsError) as err:
+        parse_params(base)
+    msg = str(err.value)
+    assert "regimes.0" in msg and "'warmup'" in msg and "'mix'" in msg
+
+
+def test_unknown_key_is_named(base):
+    base["generate"]["num_premise"] = 5
+    with pytest.raises(ParamsError, match=r"generate\.num_premise: unknown key"):
+        parse_params(base)
+
+
+def test_wrong_type_and_impossible_value(base):
+    base["generate"]["batch_size"] = 3
+    base["split"]["dev_fraction"] = 1.5
+    base["train"]["seeds"] = []
+    with pytest.raises(ParamsError) as err:
+        parse_params(base)
+    msg = str(err.value)
+    assert "generate.batch_size" in msg
+    assert "split.dev_fraction" in msg
+    assert "train.seeds" in msg
+
+
+def test_active_annotator_must_be_configured(base):
+    base["annotators"] = ["classifier", "gtp4o"]
+    with pytest.raises(ParamsError, match="gtp4o"):
+        parse_params(base)
+
+
+def test_backend_kind_discriminates(base):
+    base["annotator_configs"]["gemma"]["backend"] = {"kind": "openai"}  # model is required
+    with pytest.raises(ParamsError, match=r"annotator_configs\.gemma\.backend\.openai\.model"):
+        parse_params(base)
+
+
+def test_malformed_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("generate: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ParamsError, match="mapping"):
+        load_params(bad)

@@ -1,0 +1,51 @@
+import pandas as pd
+import pytest
+
+from synthllm.errors import InputDataError
+from synthllm.params import SplitParams
+from synthllm.splitting import split_synthetic
+
+GOLD = {"entailment": 1 / 3, "contradiction": 1 / 3, "neutral": 1 / 3}
+
+
+def _pool():
+    rows = []
+    for i in range(120):
+        label = "entailment" if i < 60 else "contradiction" if i < 90 else "neutral"
+        rows.append({"id": f"s{i}", "premise": "p", "hypothesis": f"h{i}", "label": label,
+                     "confidence": (i % 10) / 10, "status": "ok"})
+    rows += [{"id": "f", "premise": "p", "hypothesis": "x", "label": None, "confidence": None,
+              "status": "failed"}]
+    return pd.DataFrame(rows)
+
+
+def test_natural_keeps_distribution_and_drops_failed():
+    train, dev, stats = split_synthetic(_pool(), SplitParams(dev_fraction=0.2), GOLD)
+    assert stats["dropped_failed"] == 1
+    assert len(train) + len(dev) == 120 and len(dev) == 24
+    assert dev["label"].value_counts().to_dict() == {"entailment": 12, "contradiction": 6, "neutral": 6}
+    assert set(train["id"]).isdisjoint(dev["id"])
+
+
+def test_balanced_and_gold_matched_and_threshold_and_cap():
+    train, dev, _ = split_synthetic(_pool(), SplitParams(strategy="balanced"), GOLD)
+    assert pd.concat([train, dev])["label"].value_counts().to_dict() == {
+        "entailment": 30, "contradiction": 30, "neutral": 30}
+    shares = {"entailment": 0.5, "contradiction": 0.25, "neutral": 0.25}
+    train, dev, _ = split_synthetic(_pool(), SplitParams(strategy="gold_matched"), shares)
+    assert pd.concat([train, dev])["label"].value_counts().to_dict() == {
+        "entailment": 60, "contradiction": 30, "neutral": 30}
+    train, dev, stats = split_synthetic(_pool(), SplitParams(min_confidence=0.5), GOLD)
+    assert stats["dropped_low_confidence"] == 60 and (pd.concat([train, dev])["confidence"] >= 0.5).all()
+    train, dev, stats = split_synthetic(_pool(), SplitParams(max_size=40), GOLD)
+    assert len(train) + len(dev) == 40 and stats["dropped_by_cap"] == 80
+
+
+def test_same_seed_same_split_and_empty_input_is_an_error():
+    a = split_synthetic(_pool(), SplitParams(seed=3), GOLD)[0]
+    b = split_synthetic(_pool(), SplitParams(seed=3), GOLD)[0]
+    assert list(a["id"]) == list(b["id"])
+    with pytest.raises(InputDataError, match="no annotated rows"):
+        split_synthetic(pd.DataFrame(), SplitParams(), GOLD)
+    with pytest.raises(InputDataError, match="usable synthetic rows"):
+        split_synthetic(_pool(), SplitParams(min_confidence=0.95), GOLD)
