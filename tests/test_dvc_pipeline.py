@@ -82,9 +82,23 @@ def tiny_repo(tmp_path_factory, repo_root, tiny_lm, pipeline_env):
     return repo
 
 
-def would_run(repo: Path, env: dict) -> set[str]:
-    out = dvc("repro", "--dry", cwd=repo, env=env).stdout
-    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+def stale_stages(repo: Path, env: dict) -> tuple[set[str], set[str]]:
+    """Stages ``dvc status`` reports as changed, and those plus every stage downstream of them
+    (which ``dvc repro`` would then re-run, as their inputs change)."""
+    changed = set(json.loads(dvc("status", "--json", cwd=repo, env=env).stdout))
+    edges: dict[str, set[str]] = {}
+    for line in dvc("dag", "--dot", cwd=repo, env=env).stdout.splitlines():
+        if "->" in line:
+            a, b = (x.strip(' ";') for x in line.split("->"))
+            # dvc draws dependency -> dependant
+            edges.setdefault(a, set()).add(b)
+    stale, todo = set(changed), list(changed)
+    while todo:
+        for nxt in edges.get(todo.pop(), ()):
+            if nxt not in stale:
+                stale.add(nxt)
+                todo.append(nxt)
+    return changed, stale
 
 
 def edit_params(repo: Path, change) -> str:
@@ -118,6 +132,8 @@ def test_full_dag_outputs(tiny_repo):
     assert (tiny_repo / "reports/regimes.png").stat().st_size > 1000
     quality = json.loads((tiny_repo / "metrics/annotation_quality.json").read_text())
     assert "classifier__tinylm" in quality["pairwise_kappa"]
+    card = (tiny_repo / "data/export/tinylm/README.md").read_text()
+    assert "apache-2.0" in card.lower() and (tiny_repo / "data/export/tinylm/parquet/train.parquet").is_file()
 
 
 def test_second_repro_runs_nothing(tiny_repo, pipeline_env):
@@ -135,10 +151,11 @@ def test_metrics_are_readable_by_dvc(tiny_repo, pipeline_env):
 def test_train_param_change_stales_only_train_evaluate_report(tiny_repo, pipeline_env):
     original = edit_params(tiny_repo, lambda p: p["train"].update(gold_epochs=2))
     try:
-        stale = would_run(tiny_repo, pipeline_env)
+        changed, stale = stale_stages(tiny_repo, pipeline_env)
     finally:
         (tiny_repo / "params.yaml").write_text(original)
-    assert stale, "nothing would re-run"
+    assert changed == {"train_gold_only", "train@classifier-warmup", "train@classifier-mix",
+                       "train@tinylm-warmup", "train@tinylm-mix"}
     assert all(s.split("@")[0] in {"train", "train_gold_only", "evaluate", "evaluate_gold_only", "report"}
                for s in stale), stale
     assert {"train_gold_only", "train@tinylm-warmup", "evaluate@classifier-mix", "report"} <= stale
@@ -147,9 +164,69 @@ def test_train_param_change_stales_only_train_evaluate_report(tiny_repo, pipelin
 def test_generate_param_change_stales_generate_and_downstream_not_gold(tiny_repo, pipeline_env):
     original = edit_params(tiny_repo, lambda p: p["generate"].update(temperature=0.7))
     try:
-        stale = would_run(tiny_repo, pipeline_env)
+        changed, stale = stale_stages(tiny_repo, pipeline_env)
     finally:
         (tiny_repo / "params.yaml").write_text(original)
+    assert changed == {"generate"}
     assert {"generate", "annotate@tinylm", "split@classifier", "train@classifier-warmup",
             "evaluate@tinylm-mix", "quality", "report"} <= stale
     assert not stale & {"gold", "generator_model", "train_annotator", "train_gold_only", "evaluate_gold_only"}
+
+
+def file_hashes(root: Path, folders=("data", "models")) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for folder in folders for p in sorted((root / folder).rglob("*"))
+            if p.is_file() and p.name != "README.md"}
+
+
+def test_generation_is_byte_identical_without_the_request_cache(tiny_repo, pipeline_env, tmp_path):
+    before = file_hashes(tiny_repo, ("data/synthetic",))
+    env = {**pipeline_env, "SYNTHLLM_CACHE_DIR": str(tmp_path / "fresh-cache")}
+    dvc("repro", "--force", "--single-item", "generate", cwd=tiny_repo, env=env)
+    assert file_hashes(tiny_repo, ("data/synthetic",)) == before
+    assert "up to date" in dvc("status", cwd=tiny_repo, env=pipeline_env).stdout
+
+
+def test_queued_experiments_reuse_generation_from_run_cache(tiny_repo, pipeline_env):
+    import time
+
+    git_env = {**pipeline_env, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    run(["git", "add", "-A"], tiny_repo, git_env)
+    run(["git", "commit", "-qm", "baseline run"], tiny_repo, git_env)
+    dvc("exp", "run", "--queue", "-n", "seed3", "-S", "train.seeds=[3]", cwd=tiny_repo, env=git_env)
+    dvc("exp", "run", "--queue", "-n", "balanced", "-S", "split.strategy=balanced", cwd=tiny_repo, env=git_env)
+    dvc("queue", "start", "-j", "1", cwd=tiny_repo, env=git_env)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = dvc("queue", "status", cwd=tiny_repo, env=git_env).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+    shown = json.loads(dvc("exp", "show", "--json", cwd=tiny_repo, env=git_env).stdout)
+    exps = {e["name"]: e for rev in shown for e in (rev.get("experiments") or []) for e in e["revs"]}
+    assert {"seed3", "balanced"} <= set(exps)
+    for name in ("seed3", "balanced"):
+        metrics = exps[name]["data"]["metrics"]
+        assert metrics["metrics/eval/gold__gold_only.json"]["data"]["summary"]["all_accuracy_mean"] > 0.3
+    log = dvc("queue", "logs", "balanced", cwd=tiny_repo, env=git_env).stdout
+    assert "Running stage 'generate'" not in log  # restored from the run cache, not regenerated
+    assert "Running stage 'split@tinylm'" in log
+
+
+def test_push_pull_roundtrip_through_a_local_remote(tiny_repo, pipeline_env, tmp_path):
+    git_env = {**pipeline_env, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    dvc("remote", "add", "-d", "local", str(tmp_path / "remote"), cwd=tiny_repo, env=git_env)
+    dvc("push", cwd=tiny_repo, env=git_env)
+    run(["git", "add", "-A"], tiny_repo, git_env)
+    run(["git", "commit", "-qm", "remote", "--allow-empty"], tiny_repo, git_env)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(tiny_repo), str(clone)], tmp_path, git_env)
+    dvc("pull", cwd=clone, env=git_env)
+    original = file_hashes(tiny_repo)
+    assert original and file_hashes(clone) == original
+    assert "up to date" in dvc("status", cwd=clone, env=git_env).stdout

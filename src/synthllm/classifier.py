@@ -140,7 +140,8 @@ class HFClassifier:
                     max_steps=self.params.max_steps_per_phase,
                     per_device_train_batch_size=self.params.batch_size,
                     learning_rate=self.params.learning_rate, weight_decay=self.params.weight_decay,
-                    warmup_ratio=self.params.warmup_ratio, seed=seed + k, data_seed=seed + k,
+                    warmup_steps=self.params.warmup_ratio,  # a float < 1 is a ratio
+                     seed=seed + k, data_seed=seed + k,
                     fp16=self.params.fp16, bf16=self.params.bf16, save_strategy="no",
                     report_to=[], logging_strategy="epoch", disable_tqdm=False)
                 trainer = Trainer(model=self.model, args=args, train_dataset=self._dataset(rows),
