@@ -129,7 +129,9 @@ def test_full_dag_outputs(tiny_repo):
     assert set(ev["seeds"]) == {"seed-1", "seed-2"} and 0.3 < ev["summary"]["all_accuracy_mean"] < 1
     table = (tiny_repo / "reports/results.md").read_text()
     assert "| tinylm | warmup | 2 |" in table
-    assert (tiny_repo / "reports/regimes.png").stat().st_size > 1000
+    for png in ("regimes", "annotator_confusion", "label_distributions"):
+        assert (tiny_repo / f"reports/{png}.png").stat().st_size > 1000
+    assert "Majority vote of classifier, tinylm" in table
     quality = json.loads((tiny_repo / "metrics/annotation_quality.json").read_text())
     assert "classifier__tinylm" in quality["pairwise_kappa"]
     card = (tiny_repo / "data/export/tinylm/README.md").read_text()

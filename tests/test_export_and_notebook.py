@@ -96,7 +96,9 @@ def fake_repo(tmp_path_factory) -> Path:
         write_jsonl(train[cols].to_dict("records"), root / f"data/split/{a}/train.jsonl")
         write_jsonl(dev[cols].to_dict("records"), root / f"data/split/{a}/dev.jsonl")
         write_json(stats, root / f"metrics/split/{a}.json")
-    write_json(quality.cross_annotator(pools), root / "metrics/annotation_quality.json")
+    audits = {a: _audit(a) for a in ANNOTATORS}
+    write_json({**quality.cross_annotator(pools), "vote_on_audit": quality.vote_on_audit(audits)},
+               root / "metrics/annotation_quality.json")
     runs = {"gold__gold_only": 0.6} | {f"{a}__{r}": 0.5 + 0.1 * k for a in ANNOTATORS
                                        for k, r in enumerate(REGIMES)}
     for run, base in runs.items():
@@ -104,7 +106,9 @@ def fake_repo(tmp_path_factory) -> Path:
         write_json(metrics, root / f"metrics/eval/{run}.json")
         write_jsonl(preds, root / f"data/predictions/{run}.jsonl")
     report_stage.main(["--eval", str(root / "metrics/eval"), "--predictions", str(root / "data/predictions"),
-                       "--annotators", str(root / "metrics/annotators"), "--out", str(root / "reports")])
+                       "--annotators", str(root / "metrics/annotators"),
+                       "--quality", str(root / "metrics/annotation_quality.json"),
+                       "--gold-counts", str(root / "data/gold/counts.json"), "--out", str(root / "reports")])
     return root
 
 

@@ -49,3 +49,15 @@ def test_same_seed_same_split_and_empty_input_is_an_error():
         split_synthetic(pd.DataFrame(), SplitParams(), GOLD)
     with pytest.raises(InputDataError, match="usable synthetic rows"):
         split_synthetic(_pool(), SplitParams(min_confidence=0.95), GOLD)
+
+
+def test_require_stable_drops_label_flips():
+    pool = _pool()
+    pool["label_variant"] = pool["label"].where(pool.index % 4 != 0, "neutral")
+    train, dev, stats = split_synthetic(pool, SplitParams(require_stable=True), GOLD)
+    both = pd.concat([train, dev])
+    assert (both["label"] == both["label_variant"]).all()
+    # every 4th row was flipped to neutral; those that were neutral already stay
+    assert stats["dropped_unstable"] == sum(1 for i in range(120) if i % 4 == 0 and i < 90)
+    with pytest.raises(InputDataError, match="stability_variant"):
+        split_synthetic(_pool(), SplitParams(require_stable=True), GOLD)

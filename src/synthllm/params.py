@@ -148,6 +148,8 @@ class SplitParams(Strict):
     dev_fraction: float = Field(0.1, gt=0, lt=0.5)
     max_size: int | None = Field(None, ge=10)
     min_confidence: float = Field(0.0, ge=0, le=1)
+    require_stable: bool = Field(
+        False, description="Keep only pairs whose label survives the annotator's second prompt order.")
     seed: int = 11
 
 

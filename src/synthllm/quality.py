@@ -66,3 +66,19 @@ def cross_annotator(pools: Mapping[str, Sequence[dict]]) -> dict:
         ratings = [[labels[n][j] for n in names] for j in range(len(ids))]
         out["fleiss_kappa"] = _r(stats.fleiss_kappa(ratings, list(LABELS)))
     return out
+
+
+def vote_on_audit(audits: Mapping[str, Sequence[dict]]) -> dict:
+    """Accuracy of the plain and confidence-weighted majority of all annotators on the audit
+    sample (every annotator labels the same gold-val pairs), beside each annotator's own."""
+    names = sorted(audits)
+    by_id = {n: {r["id"]: r for r in audits[n]} for n in names}
+    ids = sorted(set.intersection(*(set(b) for b in by_id.values())))
+    gold = [by_id[names[0]][i]["gold_label"] for i in ids]
+    labels = [[by_id[n][i]["label"] for n in names] for i in ids]
+    confs = [[by_id[n][i].get("confidence") or 0.0 for n in names] for i in ids]
+    out = {"n": len(ids), "members": names}
+    for key, weighted in (("majority", False), ("weighted_majority", True)):
+        votes = stats.majority_vote(labels, confs if weighted else None, weighted=weighted)
+        out[f"{key}_accuracy"] = _r(stats.accuracy(gold, [v[0] for v in votes]))
+    return out

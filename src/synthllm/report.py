@@ -69,7 +69,8 @@ def regime_comparisons(predictions: Mapping[str, pd.DataFrame], seed: int = 0,
                                        "significant"])
 
 
-def markdown(table: pd.DataFrame, comparisons: pd.DataFrame, annotators: Mapping[str, dict]) -> str:
+def markdown(table: pd.DataFrame, comparisons: pd.DataFrame, annotators: Mapping[str, dict],
+             quality: Mapping | None = None) -> str:
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
     lines = ["# SynthLLM results", "", "## Annotators (gold-val audit sample)", "",
              "| annotator | audit n | accuracy | macro-F1 | ECE | failed (pool) | pool labels e/c/n |",
@@ -80,6 +81,22 @@ def markdown(table: pd.DataFrame, comparisons: pd.DataFrame, annotators: Mapping
         ece = "–" if a.get("ece") is None else f"{a['ece']:.3f}"
         lines.append(f"| {name} | {a['n']} | {pct(a['accuracy'])} | {pct(a['macro_f1'])} | {ece} | "
                      f"{pool['failed']}/{pool['n']} | {dist} |")
+    for name, m in sorted(annotators.items()):
+        flips = m["pool"].get("prompt_order_flip_rate")
+        if flips:
+            per_class = ", ".join(f"{k} {pct(v)}" for k, v in sorted(flips["by_class"].items()))
+            lines.append(f"\nPrompt-order flip rate of {name} (hypothesis first): {pct(flips['overall'])} % "
+                         f"({per_class}).")
+    if quality and "pairwise_kappa" in quality:
+        lines += ["", "Agreement on the synthetic pool: " + ", ".join(
+            f"κ({k.replace('__', ', ')}) = {v:.3f}" for k, v in sorted(quality["pairwise_kappa"].items()))
+            + (f"; Fleiss' κ = {quality['fleiss_kappa']:.3f}" if quality.get("fleiss_kappa") is not None else "")
+            + "."]
+        vote = quality.get("vote_on_audit")
+        if vote:
+            lines.append(f"Majority vote of {', '.join(vote['members'])} on the audit sample: "
+                         f"{pct(vote['majority_accuracy'])} % (confidence-weighted: "
+                         f"{pct(vote['weighted_majority_accuracy'])} %).")
     lines += ["", "## Test accuracy by annotator × regime (FarsTail test, %)", "",
               "Mean over seeds; [t-interval over seeds]; {bootstrap 95 % CI over test items}.", "",
               "| annotator | regime | seeds | accuracy | seed CI | item CI | macro-F1 | hard-hyp | hard-overlap |",

@@ -1,8 +1,9 @@
 """Split one annotator's labelled synthetic pool into train/dev, shaping its label distribution.
 
 Strategies: ``natural`` keeps the annotator's distribution; ``balanced`` down-samples every label
-to the rarest one; ``gold_matched`` down-samples to the gold train proportions. Failed rows and
-rows under the confidence threshold are dropped first (and counted). This module never up-samples
+to the rarest one; ``gold_matched`` down-samples to the gold train proportions. Failed rows, rows
+under the confidence threshold and (optionally) rows whose label flips when the annotator sees the
+hypothesis first are dropped first (and counted). This module never up-samples
 or relabels.
 """
 
@@ -54,6 +55,13 @@ def split_synthetic(annotated: pd.DataFrame, params: SplitParams,
     conf = ok["confidence"].astype(float).fillna(1.0)
     kept = ok[conf >= params.min_confidence]
     stats["dropped_low_confidence"] = int(len(ok) - len(kept))
+    if params.require_stable:
+        if "label_variant" not in kept.columns:
+            raise InputDataError("split.require_stable needs an annotator run with a "
+                                 "stability_variant (no label_variant column in the annotations)")
+        stable = kept[kept["label_variant"] == kept["label"]]
+        stats["dropped_unstable"] = int(len(kept) - len(stable))
+        kept = stable
     shaped = shape_distribution(kept, params.strategy, gold_shares, params.seed)
     stats["dropped_by_strategy"] = int(len(kept) - len(shaped))
     if params.max_size is not None and len(shaped) > params.max_size:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from synthllm.io import read_jsonl, write_json
-from synthllm.quality import cross_annotator
+from synthllm.quality import cross_annotator, vote_on_audit
 from synthllm.stages._common import entry, parser
 
 
@@ -13,10 +13,15 @@ from synthllm.stages._common import entry, parser
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--annotated", type=Path, required=True, help="folder of <annotator>.jsonl files")
+    p.add_argument("--audit", type=Path, required=True, help="folder of <annotator>.jsonl audit files")
     p.add_argument("--metrics", type=Path, required=True)
     args = p.parse_args(argv)
     pools = {f.stem: read_jsonl(f) for f in sorted(args.annotated.glob("*.jsonl"))}
-    write_json(cross_annotator(pools) if len(pools) > 1 else {"annotators": sorted(pools)}, args.metrics)
+    audits = {f.stem: read_jsonl(f) for f in sorted(args.audit.glob("*.jsonl"))}
+    if len(pools) < 2:
+        write_json({"annotators": sorted(pools)}, args.metrics)
+        return
+    write_json({**cross_annotator(pools), "vote_on_audit": vote_on_audit(audits)}, args.metrics)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from synthllm import report
+from synthllm import charts, report
+from synthllm.params import LABELS
 from synthllm.io import read_frame
 from synthllm.stages._common import entry, parser
 
@@ -20,18 +21,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval", type=Path, required=True, help="folder of <annotator>__<regime>.json")
     p.add_argument("--predictions", type=Path, required=True, help="folder of per-item predictions")
     p.add_argument("--annotators", type=Path, required=True, help="folder of annotator metrics")
+    p.add_argument("--quality", type=Path, required=True, help="annotation_quality.json")
+    p.add_argument("--gold-counts", type=Path, required=True, help="gold stage's counts.json")
     p.add_argument("--out", type=Path, required=True, help="reports folder")
     args = p.parse_args(argv)
     metrics = _jsons(args.eval)
     predictions = {run: read_frame(args.predictions / f"{run}.jsonl") for run in metrics}
+    annotators = _jsons(args.annotators)
     table = report.results_table(metrics, predictions)
     comparisons = report.regime_comparisons(predictions)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.md").write_text(report.markdown(table, comparisons, _jsons(args.annotators)),
+    (args.out / "results.md").write_text(report.markdown(
+        table, comparisons, annotators, json.loads(args.quality.read_text(encoding="utf-8"))),
                                          encoding="utf-8")
     table.round(6).to_csv(args.out / "results.csv", index=False)
     comparisons.round(6).to_csv(args.out / "comparisons.csv", index=False)
     report.regime_chart(table, args.out / "regimes.png")
+    charts.annotator_confusion_heatmaps(annotators, args.out / "annotator_confusion.png")
+    gold = json.loads(args.gold_counts.read_text(encoding="utf-8"))["train"]
+    gold_shares = {lab: gold.get(lab, 0) / gold["rows"] for lab in LABELS}
+    charts.label_distributions(annotators, gold_shares, args.out / "label_distributions.png")
 
 
 if __name__ == "__main__":
