@@ -19,6 +19,7 @@ import yaml
 
 pytestmark = pytest.mark.slow
 
+PLANTED_KEY = "sk-test-PLANTED-dvc-41b7c9e2d0"
 COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", ".dvc", "data", "models", "metrics", "plots",
                                      "reports", ".cache", "__pycache__", "*.egg-info", ".pytest_cache",
                                      "notebooks", "benchmarks", "tests")
@@ -56,11 +57,15 @@ def dvc(*args: str, cwd: Path, env: dict, check: bool = True) -> subprocess.Comp
     return run([sys.executable, "-m", "dvc", *args], cwd, env, check)
 
 
+def with_git_identity(env: dict) -> dict:
+    return {**env, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@t"}
+
+
 def make_repo(repo_root: Path, dest: Path, params: dict) -> Path:
     shutil.copytree(repo_root, dest, ignore=COPY_IGNORE)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
+    env = with_git_identity(dict(os.environ))
     for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
                 [sys.executable, "-m", "dvc", "config", "core.analytics", "false"],
                 ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
@@ -71,8 +76,9 @@ def make_repo(repo_root: Path, dest: Path, params: dict) -> Path:
 @pytest.fixture(scope="module")
 def pipeline_env(tmp_path_factory, farstail_mirror):
     cache = tmp_path_factory.mktemp("llm-cache")
+    # a planted key in the environment must end up nowhere (dvc.lock, outputs, metrics, cache)
     return {**os.environ, "SYNTHLLM_FARSTAIL_MIRROR": str(farstail_mirror),
-            "SYNTHLLM_CACHE_DIR": str(cache), "TQDM_DISABLE": "1"}
+            "SYNTHLLM_CACHE_DIR": str(cache), "TQDM_DISABLE": "1", "OPENAI_API_KEY": PLANTED_KEY}
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +144,13 @@ def test_full_dag_outputs(tiny_repo):
     assert "apache-2.0" in card.lower() and (tiny_repo / "data/export/tinylm/parquet/train.parquet").is_file()
 
 
+def test_planted_key_is_nowhere_in_repo_or_cache(tiny_repo, pipeline_env):
+    roots = [tiny_repo, Path(pipeline_env["SYNTHLLM_CACHE_DIR"])]
+    files = [p for root in roots for p in root.rglob("*") if p.is_file() and ".git" not in p.parts]
+    assert any(p.name == "dvc.lock" for p in files) and any(p.suffix == ".sqlite" for p in files)
+    assert [p for p in files if PLANTED_KEY.encode() in p.read_bytes()] == []
+
+
 def test_second_repro_runs_nothing(tiny_repo, pipeline_env):
     out = dvc("repro", cwd=tiny_repo, env=pipeline_env).stdout
     assert "Running stage" not in out
@@ -194,8 +207,7 @@ def test_generation_is_byte_identical_without_the_request_cache(tiny_repo, pipel
 def test_queued_experiments_reuse_generation_from_run_cache(tiny_repo, pipeline_env):
     import time
 
-    git_env = {**pipeline_env, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    git_env = with_git_identity(pipeline_env)
     run(["git", "add", "-A"], tiny_repo, git_env)
     run(["git", "commit", "-qm", "baseline run"], tiny_repo, git_env)
     dvc("exp", "run", "--queue", "-n", "seed3", "-S", "train.seeds=[3]", cwd=tiny_repo, env=git_env)
@@ -220,8 +232,7 @@ def test_queued_experiments_reuse_generation_from_run_cache(tiny_repo, pipeline_
 
 
 def test_push_pull_roundtrip_through_a_local_remote(tiny_repo, pipeline_env, tmp_path):
-    git_env = {**pipeline_env, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    git_env = with_git_identity(pipeline_env)
     dvc("remote", "add", "-d", "local", str(tmp_path / "remote"), cwd=tiny_repo, env=git_env)
     dvc("push", cwd=tiny_repo, env=git_env)
     run(["git", "add", "-A"], tiny_repo, git_env)

@@ -69,13 +69,14 @@ def estimate(params: Params, prompts_root: Path, rows: int | None = None) -> lis
     tokens_in, tokens_out = rows * approx_tokens(gen_prompt), rows * g.max_new_tokens
     lines = [Line("generate", _backend_name(g.backend), rows, tokens_in, tokens_out,
                   _usd(g.backend, tokens_in, tokens_out))]
-    labelled = rows + params.annotate.audit_size
     for name in params.annotators:
         a = params.annotator_configs[name]
         if a.kind == "classifier" or a.backend is None:
-            lines.append(Line(f"annotate:{name}", "classifier", labelled, 0, 0, 0.0))
+            lines.append(Line(f"annotate:{name}", "classifier", rows + params.annotate.audit_size, 0, 0, 0.0))
             continue
         prompt = load_annotate_prompt(prompts_root, a.prompt)
+        # the stability variant labels the pool a second time, with the hypothesis first
+        labelled = rows * (2 if a.stability_variant else 1) + params.annotate.audit_size
         if a.method == "instruct":
             text = "".join(m["content"] for m in prompt.render_chat(premise, hypothesis))
             per_in, per_out = approx_tokens(text), ANSWER_TOKENS
