@@ -107,13 +107,17 @@ def stale_stages(repo: Path, env: dict) -> tuple[set[str], set[str]]:
     return changed, stale
 
 
-def edit_params(repo: Path, change) -> str:
+def stale_after(repo: Path, env: dict, change) -> tuple[set[str], set[str]]:
+    """Apply ``change`` to params.yaml, read what is stale, and restore the file."""
     path = repo / "params.yaml"
     original = path.read_text()
     params = yaml.safe_load(original)
     change(params)
     path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
-    return original
+    try:
+        return stale_stages(repo, env)
+    finally:
+        path.write_text(original)
 
 
 def test_full_dag_outputs(tiny_repo):
@@ -164,11 +168,7 @@ def test_metrics_are_readable_by_dvc(tiny_repo, pipeline_env):
 
 
 def test_train_param_change_stales_only_train_evaluate_report(tiny_repo, pipeline_env):
-    original = edit_params(tiny_repo, lambda p: p["train"].update(gold_epochs=2))
-    try:
-        changed, stale = stale_stages(tiny_repo, pipeline_env)
-    finally:
-        (tiny_repo / "params.yaml").write_text(original)
+    changed, stale = stale_after(tiny_repo, pipeline_env, lambda p: p["train"].update(gold_epochs=2))
     assert changed == {"train_gold_only", "train@classifier-warmup", "train@classifier-mix",
                        "train@tinylm-warmup", "train@tinylm-mix"}
     assert all(s.split("@")[0] in {"train", "train_gold_only", "evaluate", "evaluate_gold_only", "report"}
@@ -177,11 +177,7 @@ def test_train_param_change_stales_only_train_evaluate_report(tiny_repo, pipelin
 
 
 def test_generate_param_change_stales_generate_and_downstream_not_gold(tiny_repo, pipeline_env):
-    original = edit_params(tiny_repo, lambda p: p["generate"].update(temperature=0.7))
-    try:
-        changed, stale = stale_stages(tiny_repo, pipeline_env)
-    finally:
-        (tiny_repo / "params.yaml").write_text(original)
+    changed, stale = stale_after(tiny_repo, pipeline_env, lambda p: p["generate"].update(temperature=0.7))
     assert changed == {"generate"}
     assert {"generate", "annotate@tinylm", "split@classifier", "train@classifier-warmup",
             "evaluate@tinylm-mix", "quality", "report"} <= stale
