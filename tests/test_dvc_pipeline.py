@@ -37,6 +37,9 @@ def tiny_params(repo_root: Path, tiny_lm: Path) -> dict:
         "kind": "llm", "method": "logprob", "prompt": "fa/nli/annotate", "shots": 1,
         "stability_variant": "hypothesis_first",
         "backend": {"kind": "transformers", "model_dir": "models/generator", "batch_size": 8}}
+    params["aggregates"] = {"vote": {"members": ["classifier", "tinylm"], "weighted": True}}
+    params["branches"] = {"classifier": "data/annotated/classifier.jsonl",
+                          "tinylm": "data/annotated/tinylm.jsonl", "vote": "data/aggregated/vote.jsonl"}
     params["annotate"]["audit_size"] = 20
     params["annotator_training"]["gold_epochs"] = 1
     params["split"]["dev_fraction"] = 0.2
@@ -134,7 +137,11 @@ def test_full_dag_outputs(tiny_repo):
         assert m["audit"]["n"] == 20 and 0 <= m["audit"]["accuracy"] <= 1
     assert "prompt_order_flip_rate" in json.loads((tiny_repo / "metrics/annotators/tinylm.json").read_text())["pool"]
     runs = sorted(p.stem for p in (tiny_repo / "metrics/eval").glob("*.json"))
-    assert runs == ["classifier__mix", "classifier__warmup", "gold__gold_only", "tinylm__mix", "tinylm__warmup"]
+    assert runs == ["classifier__mix", "classifier__warmup", "gold__gold_only", "tinylm__mix", "tinylm__warmup",
+                    "vote__mix", "vote__warmup"]
+    voted = [json.loads(x) for x in (tiny_repo / "data/aggregated/vote.jsonl").read_text().splitlines()]
+    assert len(voted) == len(generated) and set(voted[0]["votes"]) == {"classifier", "tinylm"}
+    assert "| vote | warmup | 2 |" in (tiny_repo / "reports/results.md").read_text()
     ev = json.loads((tiny_repo / "metrics/eval/gold__gold_only.json").read_text())
     assert set(ev["seeds"]) == {"seed-1", "seed-2"} and 0.3 < ev["summary"]["all_accuracy_mean"] < 1
     table = (tiny_repo / "reports/results.md").read_text()
@@ -170,7 +177,7 @@ def test_metrics_are_readable_by_dvc(tiny_repo, pipeline_env):
 def test_train_param_change_stales_only_train_evaluate_report(tiny_repo, pipeline_env):
     changed, stale = stale_after(tiny_repo, pipeline_env, lambda p: p["train"].update(gold_epochs=2))
     assert changed == {"train_gold_only", "train@classifier-warmup", "train@classifier-mix",
-                       "train@tinylm-warmup", "train@tinylm-mix"}
+                       "train@tinylm-warmup", "train@tinylm-mix", "train@vote-warmup", "train@vote-mix"}
     assert all(s.split("@")[0] in {"train", "train_gold_only", "evaluate", "evaluate_gold_only", "report"}
                for s in stale), stale
     assert {"train_gold_only", "train@tinylm-warmup", "evaluate@classifier-mix", "report"} <= stale
@@ -179,7 +186,7 @@ def test_train_param_change_stales_only_train_evaluate_report(tiny_repo, pipelin
 def test_generate_param_change_stales_generate_and_downstream_not_gold(tiny_repo, pipeline_env):
     changed, stale = stale_after(tiny_repo, pipeline_env, lambda p: p["generate"].update(temperature=0.7))
     assert changed == {"generate"}
-    assert {"generate", "annotate@tinylm", "split@classifier", "train@classifier-warmup",
+    assert {"generate", "annotate@tinylm", "aggregate@vote", "split@vote", "split@classifier", "train@classifier-warmup",
             "evaluate@tinylm-mix", "quality", "report"} <= stale
     assert not stale & {"gold", "generator_model", "train_annotator", "train_gold_only", "evaluate_gold_only"}
 

@@ -67,3 +67,24 @@ def test_malformed_yaml_and_missing_file(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ParamsError, match="mapping"):
         load_params(bad)
+
+
+def test_branches_and_aggregates_must_name_real_label_files(base):
+    base["branches"]["vote"] = "data/annotated/vote.jsonl"
+    with pytest.raises(ParamsError, match=r"branches\.vote must be 'data/aggregated/vote\.jsonl'"):
+        parse_params(base)
+    base["branches"]["vote"] = "data/aggregated/vote.jsonl"
+    base["branches"]["gtp4o"] = "data/annotated/gtp4o.jsonl"
+    with pytest.raises(ParamsError, match="branches.gtp4o is neither"):
+        parse_params(base)
+    del base["branches"]["gtp4o"]
+    base["aggregates"]["vote"]["members"] = ["classifier", "aya23"]  # configured but not active
+    with pytest.raises(ParamsError, match=r"members \['aya23'\] are not active"):
+        parse_params(base)
+
+
+def test_paper_preset_validates(repo_root):
+    paper = load_params(repo_root / "presets" / "paper.yaml")
+    assert paper.annotators == ["classifier", "gpt4o_mini", "aya23"]
+    assert paper.annotator_configs["gpt4o_mini"].backend.use_batch_api
+    assert paper.generate.backend.kind == "openai" and paper.train.classifier.kind == "hf"

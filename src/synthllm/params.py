@@ -138,6 +138,11 @@ class AnnotatorParams(Strict):
         return self
 
 
+class AggregateParams(Strict):
+    members: list[str] = Field(..., min_length=2, description="Annotators whose labels are voted on.")
+    weighted: bool = Field(False, description="Weight each vote by the annotator's confidence.")
+
+
 class AnnotateParams(Strict):
     audit_size: int = Field(150, ge=10, description="Gold val pairs every annotator also labels.")
     seed: int = 7
@@ -148,6 +153,8 @@ class SplitParams(Strict):
     dev_fraction: float = Field(0.1, gt=0, lt=0.5)
     max_size: int | None = Field(None, ge=10)
     min_confidence: float = Field(0.0, ge=0, le=1)
+    min_agreement: float = Field(
+        0.0, ge=0, le=1, description="Aggregated annotators only: least share of members that agree.")
     require_stable: bool = Field(
         False, description="Keep only pairs whose label survives the annotator's second prompt order.")
     seed: int = 11
@@ -200,6 +207,11 @@ class Params(Strict):
     generate: GenerateParams = GenerateParams()
     annotators: list[str] = Field(..., min_length=1, description="Names of active annotators.")
     annotator_configs: dict[str, AnnotatorParams]
+    aggregates: dict[str, AggregateParams] = Field(
+        default_factory=dict, description="Derived annotators (votes over active annotators).")
+    branches: dict[str, str] = Field(
+        ..., min_length=1,
+        description="Labelled pools that are split, trained on and evaluated: name -> label file.")
     annotate: AnnotateParams = AnnotateParams()
     annotator_training: AnnotatorTrainingParams = AnnotatorTrainingParams()
     split: SplitParams = SplitParams()
@@ -217,6 +229,22 @@ class Params(Strict):
             )
         if len(set(self.annotators)) != len(self.annotators):
             raise ValueError("annotators has duplicates")
+        for name, agg in self.aggregates.items():
+            if name in self.annotator_configs:
+                raise ValueError(f"aggregates.{name} clashes with an annotator of that name")
+            off = [m for m in agg.members if m not in self.annotators]
+            if off:
+                raise ValueError(f"aggregates.{name}.members {off} are not active annotators "
+                                 f"(annotators: {self.annotators})")
+        for name, path in self.branches.items():
+            expected = (f"data/annotated/{name}.jsonl" if name in self.annotators else
+                        f"data/aggregated/{name}.jsonl" if name in self.aggregates else None)
+            if expected is None:
+                raise ValueError(f"branches.{name} is neither an active annotator nor an aggregate "
+                                 f"(annotators: {self.annotators}, aggregates: {sorted(self.aggregates)})")
+            if path != expected:
+                raise ValueError(f"branches.{name} must be {expected!r} (the file its stage writes), "
+                                 f"not {path!r}")
         return self
 
 

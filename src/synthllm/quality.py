@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 from synthllm import stats
+from synthllm.aggregation import vote
 from synthllm.params import LABELS
 
 
@@ -70,15 +71,11 @@ def cross_annotator(pools: Mapping[str, Sequence[dict]]) -> dict:
 
 def vote_on_audit(audits: Mapping[str, Sequence[dict]]) -> dict:
     """Accuracy of the plain and confidence-weighted majority of all annotators on the audit
-    sample (every annotator labels the same gold-val pairs), beside each annotator's own."""
+    sample (every annotator labels the same gold-val pairs); ties count as wrong."""
     names = sorted(audits)
-    by_id = {n: {r["id"]: r for r in audits[n]} for n in names}
-    ids = sorted(set.intersection(*(set(b) for b in by_id.values())))
-    gold = [by_id[names[0]][i]["gold_label"] for i in ids]
-    labels = [[by_id[n][i]["label"] for n in names] for i in ids]
-    confs = [[by_id[n][i].get("confidence") or 0.0 for n in names] for i in ids]
-    out = {"n": len(ids), "members": names}
+    out: dict = {"members": names}
     for key, weighted in (("majority", False), ("weighted_majority", True)):
-        votes = stats.majority_vote(labels, confs if weighted else None, weighted=weighted)
-        out[f"{key}_accuracy"] = _r(stats.accuracy(gold, [v[0] for v in votes]))
+        rows = vote(audits, names, weighted, key)
+        out["n"] = len(rows)
+        out[f"{key}_accuracy"] = _r(stats.accuracy([r["gold_label"] for r in rows], [r["label"] for r in rows]))
     return out

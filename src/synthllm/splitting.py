@@ -3,7 +3,8 @@
 Strategies: ``natural`` keeps the annotator's distribution; ``balanced`` down-samples every label
 to the rarest one; ``gold_matched`` down-samples to the gold train proportions. Failed rows, rows
 under the confidence threshold and (optionally) rows whose label flips when the annotator sees the
-hypothesis first are dropped first (and counted). This module never up-samples
+hypothesis first, or (aggregated annotators) on which too few members agree, are dropped first (and
+counted). This module never up-samples
 or relabels.
 """
 
@@ -55,6 +56,13 @@ def split_synthetic(annotated: pd.DataFrame, params: SplitParams,
     conf = ok["confidence"].astype(float).fillna(1.0)
     kept = ok[conf >= params.min_confidence]
     stats["dropped_low_confidence"] = int(len(ok) - len(kept))
+    if params.min_agreement > 0:
+        if "agreement" not in kept.columns:
+            raise InputDataError("split.min_agreement applies to aggregated annotators only (their rows "
+                                 "carry an agreement share); set it to 0 for single annotators")
+        agreed = kept[kept["agreement"].astype(float) >= params.min_agreement]
+        stats["dropped_low_agreement"] = int(len(kept) - len(agreed))
+        kept = agreed
     if params.require_stable:
         if "label_variant" not in kept.columns:
             raise InputDataError("split.require_stable needs an annotator run with a "

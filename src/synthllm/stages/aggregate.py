@@ -1,0 +1,38 @@
+"""Stage aggregate: a derived annotator that votes over configured annotators' labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from synthllm.aggregation import vote
+from synthllm.errors import ParamsError
+from synthllm.io import read_jsonl, write_json, write_jsonl
+from synthllm.quality import audit_metrics
+from synthllm.stages._common import entry, params_of, parser
+
+
+@entry
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--name", required=True, help="aggregate name (a key of params.aggregates)")
+    p.add_argument("--annotated", type=Path, required=True, help="folder of <annotator>.jsonl pools")
+    p.add_argument("--audit", type=Path, required=True, help="folder of <annotator>.jsonl audit files")
+    p.add_argument("--out", type=Path, required=True, help="voted pool (.jsonl)")
+    p.add_argument("--audit-out", type=Path, required=True, help="voted audit sample (.jsonl)")
+    p.add_argument("--metrics", type=Path, required=True)
+    args = p.parse_args(argv)
+    params = params_of(args)
+    if args.name not in params.aggregates:
+        raise ParamsError(f"aggregate {args.name!r} is not in params.aggregates ({sorted(params.aggregates)})")
+    cfg = params.aggregates[args.name]
+    pools = {m: read_jsonl(args.annotated / f"{m}.jsonl") for m in cfg.members}
+    audits = {m: read_jsonl(args.audit / f"{m}.jsonl") for m in cfg.members}
+    pool = vote(pools, cfg.members, cfg.weighted, args.name)
+    audit = vote(audits, cfg.members, cfg.weighted, args.name)
+    write_jsonl(pool, args.out)
+    write_jsonl(audit, args.audit_out)
+    write_json(audit_metrics(audit, pool), args.metrics)
+
+
+if __name__ == "__main__":
+    main()
