@@ -141,16 +141,17 @@ def test_full_dag_outputs(tiny_repo):
                     "vote__mix", "vote__warmup"]
     voted = [json.loads(x) for x in (tiny_repo / "data/aggregated/vote.jsonl").read_text().splitlines()]
     assert len(voted) == len(generated) and set(voted[0]["votes"]) == {"classifier", "tinylm"}
-    assert "| vote | warmup | 2 |" in (tiny_repo / "reports/results.md").read_text()
+    assert "| vote | natural | warmup | 2 |" in (tiny_repo / "reports/results.md").read_text()
     ev = json.loads((tiny_repo / "metrics/eval/gold__gold_only.json").read_text())
     assert set(ev["seeds"]) == {"seed-1", "seed-2"} and 0.3 < ev["summary"]["all_accuracy_mean"] < 1
     table = (tiny_repo / "reports/results.md").read_text()
-    assert "| tinylm | warmup | 2 |" in table
+    assert "| tinylm | natural | warmup | 2 |" in table
     for png in ("regimes", "annotator_confusion", "label_distributions"):
         assert (tiny_repo / f"reports/{png}.png").stat().st_size > 1000
     assert "Majority vote of classifier, tinylm" in table
     quality = json.loads((tiny_repo / "metrics/annotation_quality.json").read_text())
     assert "classifier__tinylm" in quality["pairwise_kappa"]
+    assert json.loads((tiny_repo / "plots/agreement/classifier__tinylm.json").read_text())[0].keys() == {"actual", "predicted"}
     card = (tiny_repo / "data/export/tinylm/README.md").read_text()
     assert "apache-2.0" in card.lower() and (tiny_repo / "data/export/tinylm/parquet/train.parquet").is_file()
 

@@ -1,7 +1,7 @@
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from synthllm.quality import audit_metrics, cross_annotator, vote_on_audit
+from synthllm.quality import agreement_rows, audit_metrics, cross_annotator, vote_on_audit
 
 GOLD = ["entailment", "contradiction", "neutral", "neutral", "entailment"]
 
@@ -31,6 +31,8 @@ def test_cross_annotator_kappa_matches_sklearn_and_vote_on_audit():
     out = cross_annotator(pools)
     assert out["pairwise_kappa"]["a__b"] == pytest.approx(cohen_kappa_score(a, b), abs=1e-6)
     assert out["n_shared"] == 5
+    rows = agreement_rows(pools)[("a", "b")]
+    assert rows[2] == {"actual": "neutral", "predicted": "contradiction"} and len(rows) == 5
     audits = {"x": _audit(GOLD, [0.9] * 5),
               "y": _audit(["neutral"] * 5, [0.2] * 5),
               "z": _audit(["neutral"] * 5, [0.2] * 5)}

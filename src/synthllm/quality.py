@@ -69,6 +69,20 @@ def cross_annotator(pools: Mapping[str, Sequence[dict]]) -> dict:
     return out
 
 
+def agreement_rows(pools: Mapping[str, Sequence[dict]]) -> dict[tuple[str, str], list[dict]]:
+    """Per annotator pair, one row per shared pair labelled by both: ``actual`` is the first
+    annotator's label, ``predicted`` the second's (the field names of dvc's confusion template)."""
+    names = sorted(pools)
+    by_id = {n: {r["id"]: r["label"] for r in pools[n]} for n in names}
+    out = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            ids = sorted(set(by_id[a]) & set(by_id[b]))
+            out[(a, b)] = [{"actual": by_id[a][k], "predicted": by_id[b][k]} for k in ids
+                           if by_id[a][k] is not None and by_id[b][k] is not None]
+    return out
+
+
 def vote_on_audit(audits: Mapping[str, Sequence[dict]]) -> dict:
     """Accuracy of the plain and confidence-weighted majority of all annotators on the audit
     sample (every annotator labels the same gold-val pairs); ties count as wrong."""

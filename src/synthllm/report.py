@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from synthllm import stats
+from synthllm.params import LABELS
 
 COMPARISONS = (("warmup", "mix"), ("warmup", "reversed"), ("warmup", "gold_only"),
                ("warmup", "synthetic_only"), ("mix", "gold_only"), ("reversed", "gold_only"))
@@ -23,6 +24,31 @@ COMPARISONS = (("warmup", "mix"), ("warmup", "reversed"), ("warmup", "gold_only"
 def item_correctness(predictions: pd.DataFrame) -> pd.Series:
     """Per test item, the share of seeds that got it right."""
     return (predictions["label"] == predictions["predicted"]).groupby(predictions["id"]).mean().sort_index()
+
+
+def macro_f1_ci(predictions: pd.DataFrame, labels, n_resamples: int = 1000, seed: int = 0,
+                alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap over test items of the seed-averaged macro-F1 (every seed's predictions
+    resampled with the same items), vectorised: the resamples × items index matrix is built once."""
+    wide = predictions.pivot(index="id", columns="seed", values="predicted").sort_index()
+    gold = predictions.drop_duplicates("id").set_index("id")["label"].sort_index()
+    code = {lab: i for i, lab in enumerate(labels)}
+    y = gold.map(code).to_numpy()
+    p = wide.apply(lambda col: col.map(code)).to_numpy()
+    idx = np.random.default_rng(seed).integers(0, len(y), size=(n_resamples, len(y)))
+    ys = y[idx]
+    per_seed = []
+    for k in range(p.shape[1]):
+        ps = p[:, k][idx]
+        f1 = []
+        for c in range(len(labels)):
+            tp = ((ys == c) & (ps == c)).sum(1)
+            denom = (ys == c).sum(1) + (ps == c).sum(1)
+            f1.append(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0))
+        per_seed.append(np.mean(f1, axis=0))
+    values = np.mean(per_seed, axis=0)
+    lo, hi = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
 
 
 def results_table(metrics: Mapping[str, dict], predictions: Mapping[str, pd.DataFrame],
@@ -40,6 +66,8 @@ def results_table(metrics: Mapping[str, dict], predictions: Mapping[str, pd.Data
             "accuracy": mean, "acc_seed_ci_low": lo, "acc_seed_ci_high": hi,
             "acc_boot_ci_low": blo, "acc_boot_ci_high": bhi,
             "macro_f1": float(np.mean([s["all"]["macro_f1"] for s in seeds.values()])),
+            **dict(zip(("f1_boot_ci_low", "f1_boot_ci_high"),
+                       macro_f1_ci(predictions[run], LABELS, seed=seed))),
             "hard_hypothesis_acc": float(np.mean([s["hard_hypothesis"]["accuracy"] for s in seeds.values()])),
             "hard_overlap_acc": float(np.mean([s["hard_overlap"]["accuracy"] for s in seeds.values()])),
         })
@@ -70,7 +98,7 @@ def regime_comparisons(predictions: Mapping[str, pd.DataFrame], seed: int = 0,
 
 
 def markdown(table: pd.DataFrame, comparisons: pd.DataFrame, annotators: Mapping[str, dict],
-             quality: Mapping | None = None) -> str:
+             quality: Mapping | None = None, strategy: str = "natural") -> str:
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
     lines = ["# SynthLLM results", "", "## Annotators (gold-val audit sample)", "",
              "| annotator | audit n | accuracy | macro-F1 | ECE | failed (pool) | pool labels e/c/n |",
@@ -98,13 +126,17 @@ def markdown(table: pd.DataFrame, comparisons: pd.DataFrame, annotators: Mapping
                          f"{pct(vote['majority_accuracy'])} % (confidence-weighted: "
                          f"{pct(vote['weighted_majority_accuracy'])} %).")
     lines += ["", "## Test accuracy by annotator × regime (FarsTail test, %)", "",
-              "Mean over seeds; [t-interval over seeds]; {bootstrap 95 % CI over test items}.", "",
-              "| annotator | regime | seeds | accuracy | seed CI | item CI | macro-F1 | hard-hyp | hard-overlap |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "Mean over seeds; [t-interval over seeds]; {bootstrap 95 % CI over test items}. "
+              f"Synthetic label distribution (split.strategy): {strategy}.", "",
+              "| annotator | strategy | regime | seeds | accuracy | seed CI | item CI | macro-F1 | macro-F1 item CI "
+              "| hard-hyp | hard-overlap |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
-        lines.append(f"| {r.annotator} | {r.regime} | {r.seeds} | {pct(r.accuracy)} | "
+        shown = "–" if r.regime == "gold_only" else strategy
+        lines.append(f"| {r.annotator} | {shown} | {r.regime} | {r.seeds} | {pct(r.accuracy)} | "
                      f"[{pct(r.acc_seed_ci_low)}, {pct(r.acc_seed_ci_high)}] | "
                      f"{{{pct(r.acc_boot_ci_low)}, {pct(r.acc_boot_ci_high)}}} | {pct(r.macro_f1)} | "
+                     f"{{{pct(r.f1_boot_ci_low)}, {pct(r.f1_boot_ci_high)}}} | "
                      f"{pct(r.hard_hypothesis_acc)} | {pct(r.hard_overlap_acc)} |")
     lines += ["", "## Regime comparisons (paired bootstrap over test items, 95 % CI)", "",
               "| annotator | a | b | Δ accuracy (a − b) | CI | significant |", "|---|---|---|---|---|---|"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from synthllm import charts, report
 from synthllm.params import LABELS
 from synthllm.io import read_frame
-from synthllm.stages._common import entry, parser
+from synthllm.stages._common import entry, params_of, parser
 
 
 def _jsons(folder: Path) -> dict[str, dict]:
@@ -31,8 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     table = report.results_table(metrics, predictions)
     comparisons = report.regime_comparisons(predictions)
     args.out.mkdir(parents=True, exist_ok=True)
+    strategy = params_of(args).split.strategy
+    table.insert(1, "strategy", [("–" if r == "gold_only" else strategy) for r in table["regime"]])
     (args.out / "results.md").write_text(report.markdown(
-        table, comparisons, annotators, json.loads(args.quality.read_text(encoding="utf-8"))),
+        table, comparisons, annotators, json.loads(args.quality.read_text(encoding="utf-8")), strategy),
                                          encoding="utf-8")
     table.round(6).to_csv(args.out / "results.csv", index=False)
     comparisons.round(6).to_csv(args.out / "comparisons.csv", index=False)
