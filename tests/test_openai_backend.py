@@ -303,6 +303,7 @@ def test_estimate_prices_http_annotators_only():
     llm = {"kind": "llm", "method": "instruct",
            "backend": {"kind": "openai", "model": "gpt-x", "price": {"input_per_mtok": 1.0, "output_per_mtok": 4.0}}}
     p = parse_params({"annotators": ["gpt", "clf"], "generate": {"num_premises": 10},
+                      "branches": {"gpt": "data/annotated/gpt.jsonl"},
                       "annotator_configs": {"gpt": llm, "clf": {"kind": "classifier", "model_dir": "m"}}})
     lines = {x.run: x for x in estimate(p, ROOT / "prompts")}
     assert lines["generate"].requests == 30 and lines["generate"].usd == 0.0

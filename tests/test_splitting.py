@@ -61,3 +61,11 @@ def test_require_stable_drops_label_flips():
     assert stats["dropped_unstable"] == sum(1 for i in range(120) if i % 4 == 0 and i < 90)
     with pytest.raises(InputDataError, match="stability_variant"):
         split_synthetic(_pool(), SplitParams(require_stable=True), GOLD)
+
+
+def test_tiny_pools_split_without_stratification_instead_of_crashing():
+    rows = [{"id": f"s{i}", "premise": "p", "hypothesis": f"h{i}", "label": lab, "confidence": 1.0, "status": "ok"}
+            for i, lab in enumerate(["entailment", "entailment", "neutral", "neutral", "contradiction",
+                                     "contradiction", "entailment", "neutral"])]
+    train, dev, _ = split_synthetic(pd.DataFrame(rows), SplitParams(dev_fraction=0.2), GOLD)
+    assert len(dev) == 2 and len(train) == 6  # 2 held out < 3 labels: a plain seeded split

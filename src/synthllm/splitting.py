@@ -10,6 +10,7 @@ or relabels.
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import pandas as pd
@@ -41,9 +42,14 @@ def shape_distribution(df: pd.DataFrame, strategy: str, gold_shares: Mapping[str
     raise ValueError(f"unknown split strategy {strategy!r}")
 
 
-def _stratify(df: pd.DataFrame):
+def _stratify(df: pd.DataFrame, held_out: float | int):
+    """Labels to stratify on, or None where scikit-learn cannot stratify (a label with one row,
+    or a held-out part smaller than the number of labels)."""
     counts = df["label"].value_counts()
-    return df["label"] if len(counts) > 1 and counts.min() >= 2 else None
+    n_held = held_out if isinstance(held_out, int) else math.ceil(held_out * len(df))
+    ok = (len(counts) > 1 and counts.min() >= 2 and n_held >= len(counts)
+          and len(df) - n_held >= len(counts))
+    return df["label"] if ok else None
 
 
 def split_synthetic(annotated: pd.DataFrame, params: SplitParams,
@@ -74,14 +80,14 @@ def split_synthetic(annotated: pd.DataFrame, params: SplitParams,
     stats["dropped_by_strategy"] = int(len(kept) - len(shaped))
     if params.max_size is not None and len(shaped) > params.max_size:
         shaped, _ = train_test_split(shaped, train_size=params.max_size, random_state=params.seed,
-                                     stratify=_stratify(shaped))
+                                     stratify=_stratify(shaped, len(shaped) - params.max_size))
         shaped = shaped.sort_index()
     stats["dropped_by_cap"] = int(len(kept) - stats["dropped_by_strategy"] - len(shaped))
     if len(shaped) < 4:
         raise InputDataError(f"only {len(shaped)} usable synthetic rows after filtering "
                              f"(need at least 4); lower split.min_confidence or generate more")
     train, dev = train_test_split(shaped, test_size=params.dev_fraction, random_state=params.seed,
-                                  stratify=_stratify(shaped))
+                                  stratify=_stratify(shaped, params.dev_fraction))
     train, dev = train.sort_index(), dev.sort_index()
     stats.update(train=int(len(train)), dev=int(len(dev)),
                  train_labels={k: int(v) for k, v in train["label"].value_counts().sort_index().items()})
