@@ -45,3 +45,5 @@ def test_regime_comparisons_mark_a_real_difference_and_not_a_null_one():
     # mix and gold_only made identical predictions: no difference, not significant
     assert comp.loc[("mix", "gold_only"), "delta_accuracy"] == 0
     assert not comp.loc[("mix", "gold_only"), "significant"]
+    assert comp.loc[("mix", "gold_only"), "mcnemar_p_first_seed"] == 1.0
+    assert comp.loc[("warmup", "reversed"), "mcnemar_p_first_seed"] < 0.001

@@ -3,8 +3,9 @@
 Two intervals per cell: a t-interval over seeds (training variability) and a percentile bootstrap
 over test items of the seed-averaged correctness (test-set sampling). Regimes are compared pairwise
 within an annotator by a paired bootstrap over test items; a difference is marked significant when
-its 95 % interval excludes zero. No correction for multiple comparisons is applied (say so when
-quoting many of them). This module does not read files.
+its 95 % interval excludes zero, and McNemar's test on the first seed's predictions is shown beside
+it. No correction for multiple comparisons is applied (say so when quoting many of them). This
+module does not read files.
 """
 
 from __future__ import annotations
@@ -74,27 +75,37 @@ def results_table(metrics: Mapping[str, dict], predictions: Mapping[str, pd.Data
     return pd.DataFrame(rows)
 
 
+def _first_seed(predictions: pd.DataFrame) -> pd.DataFrame:
+    first = sorted(predictions["seed"].unique())[0]
+    return predictions[predictions["seed"] == first].sort_values("id")
+
+
 def regime_comparisons(predictions: Mapping[str, pd.DataFrame], seed: int = 0,
                        n_resamples: int = 2000) -> pd.DataFrame:
-    """Paired bootstrap of seed-averaged per-item correctness between regimes of one annotator."""
-    by_annotator: dict[str, dict[str, pd.Series]] = {}
-    gold_only = next((item_correctness(p) for r, p in predictions.items() if r.endswith("__gold_only")), None)
+    """Paired bootstrap of seed-averaged per-item correctness between regimes of one annotator,
+    and, as a second opinion, McNemar's test on the first seed's predictions."""
+    by_annotator: dict[str, dict[str, pd.DataFrame]] = {}
+    gold_only = next((p for r, p in predictions.items() if r.endswith("__gold_only")), None)
     for run, preds in predictions.items():
         annotator, regime = run.split("__")
         if regime != "gold_only":
             by_annotator.setdefault(annotator, {} if gold_only is None else {"gold_only": gold_only})
-            by_annotator[annotator][regime] = item_correctness(preds)
+            by_annotator[annotator][regime] = preds
     rows = []
     for annotator, regimes in sorted(by_annotator.items()):
         for a, b in COMPARISONS:
             if a not in regimes or b not in regimes:
                 continue
-            diff = (regimes[a] - regimes[b]).to_numpy()
+            diff = (item_correctness(regimes[a]) - item_correctness(regimes[b])).to_numpy()
             delta, lo, hi = stats.bootstrap_ci(diff, n_resamples=n_resamples, seed=seed)
+            first_a, first_b = _first_seed(regimes[a]), _first_seed(regimes[b])
+            mcnemar = stats.mcnemar(first_a["label"].to_numpy(), first_a["predicted"].to_numpy(),
+                                    first_b["predicted"].to_numpy())
             rows.append({"annotator": annotator, "a": a, "b": b, "delta_accuracy": delta,
-                         "ci_low": lo, "ci_high": hi, "significant": bool(lo > 0 or hi < 0)})
+                         "ci_low": lo, "ci_high": hi, "significant": bool(lo > 0 or hi < 0),
+                         "mcnemar_p_first_seed": mcnemar["p_value"]})
     return pd.DataFrame(rows, columns=["annotator", "a", "b", "delta_accuracy", "ci_low", "ci_high",
-                                       "significant"])
+                                       "significant", "mcnemar_p_first_seed"])
 
 
 def markdown(table: pd.DataFrame, comparisons: pd.DataFrame, annotators: Mapping[str, dict],
@@ -139,10 +150,12 @@ def markdown(table: pd.DataFrame, comparisons: pd.DataFrame, annotators: Mapping
                      f"{{{pct(r.f1_boot_ci_low)}, {pct(r.f1_boot_ci_high)}}} | "
                      f"{pct(r.hard_hypothesis_acc)} | {pct(r.hard_overlap_acc)} |")
     lines += ["", "## Regime comparisons (paired bootstrap over test items, 95 % CI)", "",
-              "| annotator | a | b | Δ accuracy (a − b) | CI | significant |", "|---|---|---|---|---|---|"]
+              "| annotator | a | b | Δ accuracy (a − b) | CI | significant | McNemar p (first seed) |",
+              "|---|---|---|---|---|---|---|"]
     for c in comparisons.itertuples():
         lines.append(f"| {c.annotator} | {c.a} | {c.b} | {pct(c.delta_accuracy)} | "
-                     f"[{pct(c.ci_low)}, {pct(c.ci_high)}] | {'**yes**' if c.significant else 'no'} |")
+                     f"[{pct(c.ci_low)}, {pct(c.ci_high)}] | {'**yes**' if c.significant else 'no'} | "
+                     f"{c.mcnemar_p_first_seed:.3g} |")
     return "\n".join(lines) + "\n"
 
 
