@@ -15,11 +15,14 @@ import hashlib
 import json
 import select
 import socket
+import sqlite3
 import threading
 import time
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -320,3 +323,15 @@ if __name__ == "__main__":  # a stand-alone server for the benchmark: prints its
     print(server.url, flush=True)
     sys.stdin.read()
     server.stop()
+
+
+def cached_results(path: Path) -> int:
+    """Results committed to a request-cache file so far (0 before the table exists); read from
+    another process while a run is writing it."""
+    if not path.exists():
+        return 0
+    with closing(sqlite3.connect(path, timeout=5)) as db:
+        try:
+            return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        except sqlite3.OperationalError:  # table not created yet
+            return 0

@@ -6,17 +6,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 
 import pytest
 import yaml
 
-from fake_openai import fake_openai_fixture  # noqa: F401  (the fixture)
+from fake_openai import cached_results, fake_openai_fixture  # noqa: F401  (the fixture)
 from synthllm.io import read_jsonl, write_jsonl
 from synthllm.stages import annotate
 
@@ -50,16 +48,6 @@ def argv(work: Path, gold_dir: Path, repo_root: Path, tag: str) -> list[str]:
             "--metrics", str(work / tag / "metrics.json")]
 
 
-def cached_rows(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with closing(sqlite3.connect(path, timeout=5)) as db:
-        try:
-            return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
-
-
 def test_kill_9_mid_annotate_then_rerun_gives_the_uninterrupted_output(
         workdir, gold_dir, repo_root, fake_openai, monkeypatch):
     monkeypatch.setenv("SYNTHLLM_TEST_KEY", PLANTED)
@@ -77,7 +65,7 @@ def test_kill_9_mid_annotate_then_rerun_gives_the_uninterrupted_output(
     proc = subprocess.Popen([sys.executable, "-m", "synthllm.stages.annotate",
                              *argv(workdir, gold_dir, repo_root, "killed")], env=env, stdout=log, stderr=log)
     deadline = time.monotonic() + 60
-    while cached_rows(cache / "requests.sqlite") < 12:
+    while cached_results(cache / "requests.sqlite") < 12:
         assert proc.poll() is None, (workdir / "kill.log").read_text()[-2000:]
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -86,7 +74,7 @@ def test_kill_9_mid_annotate_then_rerun_gives_the_uninterrupted_output(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     fake_openai.thaw()
-    done = cached_rows(cache / "requests.sqlite")
+    done = cached_results(cache / "requests.sqlite")
     assert 12 <= done < N_POOL + 10
     assert not (workdir / "killed" / "annotated.jsonl").exists()  # nothing half-written
 

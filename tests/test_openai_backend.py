@@ -7,16 +7,14 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from fake_openai import FakeOpenAI, fake_openai_fixture, label_for  # noqa: F401  (the fixture)
+from fake_openai import FakeOpenAI, cached_results, fake_openai_fixture, label_for  # noqa: F401  (the fixture)
 from synthllm.backends import Request, RequestCache, run_requests
 from synthllm.backends.openai_http import AdaptiveLimit, OpenAIBackend
 from synthllm.errors import BackendError, BudgetExceeded
@@ -193,30 +191,20 @@ def _wait_for(condition, proc: subprocess.Popen, log: Path, limit_s: float = 20.
         time.sleep(0.02)
 
 
-def _rows(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with closing(sqlite3.connect(path, timeout=5)) as db:
-        try:
-            return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-        except sqlite3.OperationalError:  # table not created yet
-            return 0
-
-
 def test_kill_9_mid_run_then_rerun_matches_uninterrupted_run(fake_openai, tmp_path):
     fake_openai.latency_s = 0.05
     p = params(fake_openai)
     reference, _ = run_requests(OpenAIBackend(p), chat_requests(60), progress=False)
     fake_openai.reset_counts()
     proc = _spawn(p, tmp_path)
-    _wait_for(lambda: _rows(tmp_path / "cache.sqlite") >= 15, proc, tmp_path / "driver.log")
+    _wait_for(lambda: cached_results(tmp_path / "cache.sqlite") >= 15, proc, tmp_path / "driver.log")
     # Hold new answers so that the kill lands while requests are in flight, not in the few
     # microseconds between an answer's arrival and its commit (a window any client has).
     fake_openai.freeze()
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done_at_kill = _rows(tmp_path / "cache.sqlite")
+    done_at_kill = cached_results(tmp_path / "cache.sqlite")
     assert 15 <= done_at_kill < 60 and sum(fake_openai.completed.values()) == done_at_kill
     fake_openai.thaw()  # held answers now find their client gone and are dropped
     results, stats = run_requests(OpenAIBackend(p), chat_requests(60), RequestCache(tmp_path / "cache.sqlite"),

@@ -18,6 +18,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Iterator, Sequence
 
 from synthllm.errors import BackendError
@@ -110,3 +111,15 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release model memory or connections."""
+
+
+def fingerprint(model_dir: Path) -> str:
+    """Content hash of a saved model folder (weights, config, tokenizer)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in model_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    for p in files:
+        digest.update(p.name.encode())
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]

@@ -10,8 +10,7 @@ import math
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from synthllm.backends.base import Backend, Request, Result
-from synthllm.backends.transformers_local import fingerprint
+from synthllm.backends.base import Backend, Request, Result, fingerprint
 from synthllm.classifier import load_classifier
 from synthllm.params import LABELS
 

@@ -151,8 +151,8 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
     for res in results:
         if res is None or not res.ok:
             stats.failures += 1
-            reason = (res.error if res is not None else "not answered") or "unknown"
-            stats.failure_reasons[reason.split(":")[0]] = stats.failure_reasons.get(reason.split(":")[0], 0) + 1
+            kind = ((res.error if res is not None else "not answered") or "unknown").split(":")[0]
+            stats.failure_reasons[kind] = stats.failure_reasons.get(kind, 0) + 1
     stats.wall_s = time.perf_counter() - started
     final = [r if r is not None else Result(error="not answered: the backend stopped early")
              for r in results]

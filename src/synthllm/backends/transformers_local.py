@@ -8,27 +8,14 @@ This backend does not serve chat messages (base models have no chat template).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from synthllm.backends.base import Backend, Request, Result, Usage
+from synthllm.backends.base import Backend, Request, Result, Usage, fingerprint
 from synthllm.errors import BackendError
-
-
-def fingerprint(model_dir: Path) -> str:
-    """Content hash of a saved model folder (weights, config, tokenizer)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in model_dir.iterdir() if p.is_file() and not p.name.startswith("."))
-    for p in files:
-        digest.update(p.name.encode())
-        with p.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 class _StopOnStrings(StoppingCriteria):
