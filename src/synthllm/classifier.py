@@ -118,14 +118,13 @@ class HFClassifier:
             source, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
             label2id={lab: i for i, lab in enumerate(LABELS)})
 
-    def _dataset(self, rows: pd.DataFrame):
-        from datasets import Dataset
-
-        ds = Dataset.from_dict({"premise": list(rows["premise"]), "hypothesis": list(rows["hypothesis"]),
-                                "label": [LABELS.index(lab) for lab in rows["label"]]})
-        return ds.map(lambda b: self.tokenizer(b["premise"], b["hypothesis"], truncation=True,
-                                               max_length=self.params.max_length),
-                      batched=True, remove_columns=["premise", "hypothesis"])
+    def _dataset(self, rows: pd.DataFrame) -> list[dict]:
+        """Tokenised rows as a list of feature dicts (the Trainer's DataLoader takes any sequence;
+        padding is dynamic, in the collator). One fast-tokenizer call, no datasets cache files."""
+        enc = self.tokenizer(list(rows["premise"]), list(rows["hypothesis"]), truncation=True,
+                             max_length=self.params.max_length)
+        labels = [LABELS.index(lab) for lab in rows["label"]]
+        return [{**{k: v[i] for k, v in enc.items()}, "label": labels[i]} for i in range(len(rows))]
 
     def fit_phases(self, phases: Sequence[Phase], seed: int, work_dir: Path | None = None) -> list[dict]:
         import tempfile
