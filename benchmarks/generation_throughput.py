@@ -30,15 +30,16 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,8,30")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = ap.parse_args()
-    cfg = load_params(args.params).generate
+    params = load_params(args.params)
+    cfg, labels = params.generate, params.generate_labels
     train = read_jsonl(args.gold / "train.jsonl")
-    prompt = load_generate_prompt(Path("prompts"), cfg.prompt, cfg.labels)
+    prompt = load_generate_prompt(Path("prompts"), cfg.prompt, labels, params.task)
     backend = TransformersBackend(args.model, dtype=args.dtype)
     print(f"model={args.model} dtype={args.dtype} shots={cfg.shots} max_new_tokens={cfg.max_new_tokens}")
     for bs in (int(b) for b in args.batch_sizes.split(",")):
         n = max(args.requests, bs)
         premises, _ = select_premises(train, (n + 2) // 3, seed=bs, blocked=set())
-        requests, _ = plan_requests(premises, train, prompt, cfg)
+        requests, _ = plan_requests(premises, train, prompt, cfg, labels)
         backend.batch_size = bs
         started = time.perf_counter()
         _, stats = run_requests(backend, requests[:n], None, progress=False)

@@ -27,7 +27,7 @@ from typing import Iterator
 
 import pytest
 
-LABELS = ("entailment", "contradiction", "neutral")
+NLI_LABELS = ("entailment", "contradiction", "neutral")
 WORDS = (("هوا", "کتاب", "شهر", "دریا", "باغ"), ("امروز", "همیشه", "اینجا"), ("زیباست", "بزرگ است", "آرام است"))
 FAULTS = ("429", "500", "503", "400", "401", "hang", "drop", "malformed", "out_of_set", "empty", "length")
 
@@ -49,7 +49,7 @@ def body_key(body: dict) -> str:
 
 
 def label_for(text: str) -> str:
-    return LABELS[_digest(text) % 3]
+    return NLI_LABELS[_digest(text) % 3]
 
 
 def sentence_for(prompt: str, seed: int) -> str:
@@ -140,7 +140,7 @@ class FakeOpenAI:
                   "finish_reason": "length" if fault == "length" else "stop", "logprobs": None}
         if body.get("logprobs") and text:
             tops = [{"token": lab, "logprob": -0.1 if lab == label else -3.0, "bytes": None}
-                    for lab in sorted(LABELS, key=lambda x: x != label)]
+                    for lab in sorted(NLI_LABELS, key=lambda x: x != label)]
             tokens = ['{"', "label", '":"', label, '"}'] if structured else [label]
             choice["logprobs"] = {"content": [
                 {"token": t, "logprob": -0.1, "bytes": None, "top_logprobs": tops if t == label else []}

@@ -4,9 +4,9 @@ import pytest
 from synthllm.classifier import HFClassifier, load_classifier, regime_phases, train_regime
 from synthllm.evaluation import evaluate_predictions
 from synthllm.io import read_frame
-from synthllm.params import LABELS, HFClassifierParams, SklearnClassifierParams
+from synthllm.params import NLI_LABELS, HFClassifierParams, SklearnClassifierParams
 
-GOLD = pd.DataFrame({"premise": ["a"] * 4, "hypothesis": list("wxyz"), "label": list(LABELS) + ["neutral"]})
+GOLD = pd.DataFrame({"premise": ["a"] * 4, "hypothesis": list("wxyz"), "label": list(NLI_LABELS) + ["neutral"]})
 SYN = pd.DataFrame({"premise": ["b"] * 2, "hypothesis": ["u", "v"], "label": ["neutral", "entailment"]})
 
 
@@ -37,7 +37,7 @@ def test_offline_default_learns_farstail(gold_dir, tmp_path):
     clf.save(tmp_path / "m")
     proba = load_classifier(tmp_path / "m").predict_proba(list(test["premise"]), list(test["hypothesis"]))
     assert proba.shape == (len(test), 3)
-    acc = evaluate_predictions(test, [LABELS[i] for i in proba.argmax(1)])["all"]["accuracy"]
+    acc = evaluate_predictions(test, [NLI_LABELS[i] for i in proba.argmax(1)])["all"]["accuracy"]
     assert acc > 0.5
 
 

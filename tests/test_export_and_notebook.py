@@ -14,7 +14,7 @@ import pytest
 
 from synthllm import charts, quality
 from synthllm.io import read_jsonl, write_json, write_jsonl
-from synthllm.params import LABELS, SplitParams, load_params
+from synthllm.params import NLI_LABELS, SplitParams, load_params
 from synthllm.splitting import split_synthetic
 from synthllm.stages import export as export_stage
 from synthllm.stages import report as report_stage
@@ -33,13 +33,13 @@ GENERATE_STATS = {"dropped_copy_of_premise": 4,
 def _label(k: int, intended: str, annotator: str) -> str:
     # the classifier mostly agrees with the generator's intent, the LLM annotator less so
     shift = 1 if k % (4 if annotator == "gemma" else 7) == 0 else 0
-    return LABELS[(LABELS.index(intended) + shift) % len(LABELS)]
+    return NLI_LABELS[(NLI_LABELS.index(intended) + shift) % len(NLI_LABELS)]
 
 
 def _pool(annotator: str) -> list[dict]:
     rows = []
     for p in range(8):
-        for j, intended in enumerate(LABELS):
+        for j, intended in enumerate(NLI_LABELS):
             k = 3 * p + j
             failed = annotator == "gemma" and k == 7
             rows.append({
@@ -58,7 +58,7 @@ def _pool(annotator: str) -> list[dict]:
 
 def _audit(annotator: str) -> list[dict]:
     return [{"id": f"farstail-val-{k:05d}", "premise": "پیش‌فرض", "hypothesis": "فرضیه",
-             "annotator": annotator, "gold_label": LABELS[k % 3], "label": _label(k, LABELS[k % 3], annotator),
+             "annotator": annotator, "gold_label": NLI_LABELS[k % 3], "label": _label(k, NLI_LABELS[k % 3], annotator),
              "confidence": 0.6 + (k % 4) / 10, "status": "ok", "reason": None} for k in range(12)]
 
 
@@ -71,9 +71,9 @@ def _eval(run: str, base: float) -> tuple[dict, list[dict]]:
                               "hard_hypothesis": {"accuracy": acc - 0.1, "macro_f1": acc - 0.12, "n": 12},
                               "hard_overlap": {"accuracy": acc - 0.15, "macro_f1": acc - 0.16, "n": 11}}
         for i, hit in enumerate(hits):
-            gold = LABELS[i % 3]
+            gold = NLI_LABELS[i % 3]
             preds.append({"id": f"farstail-test-{i:05d}", "seed": f"seed-{s}", "label": gold,
-                          "predicted": gold if hit else LABELS[(i + 1) % 3], "confidence": 0.7})
+                          "predicted": gold if hit else NLI_LABELS[(i + 1) % 3], "confidence": 0.7})
     return {"seeds": seeds}, preds
 
 
@@ -91,7 +91,7 @@ def fake_repo(tmp_path_factory) -> Path:
         write_json({**quality.audit_metrics(_audit(a), pool), "run": RUN_STATS},
                    root / f"metrics/annotators/{a}.json")
         train, dev, stats = split_synthetic(pd.DataFrame(pool), SplitParams(dev_fraction=0.25),
-                                            {lab: 1 / 3 for lab in LABELS})
+                                            {lab: 1 / 3 for lab in NLI_LABELS})
         cols = ["id", "premise", "hypothesis", "label", "confidence", "intended_label"]
         write_jsonl(train[cols].to_dict("records"), root / f"data/split/{a}/train.jsonl")
         write_jsonl(dev[cols].to_dict("records"), root / f"data/split/{a}/dev.jsonl")

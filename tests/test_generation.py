@@ -1,6 +1,6 @@
 from synthllm.backends.base import Result, Usage
 from synthllm.generation import blocked_texts, filter_generations, plan_requests, select_premises
-from synthllm.params import FilterParams, GenerateParams
+from synthllm.params import NLI_LABELS, FilterParams, GenerateParams
 from synthllm.prompts import load_generate_prompt
 
 TRAIN = [
@@ -28,9 +28,9 @@ def test_select_premises_is_seeded_distinct_and_skips_leaked():
 
 def test_plan_requests_one_per_premise_label_sample_with_label_cue(repo_root):
     params = GenerateParams(num_premises=2, samples_per_label=2, shots=1)
-    prompt = load_generate_prompt(repo_root / "prompts", params.prompt, params.labels)
+    prompt = load_generate_prompt(repo_root / "prompts", params.prompt, NLI_LABELS)
     premises, _ = select_premises(TRAIN, 2, seed=0, blocked=set())
-    requests, meta = plan_requests(premises, TRAIN, prompt, params)
+    requests, meta = plan_requests(premises, TRAIN, prompt, params, NLI_LABELS)
     assert len(requests) == 2 * 3 * 2
     assert len({r.seed for r in requests}) == len(requests)  # n samples are n cache entries
     for req, m in zip(requests, meta):
@@ -38,7 +38,7 @@ def test_plan_requests_one_per_premise_label_sample_with_label_cue(repo_root):
         assert m["prompt_version"] == "fa-nli-generate-v1"
         # the shot never shows the query's own premise
         assert req.prompt.count(m["premise"]) == 1
-    again, _ = plan_requests(premises, TRAIN, prompt, params)
+    again, _ = plan_requests(premises, TRAIN, prompt, params, NLI_LABELS)
     assert again == requests
 
 

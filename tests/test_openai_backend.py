@@ -19,12 +19,12 @@ from synthllm.backends import Request, RequestCache, run_requests
 from synthllm.backends.openai_http import AdaptiveLimit, OpenAIBackend
 from synthllm.errors import BackendError, BudgetExceeded
 from synthllm.estimate import estimate
-from synthllm.params import LABELS, OpenAIBackendParams, PriceParams, parse_params
+from synthllm.params import NLI_LABELS, OpenAIBackendParams, PriceParams, parse_params
 from synthllm.prompts import load_annotate_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = load_annotate_prompt(ROOT / "prompts", "fa/nli/annotate")
-SCHEMA = {"type": "object", "properties": {"label": {"type": "string", "enum": list(LABELS)}},
+SCHEMA = {"type": "object", "properties": {"label": {"type": "string", "enum": list(NLI_LABELS)}},
           "required": ["label"], "additionalProperties": False}
 PLANTED = "sk-test-PLANTED-5f1c2e9a7b"
 
@@ -56,7 +56,7 @@ def test_every_row_answered_and_cached_rows_never_resent(fake_openai, tmp_path):
     assert [label_of(r.text) for r in results] == [expected(q) for q in requests]
     assert stats.sent == 20 and stats.failures == 0 and stats.completion_tokens > 0
     best = results[0].choice_logprobs  # the label token's top logprobs, keyed by token text
-    assert max(best, key=best.get) == expected(requests[0]) and set(best) == set(LABELS)
+    assert max(best, key=best.get) == expected(requests[0]) and set(best) == set(NLI_LABELS)
     again, stats2 = run_requests(backend, requests, cache, progress=False)
     assert stats2.sent == 0 and stats2.cache_hits == 25 and again == results
     assert sum(fake_openai.received.values()) == 20 and set(fake_openai.completed.values()) == {1}

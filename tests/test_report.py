@@ -3,11 +3,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from synthllm.params import LABELS
+from synthllm.params import NLI_LABELS
 from synthllm.report import item_correctness, macro_f1_ci, regime_comparisons
 
 RNG = np.random.default_rng(0)
-GOLD = RNG.choice(LABELS, size=300)
+GOLD = RNG.choice(NLI_LABELS, size=300)
 
 
 def _preds(accuracy: float, seeds=(1, 2, 3)) -> pd.DataFrame:
@@ -15,7 +15,7 @@ def _preds(accuracy: float, seeds=(1, 2, 3)) -> pd.DataFrame:
     for s in seeds:
         rng = np.random.default_rng(s * 100 + int(accuracy * 100))
         right = rng.random(len(GOLD)) < accuracy
-        wrong = rng.choice(LABELS, size=len(GOLD))
+        wrong = rng.choice(NLI_LABELS, size=len(GOLD))
         for i, (g, ok, w) in enumerate(zip(GOLD, right, wrong)):
             rows.append({"id": f"t{i:03d}", "seed": f"seed-{s}", "label": g, "predicted": g if ok else w})
     return pd.DataFrame(rows)
@@ -23,14 +23,14 @@ def _preds(accuracy: float, seeds=(1, 2, 3)) -> pd.DataFrame:
 
 def test_vectorised_macro_f1_ci_matches_a_plain_loop():
     preds = _preds(0.7)
-    lo, hi = macro_f1_ci(preds, LABELS, n_resamples=200, seed=3)
+    lo, hi = macro_f1_ci(preds, NLI_LABELS, n_resamples=200, seed=3)
     wide = preds.pivot(index="id", columns="seed", values="predicted").sort_index()
     y = preds.drop_duplicates("id").set_index("id")["label"].sort_index().to_numpy()
     idx = np.random.default_rng(3).integers(0, len(y), size=(200, len(y)))
-    values = [np.mean([f1_score(y[i], wide[c].to_numpy()[i], labels=list(LABELS), average="macro", zero_division=0)
+    values = [np.mean([f1_score(y[i], wide[c].to_numpy()[i], labels=list(NLI_LABELS), average="macro", zero_division=0)
                        for c in wide.columns]) for i in idx]
     assert (lo, hi) == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])), abs=1e-9)
-    point = np.mean([f1_score(y, wide[c], labels=list(LABELS), average="macro") for c in wide.columns])
+    point = np.mean([f1_score(y, wide[c], labels=list(NLI_LABELS), average="macro") for c in wide.columns])
     assert lo < point < hi
 
 

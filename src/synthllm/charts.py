@@ -10,13 +10,13 @@ or decide which annotators to show: callers pass exactly what should be drawn.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from synthllm.params import LABELS
+from synthllm.params import NLI_LABELS
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -28,7 +28,8 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def annotator_confusion_heatmaps(annotator_metrics: Mapping[str, dict], path: str | Path) -> Path:
+def annotator_confusion_heatmaps(annotator_metrics: Mapping[str, dict], path: str | Path,
+                                 labels: Sequence[str] = NLI_LABELS) -> Path:
     """One heatmap per annotator of its gold-val audit: gold labels as rows, its labels as columns."""
     names = sorted(annotator_metrics)
     fig = Figure(figsize=(3.6 * max(1, len(names)), 3.6))
@@ -40,8 +41,8 @@ def annotator_confusion_heatmaps(annotator_metrics: Mapping[str, dict], path: st
         for (i, j), v in np.ndenumerate(counts):
             ax.text(j, i, str(v), ha="center", va="center",
                     color="white" if v > counts.max() / 2 else "black")
-        ax.set_xticks(range(len(LABELS)), LABELS, fontsize=8)
-        ax.set_yticks(range(len(LABELS)), LABELS, fontsize=8, rotation=90, va="center")
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.set_yticks(range(len(labels)), labels, fontsize=8, rotation=90, va="center")
         ax.set_xlabel(f"{name} label")
         ax.set_ylabel("gold label")
         ax.set_title(f"{name}: audit acc {100 * (audit.get('accuracy') or 0):.1f} %", fontsize=10)
@@ -49,18 +50,19 @@ def annotator_confusion_heatmaps(annotator_metrics: Mapping[str, dict], path: st
 
 
 def label_distributions(annotator_metrics: Mapping[str, dict], gold_shares: Mapping[str, float],
-                        path: str | Path) -> Path:
+                        path: str | Path, labels: Sequence[str] = NLI_LABELS,
+                        gold_name: str = "FarsTail") -> Path:
     """Grouped bars: each annotator's label shares on the synthetic pool, beside gold's shares."""
     groups = {name: m["pool"]["label_distribution"] for name, m in sorted(annotator_metrics.items())}
     if gold_shares:
-        groups["gold (FarsTail train)"] = dict(gold_shares)
-    fig = Figure(figsize=(2 + 1.8 * len(LABELS), 3.8))
+        groups[f"gold ({gold_name} train)"] = dict(gold_shares)
+    fig = Figure(figsize=(2 + 1.8 * len(labels), 3.8))
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(groups))
-    x = np.arange(len(LABELS))
+    x = np.arange(len(labels))
     for k, (name, shares) in enumerate(groups.items()):
-        ax.bar(x + k * width, [100 * (shares.get(lab) or 0) for lab in LABELS], width, label=name)
-    ax.set_xticks(x + width * (len(groups) - 1) / 2, list(LABELS))
+        ax.bar(x + k * width, [100 * (shares.get(lab) or 0) for lab in labels], width, label=name)
+    ax.set_xticks(x + width * (len(groups) - 1) / 2, list(labels))
     ax.set_ylabel("share of pairs (%)")
     ax.set_title("Label distribution: annotators on the synthetic pool vs gold")
     ax.legend(fontsize=8)

@@ -1,16 +1,18 @@
-"""Pair classifiers and the training regimes, realised as ordered training phases.
+"""Text classifiers (pair or single-text) and the training regimes, as ordered training phases.
 
 A regime is a list of phases ``(rows, epochs)``; a classifier trains through them in order, so
 warm-up (synthetic, then gold), reversed (gold, then synthetic) and mix (shuffled union) differ only
 in the phase list. Two implementations share that contract:
 
-* :class:`HashingSGDClassifier` — the offline default: hashed word/char n-grams of the hypothesis and
-  of its overlap with the premise, logistic loss, trained by ``SGDClassifier.partial_fit`` so each
+* :class:`HashingSGDClassifier` — the offline default: hashed word/char n-grams of the hypothesis (the
+  text) and, for pair tasks, of its overlap with the premise, logistic loss, trained by ``SGDClassifier.partial_fit`` so each
   phase really continues from the last. Seconds per run on 2 CPU cores.
 * :class:`HFClassifier` — any transformers checkpoint (ParsBERT, XLM-R, mDeBERTa…) through
   ``AutoModelForSequenceClassification`` and the HF ``Trainer``, one ``train()`` per phase.
 
-This module does not pick hyper-parameters or evaluate; see :mod:`synthllm.evaluation`.
+Both take the task's label set and input kind (pair or single) and save them with the model, so a
+loaded classifier knows what it predicts. This module does not pick hyper-parameters or evaluate;
+see :mod:`synthllm.evaluation`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-from synthllm.params import LABELS, HFClassifierParams, SklearnClassifierParams
+from synthllm.params import NLI_LABELS, HFClassifierParams, SklearnClassifierParams
 
 Phase = tuple[pd.DataFrame, int]
 
@@ -47,6 +49,9 @@ def regime_phases(regime: str, gold: pd.DataFrame, synthetic: pd.DataFrame | Non
 
 
 class PairClassifier(Protocol):
+    labels: tuple[str, ...]
+    pair: bool
+
     def fit_phases(self, phases: Sequence[Phase], seed: int) -> list[dict]: ...
     def predict_proba(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray: ...
     def save(self, out_dir: Path) -> None: ...
@@ -55,11 +60,12 @@ class PairClassifier(Protocol):
 class HashingSGDClassifier:
     kind = "sklearn_sgd"
 
-    def __init__(self, params: SklearnClassifierParams):
+    def __init__(self, params: SklearnClassifierParams, labels: Sequence[str] = NLI_LABELS,
+                 pair: bool = True):
         from sklearn.feature_extraction.text import HashingVectorizer
         from sklearn.linear_model import SGDClassifier
 
-        self.params = params
+        self.params, self.labels, self.pair = params, tuple(labels), pair
         self._words = HashingVectorizer(n_features=params.n_features, ngram_range=(1, 2),
                                         alternate_sign=False, norm="l2")
         self._chars = HashingVectorizer(n_features=params.n_features, analyzer="char_wb",
@@ -69,6 +75,8 @@ class HashingSGDClassifier:
     def features(self, premises: Sequence[str], hypotheses: Sequence[str]):
         from scipy.sparse import csr_matrix, hstack
 
+        if not self.pair:
+            return hstack([self._words.transform(hypotheses), self._chars.transform(hypotheses)]).tocsr()
         p_sets = [set(p.split()) for p in premises]
         h_words = [h.split() for h in hypotheses]
         novel = [" ".join(w for w in hw if w not in ps) for hw, ps in zip(h_words, p_sets)]
@@ -90,40 +98,45 @@ class HashingSGDClassifier:
                 order = rng.permutation(len(y))
                 for b in range(0, len(order), bs):
                     idx = order[b:b + bs]
-                    self.model.partial_fit(x[idx], y[idx], classes=np.array(LABELS))
+                    self.model.partial_fit(x[idx], y[idx], classes=np.array(self.labels))
             log.append({"phase": k, "rows": int(len(y)), "epochs": epochs})
         return log
 
     def predict_proba(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
         proba = self.model.predict_proba(self.features(list(premises), list(hypotheses)))
-        order = [list(self.model.classes_).index(lab) for lab in LABELS]
+        order = [list(self.model.classes_).index(lab) for lab in self.labels]
         return proba[:, order]
 
     def save(self, out_dir: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         with (out_dir / "model.pkl").open("wb") as f:
-            pickle.dump({"params": self.params.model_dump(), "model": self.model}, f)
+            pickle.dump({"params": self.params.model_dump(), "model": self.model,
+                         "labels": list(self.labels), "pair": self.pair}, f)
 
 
 class HFClassifier:
     kind = "hf"
 
-    def __init__(self, params: HFClassifierParams, model_dir: str | None = None):
+    def __init__(self, params: HFClassifierParams, model_dir: str | None = None,
+                 labels: Sequence[str] = NLI_LABELS, pair: bool = True):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         source = model_dir or params.model
-        self.params = params
+        self.params, self.labels, self.pair = params, tuple(labels), pair
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
-            label2id={lab: i for i, lab in enumerate(LABELS)})
+            source, num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
+            label2id={lab: i for i, lab in enumerate(self.labels)})
+
+    def _encode(self, premises: Sequence[str], hypotheses: Sequence[str], **kw):
+        texts = (list(premises), list(hypotheses)) if self.pair else (list(hypotheses),)
+        return self.tokenizer(*texts, truncation=True, max_length=self.params.max_length, **kw)
 
     def _dataset(self, rows: pd.DataFrame) -> list[dict]:
         """Tokenised rows as a list of feature dicts (the Trainer's DataLoader takes any sequence;
         padding is dynamic, in the collator). One fast-tokenizer call, no datasets cache files."""
-        enc = self.tokenizer(list(rows["premise"]), list(rows["hypothesis"]), truncation=True,
-                             max_length=self.params.max_length)
-        labels = [LABELS.index(lab) for lab in rows["label"]]
+        enc = self._encode(rows["premise"], rows["hypothesis"])
+        labels = [self.labels.index(lab) for lab in rows["label"]]
         return [{**{k: v[i] for k, v in enc.items()}, "label": labels[i]} for i in range(len(rows))]
 
     def fit_phases(self, phases: Sequence[Phase], seed: int, work_dir: Path | None = None) -> list[dict]:
@@ -158,41 +171,48 @@ class HFClassifier:
         out = []
         with torch.inference_mode():
             for i in range(0, len(premises), 64):
-                enc = self.tokenizer(list(premises[i:i + 64]), list(hypotheses[i:i + 64]),
-                                     truncation=True, max_length=self.params.max_length,
-                                     padding=True, return_tensors="pt").to(self.model.device)
+                enc = self._encode(premises[i:i + 64], hypotheses[i:i + 64], padding=True,
+                                   return_tensors="pt").to(self.model.device)
                 out.append(torch.softmax(self.model(**enc).logits.float(), -1).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(LABELS)))
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
 
     def save(self, out_dir: Path) -> None:
         self.model.save_pretrained(out_dir)
         self.tokenizer.save_pretrained(out_dir)
-        (out_dir / "synthllm_classifier.json").write_text(json.dumps(self.params.model_dump()))
+        (out_dir / "synthllm_classifier.json").write_text(json.dumps(
+            {"params": self.params.model_dump(), "labels": list(self.labels), "pair": self.pair}))
 
 
-def build_classifier(params: SklearnClassifierParams | HFClassifierParams) -> PairClassifier:
+def build_classifier(params: SklearnClassifierParams | HFClassifierParams,
+                     labels: Sequence[str] = NLI_LABELS, pair: bool = True) -> PairClassifier:
     if isinstance(params, SklearnClassifierParams):
-        return HashingSGDClassifier(params)
-    return HFClassifier(params)
+        return HashingSGDClassifier(params, labels, pair)
+    return HFClassifier(params, labels=labels, pair=pair)
 
 
 def load_classifier(model_dir: Path) -> PairClassifier:
     if (model_dir / "model.pkl").is_file():
         with (model_dir / "model.pkl").open("rb") as f:
             state = pickle.load(f)
-        clf = HashingSGDClassifier(SklearnClassifierParams(**state["params"]))
+        clf = HashingSGDClassifier(SklearnClassifierParams(**state["params"]),
+                                   state.get("labels", NLI_LABELS), state.get("pair", True))
         clf.model = state["model"]
         return clf
     meta = model_dir / "synthllm_classifier.json"
     if meta.is_file():
-        return HFClassifier(HFClassifierParams(**json.loads(meta.read_text())), model_dir=str(model_dir))
+        info = json.loads(meta.read_text())
+        if "params" not in info:  # written before labels were saved: an NLI model
+            info = {"params": info}
+        return HFClassifier(HFClassifierParams(**info["params"]), model_dir=str(model_dir),
+                            labels=info.get("labels", NLI_LABELS), pair=info.get("pair", True))
     raise FileNotFoundError(f"{model_dir}: no trained classifier (model.pkl or synthllm_classifier.json)")
 
 
 def train_regime(regime: str, gold: pd.DataFrame, synthetic: pd.DataFrame | None,
                  params: SklearnClassifierParams | HFClassifierParams, *, gold_epochs: int,
-                 synthetic_epochs: int, seed: int) -> tuple[PairClassifier, list[dict]]:
+                 synthetic_epochs: int, seed: int, labels: Sequence[str] = NLI_LABELS,
+                 pair: bool = True) -> tuple[PairClassifier, list[dict]]:
     """Build a fresh classifier and train it through the regime's phases."""
     phases = regime_phases(regime, gold, synthetic, gold_epochs, synthetic_epochs, seed)
-    clf = build_classifier(params)
+    clf = build_classifier(params, labels, pair)
     return clf, clf.fit_phases(phases, seed)

@@ -1,13 +1,22 @@
-"""Tokens and dollars of the configured generate and annotate runs, before any call is made.
+"""Tokens, dollars and hours of the configured generate and annotate runs, before any call is made.
 
-``python -m synthllm.estimate --params params.yaml [--rows N]`` prints one line per model run.
+``python -m synthllm.estimate --params params.yaml [--rows N] [--measured metrics]`` prints one line
+per model run.
 Prompts are rendered from the real prompt files with stand-in texts of typical FarsTail length
 (``PREMISE_CHARS``, ``HYPOTHESIS_CHARS``). Tokens are counted with tiktoken's ``o200k_base`` when it
 is installed (it is not a dependency), otherwise by a heuristic: one token per 4 ASCII characters
 and one per 2 other characters, rounded up. Byte-level BPE vocabularies spend about 2-3 Persian
 characters per token, so the heuristic errs on the expensive side, which is the safe side for a
 budget. Output tokens are counted at their cap (``max_new_tokens``): an upper bound, not a forecast.
-Local (transformers) runs cost $0. This module does not read generated data or call any model.
+Local (transformers) runs cost $0.
+
+Hours: an HTTP run takes ``requests × latency / concurrency``, the latency of one request being
+``ttft_s + output tokens / decode_tok_s`` (assumptions with flags: 0.5 s and 40 tokens/s per stream,
+typical of a loaded vLLM server or the OpenAI API for short answers); a Batch API run is bounded by
+its 24 h completion window. A local run's hours come from a measured rate — requests sent per second
+of wall time in a previous run's metrics (``--measured``: ``generate_run.json`` and
+``annotators/<name>.json``), or are left blank. This module does not read generated data or call any
+model.
 """
 
 from __future__ import annotations
@@ -46,6 +55,51 @@ class Line:
     prompt_tokens: int
     output_tokens: int
     usd: float
+    hours: float | None = None
+    basis: str = ""
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Assumptions behind the hours of HTTP runs, and measured rates of local runs (requests/s)."""
+
+    ttft_s: float = 0.5
+    decode_tok_s: float = 40.0
+    measured: dict | None = None
+
+
+def measured_rates(metrics_dir: Path) -> dict[str, float]:
+    """Requests per second actually sent in an earlier run, keyed by run name (generate,
+    annotate:<name>); runs served from the cache or with no timing are skipped."""
+    import json
+
+    found = {"generate": metrics_dir / "generate_run.json"}
+    found.update({f"annotate:{f.stem}": f for f in sorted((metrics_dir / "annotators").glob("*.json"))})
+    rates = {}
+    for run, path in found.items():
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text(encoding="utf-8"))
+        stats = data.get("run", data)
+        if stats.get("sent") and stats.get("wall_s"):
+            rates[run] = stats["sent"] / stats["wall_s"]
+    return rates
+
+
+def _hours(run: str, backend: object, requests: int, out_tokens_each: float,
+           speed: Speed) -> tuple[float | None, str]:
+    if isinstance(backend, OpenAIBackendParams):
+        if backend.use_batch_api:
+            return None, "Batch API: within its 24 h window"
+        latency = speed.ttft_s + out_tokens_each / speed.decode_tok_s
+        replicas = max(1, len(backend.base_urls))
+        return (requests * latency / backend.concurrency / 3600,
+                f"{backend.concurrency} in flight × {latency:.2f} s/request"
+                + (f" (over {replicas} replicas)" if replicas > 1 else ""))
+    rate = (speed.measured or {}).get(run)
+    if rate:
+        return requests / rate / 3600, f"measured {rate:.2f} requests/s"
+    return None, "local: no measured rate (pass --measured metrics)"
 
 
 def _usd(backend: object, prompt_tokens: int, output_tokens: int) -> float:
@@ -60,21 +114,27 @@ def _backend_name(backend: object) -> str:
     return f"openai:{backend.model}" if isinstance(backend, OpenAIBackendParams) else "local"
 
 
-def estimate(params: Params, prompts_root: Path, rows: int | None = None) -> list[Line]:
-    g = params.generate
-    rows = rows if rows is not None else g.num_premises * len(g.labels) * g.samples_per_label
-    premise, hypothesis = "ا" * PREMISE_CHARS, "ب" * HYPOTHESIS_CHARS
-    shots = [{"premise": premise, "hypothesis": hypothesis, "label": g.labels[0]}] * g.shots
-    gen_prompt = load_generate_prompt(prompts_root, g.prompt, g.labels).render(premise, g.labels[0], shots)
+def estimate(params: Params, prompts_root: Path, rows: int | None = None,
+             speed: Speed = Speed()) -> list[Line]:
+    g, labels = params.generate, params.generate_labels
+    rows = rows if rows is not None else g.num_premises * len(labels) * g.samples_per_label
+    premise = "ا" * PREMISE_CHARS if params.task.input == "pair" else ""
+    hypothesis = "ب" * HYPOTHESIS_CHARS
+    shots = [{"premise": premise, "hypothesis": hypothesis, "label": labels[0]}] * g.shots
+    gen_prompt = load_generate_prompt(prompts_root, g.prompt, labels, params.task).render(
+        premise, labels[0], shots)
     tokens_in, tokens_out = rows * approx_tokens(gen_prompt), rows * g.max_new_tokens
     lines = [Line("generate", _backend_name(g.backend), rows, tokens_in, tokens_out,
-                  _usd(g.backend, tokens_in, tokens_out))]
+                  _usd(g.backend, tokens_in, tokens_out),
+                  *_hours("generate", g.backend, rows, g.max_new_tokens, speed))]
     for name in params.annotators:
         a = params.annotator_configs[name]
+        run = f"annotate:{name}"
         if a.kind == "classifier" or a.backend is None:
-            lines.append(Line(f"annotate:{name}", "classifier", rows + params.annotate.audit_size, 0, 0, 0.0))
+            n = rows + params.annotate.audit_size
+            lines.append(Line(run, "classifier", n, 0, 0, 0.0, *_hours(run, None, n, 0, speed)))
             continue
-        prompt = load_annotate_prompt(prompts_root, a.prompt)
+        prompt = load_annotate_prompt(prompts_root, a.prompt, params.task)
         # the stability variant labels the pool a second time, with the hypothesis first
         labelled = rows * (2 if a.stability_variant else 1) + params.annotate.audit_size
         if a.method == "instruct":
@@ -83,15 +143,17 @@ def estimate(params: Params, prompts_root: Path, rows: int | None = None) -> lis
         else:  # one scoring pass per row; each label word is scored as a continuation, not generated
             per_in, per_out = approx_tokens(prompt.render_scoring(premise, hypothesis, shots[:a.shots])), 0
         tokens_in, tokens_out = labelled * per_in, labelled * per_out
-        lines.append(Line(f"annotate:{name}", _backend_name(a.backend), labelled, tokens_in, tokens_out,
-                          _usd(a.backend, tokens_in, tokens_out)))
+        lines.append(Line(run, _backend_name(a.backend), labelled, tokens_in, tokens_out,
+                          _usd(a.backend, tokens_in, tokens_out),
+                          *_hours(run, a.backend, labelled, per_out, speed)))
     return lines
 
 
 def format_table(lines: list[Line]) -> str:
-    head = f"{'run':<24} {'backend':<28} {'requests':>9} {'prompt tok':>12} {'output tok':>11} {'usd':>10}"
+    head = (f"{'run':<24} {'backend':<28} {'requests':>9} {'prompt tok':>12} {'output tok':>11} "
+            f"{'usd':>10} {'hours':>7}  basis of hours")
     body = [f"{x.run:<24} {x.backend:<28} {x.requests:>9} {x.prompt_tokens:>12} {x.output_tokens:>11} "
-            f"{x.usd:>10.4f}" for x in lines]
+            f"{x.usd:>10.4f} {'–' if x.hours is None else f'{x.hours:.2f}':>7}  {x.basis}" for x in lines]
     total = sum(x.usd for x in lines)
     return "\n".join([head, *body, f"{'total':<24} {'':<28} {'':>9} {'':>12} {'':>11} {total:>10.4f}"])
 
@@ -102,9 +164,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompts", default="prompts", help="Folder holding the prompt files.")
     parser.add_argument("--rows", type=int, default=None,
                         help="Synthetic rows to generate and annotate (default: from params).")
+    parser.add_argument("--measured", type=Path, default=None,
+                        help="metrics folder of an earlier run: local runs' hours from its rates")
+    parser.add_argument("--ttft-s", type=float, default=Speed.ttft_s,
+                        help="HTTP runs: seconds to the first token of one request")
+    parser.add_argument("--decode-tok-s", type=float, default=Speed.decode_tok_s,
+                        help="HTTP runs: output tokens per second of one request stream")
     args = parser.parse_args(argv)
     counter = "tiktoken o200k_base" if _ENCODING is not None else "chars heuristic (see module doc)"
-    print(format_table(estimate(load_params(args.params), Path(args.prompts), args.rows)))
+    speed = Speed(args.ttft_s, args.decode_tok_s,
+                  measured_rates(args.measured) if args.measured else None)
+    print(format_table(estimate(load_params(args.params), Path(args.prompts), args.rows, speed)))
     print(f"tokens counted with: {counter}; output tokens at their cap")
 
 

@@ -1,4 +1,4 @@
-"""Evaluate trained classifiers on gold test and its hard subsets.
+"""Evaluate trained classifiers on gold test and its hard subsets (where the gold data has them).
 
 Metrics per subset: accuracy, macro-F1, per-class F1 and the confusion matrix, with scikit-learn
 doing the arithmetic. Per-item predictions are returned too, for paired significance tests in the
@@ -13,29 +13,36 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from synthllm.params import LABELS
+from synthllm.params import NLI_LABELS
 
 SUBSETS = ("all", "hard_hypothesis", "hard_overlap")
 
 
-def score(y_true: Sequence[str], y_pred: Sequence[str]) -> dict:
-    per_class = f1_score(y_true, y_pred, labels=list(LABELS), average=None, zero_division=0)
+def subsets_of(test: pd.DataFrame) -> list[str]:
+    """'all' plus the hard subsets flagged in this test set (FarsTail has both; others may not)."""
+    return [s for s in SUBSETS if s == "all" or s in test.columns]
+
+
+def score(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str] = NLI_LABELS) -> dict:
+    labels = list(labels)
+    per_class = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
     return {
         "n": int(len(y_true)),
         "accuracy": round(float(accuracy_score(y_true, y_pred)), 6),
-        "macro_f1": round(float(f1_score(y_true, y_pred, labels=list(LABELS), average="macro",
+        "macro_f1": round(float(f1_score(y_true, y_pred, labels=labels, average="macro",
                                          zero_division=0)), 6),
-        "f1": {lab: round(float(v), 6) for lab, v in zip(LABELS, per_class)},
-        "confusion": confusion_matrix(y_true, y_pred, labels=list(LABELS)).tolist(),
+        "f1": {lab: round(float(v), 6) for lab, v in zip(labels, per_class)},
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
 
 
-def evaluate_predictions(test: pd.DataFrame, predicted: Sequence[str]) -> dict:
+def evaluate_predictions(test: pd.DataFrame, predicted: Sequence[str],
+                         labels: Sequence[str] = NLI_LABELS) -> dict:
     predicted = np.asarray(predicted)
     out = {}
-    for subset in SUBSETS:
+    for subset in subsets_of(test):
         mask = np.ones(len(test), bool) if subset == "all" else test[subset].to_numpy(bool)
-        out[subset] = score(test["label"].to_numpy()[mask], predicted[mask])
+        out[subset] = score(test["label"].to_numpy()[mask], predicted[mask], labels)
     return out
 
 

@@ -1,7 +1,8 @@
 """Export one annotator's synthetic train/dev split as a Hugging Face dataset and its dataset card.
 
 Pure functions: split rows and the pool's provenance in, a :class:`datasets.DatasetDict` out
-(``label`` is a ``ClassLabel`` over :data:`synthllm.params.LABELS`); split rows and the pipeline's
+(``label`` is a ``ClassLabel`` over the task's labels, text columns named as the task names them);
+split rows and the pipeline's
 metrics in, a README.md dataset card out. Everything is a function of the inputs alone, so the same
 inputs give byte-identical files: the dataset fingerprint is a hash of the rows rather than
 something random, and the card carries no dates.
@@ -24,18 +25,23 @@ from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Na
 from datasets.table import InMemoryTable
 
 from synthllm.errors import InputDataError
-from synthllm.params import LABELS
+from synthllm.params import TaskParams
 
 SPLITS = ("train", "dev")
-FEATURES = Features({
-    "id": Value("string"),
-    "premise_id": Value("string"),
-    "premise": Value("string"),
-    "hypothesis": Value("string"),
-    "label": ClassLabel(names=list(LABELS)),
-    "intended_label": Value("string"),
-    "confidence": Value("float64"),
-})
+NLI = TaskParams()
+
+
+def features(task: TaskParams = NLI) -> Features:
+    """Output columns: premise_id/premise for pair tasks only; text columns named by the task."""
+    cols: dict = {"id": Value("string")}
+    if task.input == "pair":
+        cols.update({"premise_id": Value("string"), task.premise_column: Value("string")})
+    cols.update({task.text_column: Value("string"), "label": ClassLabel(names=list(task.labels)),
+                 "intended_label": Value("string"), "confidence": Value("float64")})
+    return Features(cols)
+
+
+FEATURES = features(NLI)
 # Counts in metrics/generate.json besides the dropped_<reason> ones (the rest is throughput).
 COUNT_KEYS = ("premises", "premises_skipped_leakage", "generated", "kept")
 FARSTAIL_URL = "https://github.com/dml-qom/FarsTail"
@@ -58,44 +64,54 @@ CITATION = """\
 }"""
 
 
+def _citation(farstail: bool) -> str:
+    """The SynthLLM paper, plus FarsTail where its data were used."""
+    return CITATION if farstail else CITATION.split("\n\n")[0]
+
+
 # --- the dataset -----------------------------------------------------------------------------
 
 
-def _rows_for_features(rows: Sequence[dict], premise_ids: Mapping[str, str], split: str) -> dict[str, list]:
-    columns: dict[str, list] = {name: [] for name in FEATURES}
+def _rows_for_features(rows: Sequence[dict], premise_ids: Mapping[str, str], split: str,
+                       task: TaskParams = NLI) -> dict[str, list]:
+    feats = features(task)
+    columns: dict[str, list] = {name: [] for name in feats}
     for i, row in enumerate(rows, 1):
-        if row.get("label") not in LABELS:
+        if row.get("label") not in task.labels:
             raise InputDataError(f"{split} row {i} ({row.get('id')}): label {row.get('label')!r} is not "
-                                 f"one of {list(LABELS)}; the split stage should have dropped it")
+                                 f"one of {list(task.labels)}; the split stage should have dropped it")
         if row["id"] not in premise_ids:
             raise InputDataError(f"{split} row {i} ({row['id']}) is not in the annotated pool: the split is "
                                  "stale, re-run it (dvc repro split)")
-        merged = {**row, "premise_id": premise_ids[row["id"]]}
-        for name in FEATURES:
+        merged = {**row, "premise_id": premise_ids[row["id"]], task.premise_column: row.get("premise"),
+                  task.text_column: row.get("hypothesis")}
+        for name in feats:
             columns[name].append(merged.get(name))
     return columns
 
 
-def _fingerprint(split: str, columns: Mapping[str, list]) -> str:
+def _fingerprint(split: str, columns: Mapping[str, list], feats: Features = FEATURES) -> str:
     # Left to itself, datasets pickles and hashes the in-memory table (library-version dependent);
     # a hash of the rows is stable, and it is what hf/*/state.json records.
-    payload = json.dumps({"split": split, "features": FEATURES.to_dict(), "columns": columns},
+    payload = json.dumps({"split": split, "features": feats.to_dict(), "columns": columns},
                          ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
 def build_dataset(splits: Mapping[str, Sequence[dict]], annotated: Sequence[dict],
-                  description: str = "") -> DatasetDict:
+                  description: str = "", task: TaskParams = NLI,
+                  farstail: bool = True) -> DatasetDict:
     """train/dev rows (as the split stage wrote them) + the annotated pool (for premise_id)."""
     premise_ids = {r["id"]: r.get("premise_id") for r in annotated}
-    info = DatasetInfo(description=description, citation=CITATION, homepage=FARSTAIL_URL,
-                       license="other", features=FEATURES)
+    feats = features(task)
+    info = DatasetInfo(description=description, citation=_citation(farstail),
+                       homepage=FARSTAIL_URL if farstail else "", license="other", features=feats)
     out = {}
     for split in SPLITS:
-        columns = _rows_for_features(splits[split], premise_ids, split)
-        table = pa.Table.from_pydict(FEATURES.encode_batch(columns), schema=FEATURES.arrow_schema)
+        columns = _rows_for_features(splits[split], premise_ids, split, task)
+        table = pa.Table.from_pydict(feats.encode_batch(columns), schema=feats.arrow_schema)
         out[split] = Dataset(InMemoryTable(table), info=info, split=NamedSplit(split),
-                             fingerprint=_fingerprint(split, columns))
+                             fingerprint=_fingerprint(split, columns, feats))
     return DatasetDict(out)
 
 
@@ -112,6 +128,16 @@ class CardInputs:
     quality: Mapping                       # metrics/annotation_quality.json
     generator_model: str | None = None     # human name of the local generator, if any
     filters: Mapping = field(default_factory=dict)   # generate.filters thresholds from params
+    task: TaskParams = NLI
+    gold_source: str = "farstail"          # params gold.source: farstail, or a local gold folder
+
+    @property
+    def farstail(self) -> bool:
+        return self.gold_source == "farstail"
+
+    @property
+    def title(self) -> str:
+        return "Persian NLI" if self.farstail else f"{self.task.language} {self.task.name}"
 
 
 def _pct(x: float | None) -> str:
@@ -144,10 +170,12 @@ def _header(inputs: CardInputs) -> list[str]:
     licence = (["license: other", "license_name: apache-2.0-and-gemma-terms-of-use",
                 f"license_link: {GEMMA_TERMS_URL}"] if _uses_gemma(inputs)
                else ["license: other", "license_name: apache-2.0-and-generator-terms"])
-    return ["---", *licence, "language:", "- fa", "task_categories:", "- text-classification",
-            "task_ids:", "- natural-language-inference", "multilinguality:", "- monolingual",
-            "size_categories:", f"- {_size_category(n)}", "source_datasets:", "- extended|farstail",
-            f"pretty_name: SynthLLM Persian NLI ({inputs.name} labels)",
+    task_ids = ["task_ids:", "- natural-language-inference"] if inputs.task.name == "nli" else []
+    source = ["source_datasets:", "- extended|farstail"] if inputs.farstail else []
+    return ["---", *licence, "language:", f"- {inputs.task.language}", "task_categories:",
+            "- text-classification", *task_ids, "multilinguality:", "- monolingual",
+            "size_categories:", f"- {_size_category(n)}", *source,
+            f"pretty_name: SynthLLM {inputs.title} ({inputs.name} labels)",
             "tags:", "- synthetic", "- llm-generated", "---", ""]
 
 
@@ -157,15 +185,17 @@ def _generation(inputs: CardInputs) -> list[str]:
     stats = inputs.generate_stats
     counts = [(k, stats[k]) for k in sorted(stats) if k in COUNT_KEYS or k.startswith("dropped_")]
     thresholds = ", ".join(f"`{k}` = {v}" for k, v in sorted(inputs.filters.items()))
+    gold = "FarsTail" if inputs.farstail else "gold"
+    what = (f"hypotheses for {gold}-train premises" if inputs.task.input == "pair" else
+            f"texts, with few-shot examples from {gold} train")
     lines = ["## Generation", "",
-             "A small language model wrote hypotheses for FarsTail-train premises, each conditioned on a "
-             "target label.", "",
+             f"A small language model wrote {what}, each conditioned on a target label.", "",
              "Generator(s):", "", *[f"- {g}" for g in _generators(inputs)], "",
              "Prompt version(s): " + ", ".join(f"`{v}`" for v in versions), "",
              "### Filters and counts", "",
-             "Each generated hypothesis was checked in a fixed order (backend error, truncated, empty, "
-             "Persian-script ratio, too short, too long, copy of its premise, text also in FarsTail "
-             "val/test, duplicate) and a dropped one is counted under the first check it failed."
+             "Each generated text was checked in a fixed order (backend error, truncated, empty, "
+             f"{inputs.task.script}-script ratio, too short, too long, copy of its premise, text also in "
+             f"{gold} val/test, duplicate) and a dropped one is counted under the first check it failed."
              + (f" Thresholds: {thresholds}." if thresholds else ""), "",
              "| count | pairs |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in counts]
@@ -173,12 +203,13 @@ def _generation(inputs: CardInputs) -> list[str]:
 
 
 def _label_section(inputs: CardInputs) -> list[str]:
-    lines = ["## Splits and label distribution", "", "| split | rows | " + " | ".join(LABELS) + " |",
-             "|---" * (2 + len(LABELS)) + "|"]
+    labels = inputs.task.labels
+    lines = ["## Splits and label distribution", "", "| split | rows | " + " | ".join(labels) + " |",
+             "|---" * (2 + len(labels)) + "|"]
     for split in SPLITS:
         c = Counter(r["label"] for r in inputs.splits[split])
         n = len(inputs.splits[split])
-        cells = [f"{c.get(lab, 0)} ({_pct(c.get(lab, 0) / n if n else None)})" for lab in LABELS]
+        cells = [f"{c.get(lab, 0)} ({_pct(c.get(lab, 0) / n if n else None)})" for lab in labels]
         lines.append(f"| {split} | {n} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -190,7 +221,7 @@ def _annotation(inputs: CardInputs) -> list[str]:
     lines = ["## Annotation", "",
              f"Labels come from the annotator **{inputs.name}**; the generator's target label is kept as "
              "`intended_label` (provenance, not a gold label).", "",
-             f"- audit on {audit.get('n', '–')} FarsTail-val pairs: accuracy {_pct(audit.get('accuracy'))}, "
+             f"- audit on {audit.get('n', '–')} {'FarsTail' if inputs.farstail else 'gold'}-val rows: accuracy {_pct(audit.get('accuracy'))}, "
              f"macro-F1 {_pct(audit.get('macro_f1'))}, ECE {'–' if ece is None else f'{ece:.3f}'}",
              f"- pool: {pool.get('n', '–')} pairs, {pool.get('failed', '–')} failed (dropped), agreement with "
              f"the intended label {_pct(pool.get('agreement_with_intended'))}"]
@@ -218,8 +249,12 @@ def _agreement(inputs: CardInputs) -> list[str]:
 def _licence(inputs: CardInputs) -> list[str]:
     gemma = (f"Hypotheses (and, for a Gemma annotator, labels) generated with a Gemma model are subject to "
              f"the [Gemma Terms of Use]({GEMMA_TERMS_URL}) and its Prohibited Use Policy.")
+    source = (f"- Premises come from [FarsTail]({FARSTAIL_URL}), released under the Apache License 2.0."
+              if inputs.farstail else
+              "- Few-shot examples (and premises, for pair tasks) come from the local gold data: its "
+              "licence applies to them.")
     return ["## Licence", "",
-            f"- Premises come from [FarsTail]({FARSTAIL_URL}), released under the Apache License 2.0.",
+            source,
             f"- {gemma}" if _uses_gemma(inputs) else
             "- Hypotheses and labels are model outputs: check the terms of use of the generator and "
             "annotator models listed above before redistributing.",
@@ -228,13 +263,18 @@ def _licence(inputs: CardInputs) -> list[str]:
 
 def dataset_card(inputs: CardInputs) -> str:
     n = {s: len(inputs.splits[s]) for s in SPLITS}
-    intro = [f"# SynthLLM Persian NLI — synthetic pairs labelled by {inputs.name}", "",
-             f"Persian (Farsi) natural language inference pairs: FarsTail premises with LLM-generated "
-             f"hypotheses, labelled by `{inputs.name}`. {n['train']} train and {n['dev']} dev pairs. "
-             "Produced by the SynthLLM pipeline.", "",
+    if inputs.farstail:
+        what = (f"Persian (Farsi) natural language inference pairs: FarsTail premises with LLM-generated "
+                f"hypotheses, labelled by `{inputs.name}`. {n['train']} train and {n['dev']} dev pairs. ")
+    else:
+        what = (f"LLM-generated {inputs.task.language} examples for the task `{inputs.task.name}` "
+                f"(labels: {', '.join(inputs.task.labels)}), labelled by `{inputs.name}`. "
+                f"{n['train']} train and {n['dev']} dev rows. ")
+    intro = [f"# SynthLLM {inputs.title} — synthetic {'pairs' if inputs.task.input == 'pair' else 'texts'} "
+             f"labelled by {inputs.name}", "", what + "Produced by the SynthLLM pipeline.", "",
              "Load with `datasets.load_from_disk(\"hf\")` or "
              "`datasets.load_dataset(\"parquet\", data_files={\"train\": \"parquet/train.parquet\", "
              "\"dev\": \"parquet/dev.parquet\"})`.", ""]
     body = (intro + _generation(inputs) + _label_section(inputs) + _annotation(inputs) + _licence(inputs)
-            + ["## Citation", "", "```bibtex", CITATION, "```", ""])
+            + ["## Citation", "", "```bibtex", _citation(inputs.farstail), "```", ""])
     return "\n".join(_header(inputs) + body)

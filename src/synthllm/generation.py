@@ -1,4 +1,8 @@
-"""Generate: label-conditioned hypotheses for gold-train premises, then quality filters.
+"""Generate: label-conditioned texts (hypotheses for gold-train premises), then quality filters.
+
+Pair tasks (NLI) write one hypothesis per premise × intended label; single-text tasks write one text
+per prompt seed × intended label, the seed choosing the few-shot examples (rows then carry an empty
+premise).
 
 Pure functions: premises and shot pools in, :class:`~synthllm.backends.Request` objects out; backend
 results in, filtered provenance rows and filter counts out. The generator's intended label is kept
@@ -17,21 +21,35 @@ from synthllm.backends.base import Request, Result
 from synthllm.errors import InputDataError
 from synthllm.params import FilterParams, GenerateParams
 from synthllm.prompts import GeneratePrompt, pick_shots
-from synthllm.text import dedup_key, normalize, overlap, script_ratio
+from synthllm.text import PERSIAN, TextProcessor
 
 
 def stable_seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "big")
 
 
-def select_premises(gold_train: Sequence[dict], n: int, seed: int,
-                    blocked: set[str]) -> tuple[list[dict], int]:
+def label_codes(labels: Sequence[str]) -> dict[str, str]:
+    """Shortest distinct prefixes of the labels (e/c/n for NLI), used in synthetic row ids."""
+    for k in range(1, max(map(len, labels)) + 1):
+        codes = {lab: lab[:k] for lab in labels}
+        if len(set(codes.values())) == len(labels):
+            return codes
+    raise ValueError(f"labels {list(labels)} have no distinct prefixes")
+
+
+def prompt_seeds(n: int) -> list[dict]:
+    """Single-text tasks: n prompt seeds with an empty premise (the seed picks the shots)."""
+    return [{"premise_id": f"s{i:05d}", "premise": ""} for i in range(n)]
+
+
+def select_premises(gold_train: Sequence[dict], n: int, seed: int, blocked: set[str],
+                    tp: TextProcessor = PERSIAN) -> tuple[list[dict], int]:
     """n distinct premises from gold train (seeded); premises seen in val/test are skipped."""
     by_key: dict[str, dict] = {}
     for row in gold_train:
         if not str(row.get("premise", "")).strip():
             raise InputDataError(f"premise file has an empty premise (row id {row.get('id')})")
-        by_key.setdefault(dedup_key(row["premise"]), row)
+        by_key.setdefault(tp.dedup_key(row["premise"]), row)
     leaked = [k for k in by_key if k in blocked]
     keys = sorted(k for k in by_key if k not in blocked)
     random.Random(seed).shuffle(keys)
@@ -40,12 +58,12 @@ def select_premises(gold_train: Sequence[dict], n: int, seed: int,
 
 
 def plan_requests(premises: Sequence[dict], shot_pool: Sequence[dict], prompt: GeneratePrompt,
-                  params: GenerateParams) -> tuple[list[Request], list[dict]]:
-    """One request per premise × target label × sample, with its provenance row."""
-    by_label = {lab: [r for r in shot_pool if r["label"] == lab] for lab in params.labels}
+                  params: GenerateParams, labels: Sequence[str]) -> tuple[list[Request], list[dict]]:
+    """One request per premise (or prompt seed) × target label × sample, with its provenance row."""
+    by_label = {lab: [r for r in shot_pool if r["label"] == lab] for lab in labels}
     requests, meta = [], []
     for p in premises:
-        for label in params.labels:
+        for label in labels:
             for s in range(params.samples_per_label):
                 seed = stable_seed(params.seed, p["premise_id"], label, s)
                 shots = pick_shots(by_label[label], params.shots, random.Random(seed), p["premise"])
@@ -59,37 +77,41 @@ def plan_requests(premises: Sequence[dict], shot_pool: Sequence[dict], prompt: G
     return requests, meta
 
 
-def _reject_reason(hyp: str, premise: str, result: Result, f: FilterParams) -> str | None:
+def _reject_reason(hyp: str, premise: str, result: Result, f: FilterParams,
+                   tp: TextProcessor) -> str | None:
     if not result.ok:
         return "backend_error"
     if result.finish_reason == "length":
         return "truncated"
     if not hyp:
         return "empty"
-    if script_ratio(hyp) < f.min_script_ratio:
+    if tp.script_ratio(hyp) < f.min_script_ratio:
         return "script_ratio"
     n = len(hyp.split())
     if n < f.min_words:
         return "too_short"
     if n > f.max_words:
         return "too_long"
-    if dedup_key(hyp) == dedup_key(premise) or overlap(premise, hyp) >= f.max_premise_overlap:
+    if premise and (tp.dedup_key(hyp) == tp.dedup_key(premise)
+                    or tp.overlap(premise, hyp) >= f.max_premise_overlap):
         return "copy_of_premise"
     return None
 
 
 def filter_generations(meta: Sequence[dict], results: Sequence[Result], filters: FilterParams,
-                       blocked: set[str], generator: str) -> tuple[list[dict], dict[str, int]]:
+                       blocked: set[str], generator: str, tp: TextProcessor = PERSIAN
+                       ) -> tuple[list[dict], dict[str, int]]:
     """Apply the filters in a fixed order; every dropped row is counted under one reason."""
+    codes = label_codes(sorted({m["intended_label"] for m in meta})) if meta else {}
     counts: Counter[str] = Counter(generated=len(meta))
     seen: set[tuple[str, str]] = set()
     kept = []
     for m, res in zip(meta, results):
-        hyp = normalize(res.text or "") if res.ok else ""
-        reason = _reject_reason(hyp, m["premise"], res, filters)
+        hyp = tp.normalize(res.text or "") if res.ok else ""
+        reason = _reject_reason(hyp, m["premise"], res, filters, tp)
         if reason is None:
-            key = (dedup_key(m["premise"]), dedup_key(hyp))
-            if dedup_key(hyp) in blocked:
+            key = (tp.dedup_key(m["premise"]), tp.dedup_key(hyp))
+            if tp.dedup_key(hyp) in blocked:
                 reason = "leakage"
             elif key in seen:
                 reason = "duplicate"
@@ -97,7 +119,7 @@ def filter_generations(meta: Sequence[dict], results: Sequence[Result], filters:
         if reason:
             counts[f"dropped_{reason}"] += 1
             continue
-        kept.append({"id": f"syn-{m['premise_id']}-{m['intended_label'][0]}{m['sample']}",
+        kept.append({"id": f"syn-{m['premise_id']}-{codes[m['intended_label']]}{m['sample']}",
                      "premise": m["premise"], "hypothesis": hyp,
                      "intended_label": m["intended_label"], "generator": generator,
                      "prompt_version": m["prompt_version"], "seed": m["seed"],
@@ -106,6 +128,7 @@ def filter_generations(meta: Sequence[dict], results: Sequence[Result], filters:
     return kept, dict(counts)
 
 
-def blocked_texts(frames: Iterable[Sequence[dict]]) -> set[str]:
+def blocked_texts(frames: Iterable[Sequence[dict]], tp: TextProcessor = PERSIAN) -> set[str]:
     """Dedup keys of every premise and hypothesis in the given (val/test) rows."""
-    return {dedup_key(r[col]) for rows in frames for r in rows for col in ("premise", "hypothesis")}
+    return {tp.dedup_key(r[col]) for rows in frames for r in rows for col in ("premise", "hypothesis")
+            if r.get(col)}

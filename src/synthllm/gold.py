@@ -1,7 +1,11 @@
-"""FarsTail gold data: fetch (pinned URL or local mirror), verify sha256, parse, normalise.
+"""Gold data: FarsTail (pinned URL or local mirror, sha256-verified) or a local folder for any task.
 
-Files are fetched into a staging folder and verified before anything is parsed or written, so a bad
-download never leaves partial outputs. This module does not split or sample the data.
+FarsTail files are fetched into a staging folder and verified before anything is parsed or written,
+so a bad download never leaves partial outputs. A local gold folder (``gold.source: local``) holds
+``train``, ``val`` and ``test`` as ``.jsonl``, ``.csv`` or ``.tsv`` with the task's columns; its
+files' sha256 go into the gold stage's counts. Both come out in the same shape: ``id``, ``premise``
+(empty for single-text tasks), ``hypothesis`` (the labelled text), ``label``, plus any hard-subset
+flags. This module does not split or sample the data beyond ``max_train``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from synthllm.errors import GoldDataError
-from synthllm.text import normalize
+from synthllm.text import PERSIAN, TextProcessor
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ def fetch(staging: Path, *, base_url: str, mirror_dir: Path | None, timeout: flo
     return paths
 
 
-def parse(path: Path, gf: GoldFile) -> pd.DataFrame:
+def parse(path: Path, gf: GoldFile, tp: TextProcessor = PERSIAN) -> pd.DataFrame:
     """Parse one verified FarsTail file into normalised rows with string labels and stable ids."""
     try:
         df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
@@ -109,8 +113,8 @@ def parse(path: Path, gf: GoldFile) -> pd.DataFrame:
                             f"(first at data row {empty[0] + 1})")
     out = pd.DataFrame({
         "id": [f"farstail-{gf.split}-{i:05d}" for i in range(len(df))],
-        "premise": df["premise"].map(normalize),
-        "hypothesis": df["hypothesis"].map(normalize),
+        "premise": df["premise"].map(tp.normalize),
+        "hypothesis": df["hypothesis"].map(tp.normalize),
         "label": df["label"].map(LABEL_CODES),
     })
     for col in gf.columns[3:]:
@@ -119,14 +123,86 @@ def parse(path: Path, gf: GoldFile) -> pd.DataFrame:
     return out
 
 
-def load_farstail(staging: Path, *, base_url: str, mirror_dir: Path | None,
-                  max_train: int | None = None, seed: int = 0) -> dict[str, pd.DataFrame]:
-    """Fetch, verify and parse all splits; all or nothing."""
-    paths = fetch(staging, base_url=base_url, mirror_dir=mirror_dir)
-    frames = {gf.split: parse(paths[gf.split], gf) for gf in FARSTAIL_FILES}
+def _cap(frames: dict[str, pd.DataFrame], max_train: int | None, seed: int) -> dict[str, pd.DataFrame]:
     if max_train is not None and max_train < len(frames["train"]):
         frames["train"] = frames["train"].sample(n=max_train, random_state=seed).sort_index()
     return frames
+
+
+def load_farstail(staging: Path, *, base_url: str, mirror_dir: Path | None,
+                  max_train: int | None = None, seed: int = 0,
+                  tp: TextProcessor = PERSIAN) -> dict[str, pd.DataFrame]:
+    """Fetch, verify and parse all splits; all or nothing."""
+    paths = fetch(staging, base_url=base_url, mirror_dir=mirror_dir)
+    frames = {gf.split: parse(paths[gf.split], gf, tp) for gf in FARSTAIL_FILES}
+    return _cap(frames, max_train, seed)
+
+
+LOCAL_SPLITS = ("train", "val", "test")
+HARD_FLAGS = ("hard_hypothesis", "hard_overlap")
+
+
+def local_files(folder: Path) -> dict[str, Path]:
+    """train/val/test files of a local gold folder (one of .jsonl, .csv, .tsv each)."""
+    if not folder.is_dir():
+        raise GoldDataError(f"gold.path {folder}: not a folder (it should hold train, val and test "
+                            f"as .jsonl, .csv or .tsv)")
+    files = {}
+    for split in LOCAL_SPLITS:
+        found = [folder / f"{split}{ext}" for ext in (".jsonl", ".csv", ".tsv")
+                 if (folder / f"{split}{ext}").is_file()]
+        if len(found) != 1:
+            raise GoldDataError(f"gold.path {folder}: expected exactly one of {split}.jsonl, {split}.csv "
+                                f"or {split}.tsv, found {[f.name for f in found] or 'none'}")
+        files[split] = found[0]
+    return files
+
+
+def parse_local(path: Path, split: str, task, tp: TextProcessor) -> pd.DataFrame:
+    """One local gold file → normalised rows in the pipeline's shape (see the module docstring)."""
+    try:
+        if path.suffix == ".jsonl":
+            df = pd.read_json(path, lines=True, dtype=False)
+        else:
+            df = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str,
+                             keep_default_na=False)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise GoldDataError(f"{path}: cannot be parsed as {path.suffix[1:]}: {err}") from None
+    text_cols = ([task.premise_column] if task.input == "pair" else []) + [task.text_column]
+    missing = [c for c in text_cols + ["label"] if c not in df.columns]
+    if missing:
+        raise GoldDataError(f"{path}: missing columns {missing} (task.input {task.input!r} needs "
+                            f"{text_cols + ['label']}; set task.premise_column/text_column to rename)")
+    df = df.fillna("").astype({c: str for c in text_cols + ["label"]})
+    bad = sorted(set(df["label"]) - set(task.labels))
+    if bad:
+        raise GoldDataError(f"{path}: labels {bad[:10]} are not in task.labels {task.labels}")
+    empty = df.index[(df[text_cols].apply(lambda c: c.str.strip() == "")).any(axis=1)]
+    if len(empty):
+        raise GoldDataError(f"{path}: {len(empty)} rows with an empty text (first at data row "
+                            f"{empty[0] + 1})")
+    if df.empty:
+        raise GoldDataError(f"{path}: no rows")
+    ids = (df["id"].astype(str) if "id" in df.columns
+           else pd.Series([f"{task.name}-{split}-{i:05d}" for i in range(len(df))]))
+    out = pd.DataFrame({
+        "id": ids.to_numpy(),
+        "premise": df[task.premise_column].map(tp.normalize).to_numpy() if task.input == "pair" else "",
+        "hypothesis": df[task.text_column].map(tp.normalize).to_numpy(),
+        "label": df["label"].to_numpy(),
+    })
+    for flag in HARD_FLAGS:
+        if flag in df.columns:
+            out[flag] = df[flag].astype(str).str.lower().isin(("1", "true")).to_numpy()
+    return out
+
+
+def load_local(folder: Path, task, tp: TextProcessor, max_train: int | None = None,
+               seed: int = 0) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """Parse all splits of a local gold folder; returns the frames and each file's sha256."""
+    files = local_files(folder)
+    frames = {split: parse_local(path, split, task, tp) for split, path in files.items()}
+    return _cap(frames, max_train, seed), {split: sha256_of(path) for split, path in files.items()}
 
 
 def temporary_staging() -> tempfile.TemporaryDirectory:

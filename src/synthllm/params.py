@@ -15,8 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from synthllm.errors import ParamsError
 
-LABELS = ("entailment", "contradiction", "neutral")
-Label = Literal["entailment", "contradiction", "neutral"]
+NLI_LABELS = ("entailment", "contradiction", "neutral")
 Regime = Literal["gold_only", "synthetic_only", "warmup", "mix", "reversed"]
 SYNTHETIC_REGIMES = ("synthetic_only", "warmup", "mix", "reversed")
 
@@ -25,7 +24,48 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SCRIPTS = ("arabic", "latin", "cyrillic", "devanagari", "bengali", "ethiopic", "greek", "hebrew",
+           "any")
+
+
+class TaskParams(Strict):
+    """What is classified and in which language. Everything task- or language-specific in the code
+    reads this section; the rest lives in the prompt files (``prompts/<language>/<name>/``).
+
+    Rows always carry ``premise`` and ``hypothesis`` internally: for a ``single``-text task the
+    premise is empty and the hypothesis is the text. Gold files and exports use the column names
+    below.
+    """
+
+    name: str = Field("nli", pattern=r"^[a-z][a-z0-9_]*$", description="Task name (prompt folder).")
+    language: str = Field("fa", pattern=r"^[a-z]{2,3}$", description="ISO 639 code (prompt folder).")
+    input: Literal["pair", "single"] = Field(
+        "pair", description="pair: premise + hypothesis (NLI); single: one text (sentiment, topic).")
+    labels: list[str] = Field(list(NLI_LABELS), min_length=2, max_length=100)
+    premise_column: str = Field("premise", description="Gold/export column of the premise (pair).")
+    text_column: str = Field("hypothesis", description="Gold/export column of the labelled text.")
+    script: Literal[SCRIPTS] = Field(  # type: ignore[valid-type]
+        "arabic", description="Writing system that generate.filters.min_script_ratio checks.")
+    normalizer: Literal["hazm", "nfkc", "none"] = Field(
+        "hazm", description="hazm: Persian (hazm.Normalizer); nfkc: Unicode NFKC; none: whitespace only.")
+
+    @model_validator(mode="after")
+    def _labels_ok(self) -> "TaskParams":
+        bad = [lab for lab in self.labels if not lab or not lab.replace("_", "").isalnum()]
+        if bad:
+            raise ValueError(f"task.labels {bad}: use letters, digits and '_' only")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"task.labels has duplicates: {self.labels}")
+        if self.input == "pair" and self.premise_column == self.text_column:
+            raise ValueError("task.premise_column and task.text_column must differ")
+        return self
+
+
 class GoldParams(Strict):
+    source: Literal["farstail", "local"] = Field(
+        "farstail", description="farstail: pinned upstream FarsTail (sha256-checked); local: a folder "
+        "with train/val/test .csv or .jsonl files in the task's columns.")
+    path: str | None = Field(None, description="Folder of the local gold files (source: local).")
     url: str = Field(
         "https://raw.githubusercontent.com/dml-qom/FarsTail/"
         "5d6322c40368ea5fab50e406e083e537a7d97817/data",
@@ -36,6 +76,12 @@ class GoldParams(Strict):
         description="Environment variable naming a local directory that mirrors the upstream files.",
     )
     max_train: int | None = Field(None, ge=30, description="Cap on gold train rows (tiny configs).")
+
+    @model_validator(mode="after")
+    def _local_needs_path(self) -> "GoldParams":
+        if self.source == "local" and not self.path:
+            raise ValueError("gold.path is required when gold.source is 'local'")
+        return self
 
 
 class GeneratorModelParams(Strict):
@@ -108,9 +154,10 @@ class FilterParams(Strict):
 class GenerateParams(Strict):
     backend: BackendParams = TransformersBackendParams()
     prompt: str = Field("fa/nli/generate", description="Prompt file under prompts/, without .yaml.")
-    num_premises: int = Field(100, ge=1)
+    num_premises: int = Field(
+        100, ge=1, description="Gold-train premises to write for (pair tasks); prompt seeds (single).")
     samples_per_label: int = Field(1, ge=1, le=20)
-    labels: list[Label] = list(LABELS)
+    labels: list[str] | None = Field(None, description="Intended labels to write; null: task.labels.")
     shots: int = Field(3, ge=0, le=10)
     max_new_tokens: int = Field(48, ge=4, le=512)
     temperature: float = Field(0.8, gt=0, le=2)
@@ -202,6 +249,7 @@ class AnnotatorTrainingParams(Strict):
 
 
 class Params(Strict):
+    task: TaskParams = TaskParams()
     gold: GoldParams = GoldParams()
     generator_model: GeneratorModelParams = GeneratorModelParams()
     generate: GenerateParams = GenerateParams()
@@ -219,8 +267,28 @@ class Params(Strict):
     train: TrainParams = TrainParams()
     cache_dir: str = Field(".cache/synthllm", description="LLM request cache (outside DVC outputs).")
 
+    @property
+    def generate_labels(self) -> list[str]:
+        return list(self.generate.labels or self.task.labels)
+
     @model_validator(mode="after")
     def _annotators_known(self) -> "Params":
+        off_task = [lab for lab in self.generate.labels or [] if lab not in self.task.labels]
+        if off_task:
+            raise ValueError(f"generate.labels {off_task} are not in task.labels {self.task.labels}")
+        if self.task.input == "single":
+            variants = {n: c.stability_variant for n, c in self.annotator_configs.items()
+                        if c.stability_variant and n in self.annotators}
+            if variants:
+                raise ValueError(f"stability_variant {variants} swaps premise and hypothesis, which a "
+                                 f"single-text task does not have; remove it")
+            if self.split.require_stable:
+                raise ValueError("split.require_stable needs a stability_variant, which a "
+                                 "single-text task does not have")
+        if self.gold.source == "farstail" and (self.task.labels != list(NLI_LABELS)
+                                               or self.task.input != "pair"):
+            raise ValueError("gold.source 'farstail' is Persian NLI: task.input must be 'pair' and "
+                             f"task.labels {list(NLI_LABELS)}; for another task use gold.source 'local'")
         unknown = [a for a in self.annotators if a not in self.annotator_configs]
         if unknown:
             raise ValueError(

@@ -1,6 +1,8 @@
 """Prompts are data: versioned YAML files under ``prompts/<language>/<task>/``.
 
-This module loads and validates them and renders them into plain strings or chat messages. The
+This module loads and validates them (against the task's language, name and label set) and renders
+them into plain strings or chat messages. Placeholders: ``{premise}`` (pair tasks), ``{hypothesis}``
+or its alias ``{text}`` (the labelled text), ``{cue}`` (generation) and ``{answer}`` (shots). The
 rendered text (never the template) is what goes into request cache keys, so editing a comment in a
 prompt file does not invalidate paid-for results, while changing its wording does.
 """
@@ -33,8 +35,8 @@ class GeneratePrompt(_Strict):
 
     def render(self, premise: str, label: str, shots: Sequence[dict]) -> str:
         cue = self.label_cues[label]
-        body = "".join(self.shot.format(premise=s["premise"], hypothesis=s["hypothesis"], cue=cue)
-                       for s in shots)
+        body = "".join(self.shot.format(premise=s["premise"], hypothesis=s["hypothesis"],
+                                        text=s["hypothesis"], cue=cue) for s in shots)
         return self.header + body + self.query.format(premise=premise, cue=cue)
 
 
@@ -74,11 +76,14 @@ class AnnotatePrompt(_Strict):
                        variant: str = "default") -> str:
         shot_t, query_t = self._part("shot", variant), self._part("query", variant)
         body = "".join(shot_t.format(premise=s["premise"], hypothesis=s["hypothesis"],
-                                     answer=self.answer_word(s["label"])) for s in shots)
-        return self.scoring.header + body + query_t.format(premise=premise, hypothesis=hypothesis)
+                                     text=s["hypothesis"], answer=self.answer_word(s["label"]))
+                       for s in shots)
+        return self.scoring.header + body + query_t.format(premise=premise, hypothesis=hypothesis,
+                                                           text=hypothesis)
 
     def render_chat(self, premise: str, hypothesis: str, variant: str = "default") -> tuple[dict, ...]:
-        user = self._part("user", variant).format(premise=premise, hypothesis=hypothesis)
+        user = self._part("user", variant).format(premise=premise, hypothesis=hypothesis,
+                                                  text=hypothesis)
         return ({"role": "system", "content": self.chat.system}, {"role": "user", "content": user})
 
     def parse_label(self, text: str) -> str | None:
@@ -101,19 +106,32 @@ def _load(root: Path, name: str, model: type[_Strict]):
         raise ParamsError(f"prompt file {path} is invalid: {err}") from None
 
 
-def load_generate_prompt(root: Path, name: str, labels: Sequence[str]) -> GeneratePrompt:
+def _check_task(prompt, name: str, task) -> None:
+    if task is not None and (prompt.language, prompt.task) != (task.language, task.name):
+        raise ParamsError(f"prompt {name} is for language {prompt.language!r}, task {prompt.task!r}, "
+                          f"but params task is language {task.language!r}, task {task.name!r}")
+
+
+def load_generate_prompt(root: Path, name: str, labels: Sequence[str], task=None) -> GeneratePrompt:
     prompt = _load(root, name, GeneratePrompt)
+    _check_task(prompt, name, task)
     missing = [lab for lab in labels if lab not in prompt.label_cues]
     if missing:
         raise ParamsError(f"prompt {name}: no label_cues for {missing}")
     return prompt
 
 
-def load_annotate_prompt(root: Path, name: str) -> AnnotatePrompt:
-    return _load(root, name, AnnotatePrompt)
+def load_annotate_prompt(root: Path, name: str, task=None) -> AnnotatePrompt:
+    """The annotation prompt; with ``task``, its label_words must name exactly the task's labels."""
+    prompt = _load(root, name, AnnotatePrompt)
+    _check_task(prompt, name, task)
+    if task is not None and set(prompt.label_words) != set(task.labels):
+        raise ParamsError(f"prompt {name}: label_words name {sorted(prompt.label_words)}, but "
+                          f"task.labels is {sorted(task.labels)}")
+    return prompt
 
 
 def pick_shots(pool: Sequence[dict], k: int, rng: random.Random, exclude_premise: str = "") -> list[dict]:
     """k examples from pool whose premise differs from the query's (no answer leakage)."""
-    candidates = [r for r in pool if r["premise"] != exclude_premise]
+    candidates = [r for r in pool if not exclude_premise or r["premise"] != exclude_premise]
     return rng.sample(candidates, min(k, len(candidates)))

@@ -13,14 +13,15 @@ from typing import Mapping, Sequence
 
 from synthllm import stats
 from synthllm.aggregation import vote
-from synthllm.params import LABELS
+from synthllm.params import NLI_LABELS
 
 
 def _r(x: float | None) -> float | None:
     return None if x is None or x != x else round(float(x), 6)
 
 
-def audit_metrics(audit: Sequence[dict], pool: Sequence[dict]) -> dict:
+def audit_metrics(audit: Sequence[dict], pool: Sequence[dict],
+                  labels: Sequence[str] = NLI_LABELS) -> dict:
     gold = [r["gold_label"] for r in audit]
     pred = [r["label"] for r in audit]
     ok = [r for r in audit if r["status"] == "ok"]
@@ -30,8 +31,8 @@ def audit_metrics(audit: Sequence[dict], pool: Sequence[dict]) -> dict:
             "n": len(audit),
             "failed": len(audit) - len(ok),
             "accuracy": _r(stats.accuracy(gold, pred)),
-            "macro_f1": _r(stats.macro_f1(gold, pred, list(LABELS))),
-            "confusion": stats.confusion(gold, pred, list(LABELS)),
+            "macro_f1": _r(stats.macro_f1(gold, pred, list(labels))),
+            "confusion": stats.confusion(gold, pred, list(labels)),
             "ece": _r(stats.expected_calibration_error(
                 [r["confidence"] for r in confident],
                 [r["label"] == r["gold_label"] for r in confident])) if confident else None,
@@ -40,7 +41,7 @@ def audit_metrics(audit: Sequence[dict], pool: Sequence[dict]) -> dict:
             "n": len(pool),
             "failed": sum(r["status"] != "ok" for r in pool),
             "label_distribution": {k: _r(v) for k, v in stats.label_distribution(
-                [r["label"] for r in pool], list(LABELS)).items()},
+                [r["label"] for r in pool], list(labels)).items()},
         },
     }
     if pool and "intended_label" in pool[0]:
@@ -53,7 +54,8 @@ def audit_metrics(audit: Sequence[dict], pool: Sequence[dict]) -> dict:
     return out
 
 
-def cross_annotator(pools: Mapping[str, Sequence[dict]]) -> dict:
+def cross_annotator(pools: Mapping[str, Sequence[dict]],
+                    categories: Sequence[str] = NLI_LABELS) -> dict:
     """Agreement between annotators on the shared synthetic pool (rows aligned by id)."""
     names = sorted(pools)
     ids = sorted(set.intersection(*(set(r["id"] for r in pools[n]) for n in names)))
@@ -62,10 +64,10 @@ def cross_annotator(pools: Mapping[str, Sequence[dict]]) -> dict:
     out: dict = {"n_shared": len(ids), "annotators": names, "pairwise_kappa": {}, "confusion": {}}
     for (a, b), k in stats.pairwise_kappa(labels).items():
         out["pairwise_kappa"][f"{a}__{b}"] = _r(k)
-        out["confusion"][f"{a}__{b}"] = stats.confusion(labels[a], labels[b], list(LABELS))
+        out["confusion"][f"{a}__{b}"] = stats.confusion(labels[a], labels[b], list(categories))
     if len(names) >= 2:
         ratings = [[labels[n][j] for n in names] for j in range(len(ids))]
-        out["fleiss_kappa"] = _r(stats.fleiss_kappa(ratings, list(LABELS)))
+        out["fleiss_kappa"] = _r(stats.fleiss_kappa(ratings, list(categories)))
     return out
 
 

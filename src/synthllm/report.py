@@ -10,13 +10,13 @@ module does not read files.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from synthllm import stats
-from synthllm.params import LABELS
+from synthllm.params import NLI_LABELS
 
 COMPARISONS = (("warmup", "mix"), ("warmup", "reversed"), ("warmup", "gold_only"),
                ("warmup", "synthetic_only"), ("mix", "gold_only"), ("reversed", "gold_only"))
@@ -52,8 +52,15 @@ def macro_f1_ci(predictions: pd.DataFrame, labels, n_resamples: int = 1000, seed
     return float(lo), float(hi)
 
 
+def _subset_acc(seeds: Mapping[str, dict], subset: str) -> float:
+    """Mean accuracy on a hard subset; NaN where the gold test set has no such flag."""
+    values = [s[subset]["accuracy"] for s in seeds.values() if subset in s]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def results_table(metrics: Mapping[str, dict], predictions: Mapping[str, pd.DataFrame],
-                  seed: int = 0, n_resamples: int = 2000) -> pd.DataFrame:
+                  seed: int = 0, n_resamples: int = 2000,
+                  labels: Sequence[str] = NLI_LABELS) -> pd.DataFrame:
     rows = []
     for run, m in sorted(metrics.items()):
         annotator, regime = run.split("__")
@@ -68,9 +75,9 @@ def results_table(metrics: Mapping[str, dict], predictions: Mapping[str, pd.Data
             "acc_boot_ci_low": blo, "acc_boot_ci_high": bhi,
             "macro_f1": float(np.mean([s["all"]["macro_f1"] for s in seeds.values()])),
             **dict(zip(("f1_boot_ci_low", "f1_boot_ci_high"),
-                       macro_f1_ci(predictions[run], LABELS, seed=seed))),
-            "hard_hypothesis_acc": float(np.mean([s["hard_hypothesis"]["accuracy"] for s in seeds.values()])),
-            "hard_overlap_acc": float(np.mean([s["hard_overlap"]["accuracy"] for s in seeds.values()])),
+                       macro_f1_ci(predictions[run], labels, seed=seed))),
+            "hard_hypothesis_acc": _subset_acc(seeds, "hard_hypothesis"),
+            "hard_overlap_acc": _subset_acc(seeds, "hard_overlap"),
         })
     return pd.DataFrame(rows)
 
@@ -109,14 +116,18 @@ def regime_comparisons(predictions: Mapping[str, pd.DataFrame], seed: int = 0,
 
 
 def markdown(table: pd.DataFrame, comparisons: pd.DataFrame, annotators: Mapping[str, dict],
-             quality: Mapping | None = None, strategy: str = "natural") -> str:
+             quality: Mapping | None = None, strategy: str = "natural",
+             labels: Sequence[str] = NLI_LABELS, gold_name: str = "FarsTail") -> str:
+    from synthllm.generation import label_codes
+
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
+    codes = "/".join(label_codes(labels)[lab] for lab in labels)
     lines = ["# SynthLLM results", "", "## Annotators (gold-val audit sample)", "",
-             "| annotator | audit n | accuracy | macro-F1 | ECE | failed (pool) | pool labels e/c/n |",
+             f"| annotator | audit n | accuracy | macro-F1 | ECE | failed (pool) | pool labels {codes} |",
              "|---|---|---|---|---|---|---|"]
     for name, m in sorted(annotators.items()):
         a, pool = m["audit"], m["pool"]
-        dist = "/".join(pct(pool["label_distribution"].get(l) or 0) for l in ("entailment", "contradiction", "neutral"))
+        dist = "/".join(pct(pool["label_distribution"].get(l) or 0) for l in labels)
         ece = "–" if a.get("ece") is None else f"{a['ece']:.3f}"
         lines.append(f"| {name} | {a['n']} | {pct(a['accuracy'])} | {pct(a['macro_f1'])} | {ece} | "
                      f"{pool['failed']}/{pool['n']} | {dist} |")
@@ -136,19 +147,20 @@ def markdown(table: pd.DataFrame, comparisons: pd.DataFrame, annotators: Mapping
             lines.append(f"Majority vote of {', '.join(vote['members'])} on the audit sample: "
                          f"{pct(vote['majority_accuracy'])} % (confidence-weighted: "
                          f"{pct(vote['weighted_majority_accuracy'])} %).")
-    lines += ["", "## Test accuracy by annotator × regime (FarsTail test, %)", "",
+    hard = bool(table["hard_hypothesis_acc"].notna().any()) if len(table) else False
+    lines += ["", f"## Test accuracy by annotator × regime ({gold_name} test, %)", "",
               "Mean over seeds; [t-interval over seeds]; {bootstrap 95 % CI over test items}. "
               f"Synthetic label distribution (split.strategy): {strategy}.", "",
-              "| annotator | strategy | regime | seeds | accuracy | seed CI | item CI | macro-F1 | macro-F1 item CI "
-              "| hard-hyp | hard-overlap |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| annotator | strategy | regime | seeds | accuracy | seed CI | item CI | macro-F1 | macro-F1 item CI |"
+              + (" hard-hyp | hard-overlap |" if hard else ""),
+              "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if hard else "")]
     for r in table.itertuples():
         shown = "–" if r.regime == "gold_only" else strategy
         lines.append(f"| {r.annotator} | {shown} | {r.regime} | {r.seeds} | {pct(r.accuracy)} | "
                      f"[{pct(r.acc_seed_ci_low)}, {pct(r.acc_seed_ci_high)}] | "
                      f"{{{pct(r.acc_boot_ci_low)}, {pct(r.acc_boot_ci_high)}}} | {pct(r.macro_f1)} | "
-                     f"{{{pct(r.f1_boot_ci_low)}, {pct(r.f1_boot_ci_high)}}} | "
-                     f"{pct(r.hard_hypothesis_acc)} | {pct(r.hard_overlap_acc)} |")
+                     f"{{{pct(r.f1_boot_ci_low)}, {pct(r.f1_boot_ci_high)}}} |"
+                     + (f" {pct(r.hard_hypothesis_acc)} | {pct(r.hard_overlap_acc)} |" if hard else ""))
     lines += ["", "## Regime comparisons (paired bootstrap over test items, 95 % CI)", "",
               "| annotator | a | b | Δ accuracy (a − b) | CI | significant | McNemar p (first seed) |",
               "|---|---|---|---|---|---|---|"]

@@ -1,56 +1,107 @@
-"""Persian text normalisation and script checks, shared by every stage.
+"""Text normalisation and script checks for the task's language, shared by every stage.
 
-One function, :func:`normalize`, is applied to gold and synthetic text alike, so that duplicate and
-leakage checks compare like with like. It wraps hazm's ``Normalizer`` (Arabic → Persian letters,
-digits, zero-width non-joiner spacing) and collapses whitespace. It does not tokenise or stem.
+One :class:`TextProcessor` per task (``TextProcessor.for_task(params.task)``) is applied to gold and
+synthetic text alike, so that duplicate and leakage checks compare like with like. Normalisers:
+
+* ``hazm`` — Persian: hazm's ``Normalizer`` (Arabic → Persian letters, digits, zero-width
+  non-joiner spacing);
+* ``nfkc`` — any language: Unicode NFKC (compatibility forms, presentation forms);
+* ``none`` — whitespace only.
+
+Each then collapses whitespace. Nothing here tokenises or stems. The module-level functions are the
+Persian default (hazm, Arabic script), kept for the NLI case study and for callers without a task.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from dataclasses import dataclass
 from functools import lru_cache
 
 _WS = re.compile(r"\s+")
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
-_ARABIC_SCRIPT = re.compile(r"[\u0600-\u06FF\u0750-\u077F\uFB50-\uFDFF\uFE70-\uFEFF]")
 _PUNCT = re.compile(r"[^\w\s\u200c]", re.UNICODE)
+# Unicode blocks of each supported writing system (letters outside them count against the ratio).
+SCRIPT_RANGES = {
+    "arabic": r"\u0600-\u06FF\u0750-\u077F\u08A0-\u08FF\uFB50-\uFDFF\uFE70-\uFEFF",
+    "latin": r"A-Za-z\u00C0-\u024F\u1E00-\u1EFF",
+    "cyrillic": r"\u0400-\u052F",
+    "devanagari": r"\u0900-\u097F\uA8E0-\uA8FF",
+    "bengali": r"\u0980-\u09FF",
+    "ethiopic": r"\u1200-\u139F\u2D80-\u2DDF",
+    "greek": r"\u0370-\u03FF\u1F00-\u1FFF",
+    "hebrew": r"\u0590-\u05FF\uFB1D-\uFB4F",
+}
 
 
 @lru_cache(maxsize=1)
-def _normalizer():
+def _hazm():
     import hazm  # imported lazily: hazm pulls in nltk and takes seconds to import
 
     return hazm.Normalizer()
 
 
-def normalize(text: str) -> str:
-    """Canonical form of a Persian sentence: hazm normalisation, single spaces, stripped."""
-    if not isinstance(text, str):
-        raise TypeError(f"expected str, got {type(text).__name__}")
-    return _WS.sub(" ", _normalizer().normalize(text)).strip()
+@dataclass(frozen=True)
+class TextProcessor:
+    normalizer: str = "hazm"
+    script: str = "arabic"
+
+    def __post_init__(self) -> None:
+        if self.normalizer not in ("hazm", "nfkc", "none"):
+            raise ValueError(f"unknown normalizer {self.normalizer!r} (hazm, nfkc or none)")
+        if self.script != "any" and self.script not in SCRIPT_RANGES:
+            raise ValueError(f"unknown script {self.script!r} ({sorted(SCRIPT_RANGES)} or any)")
+
+    @classmethod
+    def for_task(cls, task) -> "TextProcessor":
+        return cls(normalizer=task.normalizer, script=task.script)
+
+    def normalize(self, text: str) -> str:
+        """Canonical form of a sentence: the language's normaliser, single spaces, stripped."""
+        if not isinstance(text, str):
+            raise TypeError(f"expected str, got {type(text).__name__}")
+        if self.normalizer == "hazm":
+            text = _hazm().normalize(text)
+        elif self.normalizer == "nfkc":
+            text = unicodedata.normalize("NFKC", text)
+        return _WS.sub(" ", text).strip()
+
+    def dedup_key(self, text: str) -> str:
+        """Key under which two texts count as duplicates: normalised, lower-cased, punctuation-free,
+        ZWNJ as space."""
+        t = self.normalize(text).replace("\u200c", " ").lower()
+        return _WS.sub(" ", _PUNCT.sub(" ", t)).strip()
+
+    def script_ratio(self, text: str) -> float:
+        """Share of letters in the task's writing system; 0 for no letters, 1 for script 'any'."""
+        letters = _LETTER.findall(text)
+        if not letters:
+            return 0.0
+        if self.script == "any":
+            return 1.0
+        block = _script_pattern(self.script)
+        return sum(1 for ch in letters if block.match(ch)) / len(letters)
+
+    def words(self, text: str) -> list[str]:
+        return self.dedup_key(text).split()
+
+    def overlap(self, hypothesis: str, premise: str) -> float:
+        """Share of the hypothesis's distinct words that also occur in the premise."""
+        h = set(self.words(hypothesis))
+        if not h:
+            return 0.0
+        return len(h & set(self.words(premise))) / len(h)
 
 
-def dedup_key(text: str) -> str:
-    """Key under which two texts count as duplicates: normalised, punctuation-free, ZWNJ as space."""
-    t = normalize(text).replace("\u200c", " ")
-    return _WS.sub(" ", _PUNCT.sub(" ", t)).strip()
+@lru_cache(maxsize=None)
+def _script_pattern(script: str) -> re.Pattern:
+    return re.compile(f"[{SCRIPT_RANGES[script]}]")
 
 
-def script_ratio(text: str) -> float:
-    """Share of letters that are in the Arabic script block (Persian uses it); 0 for no letters."""
-    letters = _LETTER.findall(text)
-    if not letters:
-        return 0.0
-    return sum(1 for ch in letters if _ARABIC_SCRIPT.match(ch)) / len(letters)
-
-
-def words(text: str) -> list[str]:
-    return dedup_key(text).split()
-
-
-def overlap(hypothesis: str, premise: str) -> float:
-    """Share of the hypothesis's distinct words that also occur in the premise."""
-    h = set(words(hypothesis))
-    if not h:
-        return 0.0
-    return len(h & set(words(premise))) / len(h)
+PERSIAN = TextProcessor()
+normalize = PERSIAN.normalize
+dedup_key = PERSIAN.dedup_key
+script_ratio = PERSIAN.script_ratio
+words = PERSIAN.words
+overlap = PERSIAN.overlap

@@ -1,7 +1,8 @@
 """A trained pair classifier served through the backend interface (the "DeBERTa" annotator role).
 
-It answers ``classify`` requests only: class probabilities for (premise, hypothesis), returned as
-``choice_logprobs``. It writes no text.
+It answers ``classify`` requests only: class probabilities for (premise, hypothesis) — or for the
+text alone, in single-text tasks — returned as ``choice_logprobs`` over the label set it was trained
+on. It writes no text.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Iterator, Sequence
 
 from synthllm.backends.base import Backend, Request, Result, fingerprint
 from synthllm.classifier import load_classifier
-from synthllm.params import LABELS
 
 
 class ClassifierBackend(Backend):
@@ -36,5 +36,5 @@ class ClassifierBackend(Backend):
             proba = self.classifier.predict_proba([f["premise"] for f in fields],
                                                   [f["hypothesis"] for f in fields])
             for j, row in enumerate(proba):
-                scores = {lab: math.log(max(float(p), 1e-12)) for lab, p in zip(LABELS, row)}
+                scores = {lab: math.log(max(float(p), 1e-12)) for lab, p in zip(self.classifier.labels, row)}
                 yield start + j, Result(choice_logprobs=scores, finish_reason="stop")

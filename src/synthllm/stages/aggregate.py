@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     audit = vote(audits, cfg.members, cfg.weighted, args.name)
     write_jsonl(pool, args.out)
     write_jsonl(audit, args.audit_out)
-    write_json(audit_metrics(audit, pool), args.metrics)
+    write_json(audit_metrics(audit, pool, params.task.labels), args.metrics)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
         raise ParamsError(f"annotator {args.name!r} is not in annotator_configs "
                           f"(known: {sorted(params.annotator_configs)})")
     cfg = params.annotator_configs[args.name]
-    prompt = None if cfg.kind == "classifier" else load_annotate_prompt(args.prompts, cfg.prompt)
+    task = params.task
+    prompt = None if cfg.kind == "classifier" else load_annotate_prompt(args.prompts, cfg.prompt, task)
     pool = read_jsonl(args.pool, required=("id", "premise", "hypothesis"))
     train = load_gold(args.gold, "train").to_dict("records")
     val = load_gold(args.gold, "val")
@@ -49,8 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     jobs = [("pool", pool, "default"), ("audit", audit, "default")]
     if cfg.stability_variant:
         jobs.append(("variant", pool, cfg.stability_variant))
-    requests = [annotation.build_requests(rows, cfg, prompt, train, params.annotate.seed, variant)
-                for _, rows, variant in jobs]
+    requests = [annotation.build_requests(rows, cfg, prompt, train, params.annotate.seed, variant,
+                                          task.labels, task.name) for _, rows, variant in jobs]
     backend = _backend(cfg, cache_path(params).parent)
     cache = RequestCache(cache_path(params))
     try:
@@ -60,14 +61,16 @@ def main(argv: list[str] | None = None) -> None:
         cache.close()
     labelled, start = {}, 0
     for (job, rows, _), rs in zip(jobs, requests):
-        labelled[job] = annotation.annotate_rows(rows, results[start:start + len(rs)], prompt, args.name)
+        labelled[job] = annotation.annotate_rows(rows, results[start:start + len(rs)], prompt,
+                                                 args.name, task.labels)
         start += len(rs)
     if "variant" in labelled:
         for row, alt in zip(labelled["pool"], labelled["variant"]):
             row["label_variant"] = alt["label"]
     write_jsonl(labelled["pool"], args.out)
     write_jsonl(labelled["audit"], args.audit)
-    write_json({**audit_metrics(labelled["audit"], labelled["pool"]), "run": run.as_dict()}, args.metrics)
+    write_json({**audit_metrics(labelled["audit"], labelled["pool"], task.labels),
+                "run": run.as_dict()}, args.metrics)
 
 
 if __name__ == "__main__":

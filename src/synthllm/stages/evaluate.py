@@ -1,4 +1,4 @@
-"""Stage evaluate: every seed of one trained configuration on FarsTail test and its hard subsets."""
+"""Stage evaluate: every seed of one trained configuration on gold test and its hard subsets."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from synthllm.classifier import load_classifier
-from synthllm.evaluation import SUBSETS, confusion_rows, evaluate_predictions
+from synthllm.evaluation import confusion_rows, evaluate_predictions, subsets_of
 from synthllm.io import write_json, write_jsonl
-from synthllm.params import LABELS
 from synthllm.stages._common import entry, load_gold, parser
 
 
@@ -28,21 +27,23 @@ def main(argv: list[str] | None = None) -> None:
         raise FileNotFoundError(f"{args.models}: no seed-<n> model folders (run the train stage)")
     per_seed, predictions = {}, []
     for k, d in enumerate(seed_dirs):
-        proba = load_classifier(d).predict_proba(list(test["premise"]), list(test["hypothesis"]))
-        predicted = [LABELS[i] for i in proba.argmax(1)]
-        per_seed[d.name] = evaluate_predictions(test, predicted)
+        clf = load_classifier(d)
+        proba = clf.predict_proba(list(test["premise"]), list(test["hypothesis"]))
+        predicted = [clf.labels[i] for i in proba.argmax(1)]
+        per_seed[d.name] = evaluate_predictions(test, predicted, clf.labels)
         predictions += [{"id": i, "seed": d.name, "label": g, "predicted": pr, "confidence": round(float(c), 6)}
                         for i, g, pr, c in zip(test["id"], test["label"], predicted, proba.max(1))]
         if k == 0:
             write_json(confusion_rows(test, predicted), args.plot)
     summary = {}
-    for subset in SUBSETS:
+    subsets = subsets_of(test)
+    for subset in subsets:
         for metric in ("accuracy", "macro_f1"):
             values = [m[subset][metric] for m in per_seed.values()]
             summary[f"{subset}_{metric}_mean"] = round(float(np.mean(values)), 6)
             summary[f"{subset}_{metric}_std"] = round(float(np.std(values)), 6)
     write_json({"summary": summary, "seeds": {s: {sub: {k: v for k, v in m[sub].items() if k != "confusion"}
-                                                     for sub in SUBSETS} for s, m in per_seed.items()}},
+                                                     for sub in subsets} for s, m in per_seed.items()}},
                args.metrics)
     write_jsonl(predictions, args.predictions)
 

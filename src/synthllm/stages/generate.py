@@ -1,4 +1,5 @@
-"""Stage generate: the small model writes one hypothesis per gold-train premise × intended label."""
+"""Stage generate: the small model writes one hypothesis per gold-train premise × intended label
+(pair tasks) or one text per prompt seed × intended label (single-text tasks)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from synthllm.backends import RequestCache, make_backend, run_requests
 from synthllm.io import write_json, write_jsonl
 from synthllm.prompts import load_generate_prompt
 from synthllm.stages._common import cache_path, entry, load_gold, params_of, parser
+from synthllm.text import TextProcessor
 
 
 @entry
@@ -23,12 +25,17 @@ def main(argv: list[str] | None = None) -> None:
                         "never invalidates stages that depend on the counts)")
     args = p.parse_args(argv)
     params = params_of(args)
-    cfg = params.generate
-    prompt = load_generate_prompt(args.prompts, cfg.prompt, cfg.labels)
+    cfg, task, labels = params.generate, params.task, params.generate_labels
+    tp = TextProcessor.for_task(task)
+    prompt = load_generate_prompt(args.prompts, cfg.prompt, labels, task)
     train = load_gold(args.gold, "train").to_dict("records")
-    blocked = generation.blocked_texts(load_gold(args.gold, s).to_dict("records") for s in ("val", "test"))
-    premises, leaked = generation.select_premises(train, cfg.num_premises, cfg.seed, blocked)
-    requests, meta = generation.plan_requests(premises, train, prompt, cfg)
+    blocked = generation.blocked_texts(
+        (load_gold(args.gold, s).to_dict("records") for s in ("val", "test")), tp)
+    if task.input == "pair":
+        premises, leaked = generation.select_premises(train, cfg.num_premises, cfg.seed, blocked, tp)
+    else:
+        premises, leaked = generation.prompt_seeds(cfg.num_premises), 0
+    requests, meta = generation.plan_requests(premises, train, prompt, cfg, labels)
 
     cache = RequestCache(cache_path(params))
     backend = make_backend(cfg.backend, state_dir=cache_path(params).parent)
@@ -37,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
                                     **backend.accounting())
     finally:
         cache.close()
-    rows, counts = generation.filter_generations(meta, results, cfg.filters, blocked, backend.identity)
+    rows, counts = generation.filter_generations(meta, results, cfg.filters, blocked,
+                                                 backend.identity, tp)
     write_jsonl(rows, args.out)
     tokens_per_s = run.completion_tokens / run.wall_s if run.sent and run.wall_s else None
     write_json({"premises": len(premises), "premises_skipped_leakage": leaked, **counts}, args.stats)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from synthllm.io import read_jsonl, write_json
 from synthllm.quality import agreement_rows, cross_annotator, vote_on_audit
-from synthllm.stages._common import entry, parser
+from synthllm.stages._common import entry, params_of, parser
 
 
 @entry
@@ -18,13 +18,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--plots", type=Path, required=True,
                    help="folder for <a>__<b>.json rows (dvc plots, template confusion)")
     args = p.parse_args(argv)
+    labels = params_of(args).task.labels
     pools = {f.stem: read_jsonl(f) for f in sorted(args.annotated.glob("*.jsonl"))}
     audits = {f.stem: read_jsonl(f) for f in sorted(args.audit.glob("*.jsonl"))}
     if len(pools) < 2:
         write_json({"annotators": sorted(pools)}, args.metrics)
         args.plots.mkdir(parents=True, exist_ok=True)
         return
-    write_json({**cross_annotator(pools), "vote_on_audit": vote_on_audit(audits)}, args.metrics)
+    write_json({**cross_annotator(pools, labels), "vote_on_audit": vote_on_audit(audits)}, args.metrics)
     args.plots.mkdir(parents=True, exist_ok=True)
     for (a, b), rows in agreement_rows(pools).items():
         write_json(rows, args.plots / f"{a}__{b}.json")

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from synthllm import charts, report
-from synthllm.params import LABELS
 from synthllm.io import read_frame
 from synthllm.stages._common import entry, params_of, parser
 
@@ -28,21 +27,25 @@ def main(argv: list[str] | None = None) -> None:
     metrics = _jsons(args.eval)
     predictions = {run: read_frame(args.predictions / f"{run}.jsonl") for run in metrics}
     annotators = _jsons(args.annotators)
-    table = report.results_table(metrics, predictions)
+    params = params_of(args)
+    labels, gold_name = params.task.labels, ("FarsTail" if params.gold.source == "farstail" else "gold")
+    table = report.results_table(metrics, predictions, labels=labels)
     comparisons = report.regime_comparisons(predictions)
     args.out.mkdir(parents=True, exist_ok=True)
-    strategy = params_of(args).split.strategy
+    strategy = params.split.strategy
     table.insert(1, "strategy", [("–" if r == "gold_only" else strategy) for r in table["regime"]])
     (args.out / "results.md").write_text(report.markdown(
-        table, comparisons, annotators, json.loads(args.quality.read_text(encoding="utf-8")), strategy),
+        table, comparisons, annotators, json.loads(args.quality.read_text(encoding="utf-8")), strategy,
+        labels, gold_name),
                                          encoding="utf-8")
     table.round(6).to_csv(args.out / "results.csv", index=False)
     comparisons.round(6).to_csv(args.out / "comparisons.csv", index=False)
     report.regime_chart(table, args.out / "regimes.png")
-    charts.annotator_confusion_heatmaps(annotators, args.out / "annotator_confusion.png")
+    charts.annotator_confusion_heatmaps(annotators, args.out / "annotator_confusion.png", labels)
     gold = json.loads(args.gold_counts.read_text(encoding="utf-8"))["train"]
-    gold_shares = {lab: gold.get(lab, 0) / gold["rows"] for lab in LABELS}
-    charts.label_distributions(annotators, gold_shares, args.out / "label_distributions.png")
+    gold_shares = {lab: gold.get(lab, 0) / gold["rows"] for lab in labels}
+    charts.label_distributions(annotators, gold_shares, args.out / "label_distributions.png", labels,
+                               gold_name)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     for seed in seeds:
         started = time.perf_counter()
         clf, log = train_regime(args.regime, gold, synthetic, clf_params, gold_epochs=gold_epochs,
-                                synthetic_epochs=syn_epochs, seed=seed)
+                                synthetic_epochs=syn_epochs, seed=seed, labels=params.task.labels,
+                                pair=params.task.input == "pair")
         out = args.out if args.annotator_classifier else args.out / f"seed-{seed}"
         clf.save(out)
         report["seeds"][str(seed)] = {"phases": log, "train_s": round(time.perf_counter() - started, 2)}
