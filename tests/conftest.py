@@ -15,7 +15,7 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def farstail_mirror() -> Path:
-    path = Path(os.environ.get("SYNTHLLM_FARSTAIL_MIRROR") or REPO.parent / "shared" / "data" / "farstail")
+    path = Path(os.environ.get("SYNTHLLM_FARSTAIL_MIRROR") or REPO.parent / "shared" / "data" / "farstail").resolve()
     if not (path / "Train-word.csv").is_file():
         pytest.fail(f"FarsTail mirror not found at {path}: set SYNTHLLM_FARSTAIL_MIRROR")
     return path
