@@ -298,3 +298,26 @@ def test_estimate_prices_http_annotators_only():
     gpt = lines["annotate:gpt"]
     assert gpt.requests == 30 + p.annotate.audit_size and gpt.prompt_tokens > 50 * gpt.requests
     assert gpt.usd == pytest.approx((gpt.prompt_tokens * 1.0 + gpt.output_tokens * 4.0) / 1e6)
+
+
+def test_estimate_hours_from_concurrency_batch_window_and_measured_rates(tmp_path):
+    from synthllm.estimate import Speed, measured_rates
+    from synthllm.params import load_params
+
+    (tmp_path / "annotators").mkdir()
+    (tmp_path / "generate_run.json").write_text(json.dumps({"sent": 180, "wall_s": 450.0}))
+    (tmp_path / "annotators" / "classifier.json").write_text(json.dumps({"run": {"sent": 330, "wall_s": 3.0}}))
+    (tmp_path / "annotators" / "cached.json").write_text(json.dumps({"run": {"sent": 0, "wall_s": 0.01}}))
+    rates = measured_rates(tmp_path)
+    assert rates == {"generate": pytest.approx(0.4), "annotate:classifier": pytest.approx(110.0)}
+
+    paper = load_params(ROOT / "presets/paper.yaml")
+    lines = {x.run: x for x in estimate(paper, ROOT / "prompts", rows=1000,
+                                        speed=Speed(ttft_s=0.5, decode_tok_s=40.0, measured=rates))}
+    gen = paper.generate
+    expected = 1000 * (0.5 + gen.max_new_tokens / 40.0) / gen.backend.concurrency / 3600
+    assert lines["generate"].hours == pytest.approx(expected)
+    assert lines["annotate:gpt4o_mini"].hours is None and "24 h" in lines["annotate:gpt4o_mini"].basis
+    assert lines["annotate:classifier"].hours == pytest.approx(lines["annotate:classifier"].requests / 110.0 / 3600)
+    unmeasured = estimate(paper, ROOT / "prompts", rows=1000)
+    assert next(x for x in unmeasured if x.run == "annotate:classifier").hours is None
