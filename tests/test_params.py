@@ -87,3 +87,16 @@ def test_paper_preset_validates(repo_root):
     assert paper.annotators == ["classifier", "gpt4o_mini", "aya23"]
     assert paper.annotator_configs["gpt4o_mini"].backend.use_batch_api
     assert paper.generate.backend.kind == "openai" and paper.train.classifier.kind == "hf"
+
+
+def test_sentiment_preset_validates_and_its_prompts_match_the_task(repo_root):
+    from synthllm.prompts import load_annotate_prompt, load_generate_prompt
+
+    preset = load_params(repo_root / "presets" / "sentiment_fa.yaml")
+    assert preset.task.input == "single" and preset.gold.source == "local"
+    assert (repo_root / preset.gold.path / "train.csv").is_file()
+    load_generate_prompt(repo_root / "prompts", preset.generate.prompt, preset.generate_labels, preset.task)
+    for name in preset.annotators:
+        cfg = preset.annotator_configs[name]
+        if cfg.kind == "llm":
+            load_annotate_prompt(repo_root / "prompts", cfg.prompt, preset.task)
