@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_dvc_pipeline import dvc, make_repo
+from test_dvc_pipeline import dvc, make_repo, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -24,29 +24,18 @@ LABELS = ["positive", "negative", "neutral"]
 
 
 def sentiment_params(repo_root: Path, tiny_lm: Path) -> dict:
-    params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    lm_backend = {"kind": "transformers", "model_dir": "models/generator", "batch_size": 8}
+    """The NLI test's tiny configuration, switched to the sentiment task by params alone."""
+    params = tiny_params(repo_root, tiny_lm)
     params["task"] = {"name": "sentiment", "language": "fa", "input": "single", "labels": LABELS,
                       "text_column": "text", "script": "arabic", "normalizer": "hazm"}
     params["gold"] = {"source": "local", "path": str(repo_root / "tests/fixtures/sentiment_fa")}
-    params["generator_model"] = {"source": "hf", "name_or_path": str(tiny_lm), "save_dtype": "float32"}
-    params["generate"].update(prompt="fa/sentiment/generate", num_premises=10, shots=2, max_new_tokens=24,
-                              backend=lm_backend)
-    params["generate"]["filters"].update(min_script_ratio=0.5, min_words=2)
-    params["annotators"] = ["classifier", "tinylm"]
-    params["annotator_configs"] = {
-        "classifier": {"kind": "classifier", "model_dir": "models/annotators/classifier"},
-        "tinylm": {"kind": "llm", "method": "logprob", "prompt": "fa/sentiment/annotate", "shots": 1,
-                   "backend": lm_backend}}
-    params["aggregates"] = {"vote": {"members": ["classifier", "tinylm"], "weighted": True}}
-    params["branches"] = {"classifier": "data/annotated/classifier.jsonl",
-                          "tinylm": "data/annotated/tinylm.jsonl", "vote": "data/aggregated/vote.jsonl"}
-    params["annotate"]["audit_size"] = 20
+    params["generate"].update(prompt="fa/sentiment/generate", num_premises=10, shots=2, max_new_tokens=24)
+    tinylm = {k: v for k, v in params["annotator_configs"]["tinylm"].items() if k != "stability_variant"}
+    params["annotator_configs"] = {"classifier": params["annotator_configs"]["classifier"],
+                                   "tinylm": {**tinylm, "prompt": "fa/sentiment/annotate"}}
     params["annotator_training"]["gold_epochs"] = 4
-    params["split"]["dev_fraction"] = 0.2
     params["regimes"] = ["synthetic_only", "warmup"]
-    params["train"] = {"classifier": {"kind": "sklearn_sgd", "n_features": 4096}, "gold_epochs": 4,
-                       "synthetic_epochs": 1, "seeds": [1]}
+    params["train"].update(gold_epochs=4, seeds=[1])
     return params
 
 

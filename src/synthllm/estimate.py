@@ -22,6 +22,7 @@ model.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +72,6 @@ class Speed:
 def measured_rates(metrics_dir: Path) -> dict[str, float]:
     """Requests per second actually sent in an earlier run, keyed by run name (generate,
     annotate:<name>); runs served from the cache or with no timing are skipped."""
-    import json
-
     found = {"generate": metrics_dir / "generate_run.json"}
     found.update({f"annotate:{f.stem}": f for f in sorted((metrics_dir / "annotators").glob("*.json"))})
     rates = {}

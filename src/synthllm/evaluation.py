@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
+from synthllm.gold import HARD_FLAGS
 from synthllm.params import NLI_LABELS
 
-SUBSETS = ("all", "hard_hypothesis", "hard_overlap")
+SUBSETS = ("all", *HARD_FLAGS)
 
 
 def subsets_of(test: pd.DataFrame) -> list[str]:

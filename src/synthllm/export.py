@@ -25,7 +25,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Na
 from datasets.table import InMemoryTable
 
 from synthllm.errors import InputDataError
-from synthllm.params import TaskParams
+from synthllm.params import GoldParams, TaskParams
 
 SPLITS = ("train", "dev")
 NLI = TaskParams()
@@ -129,11 +129,11 @@ class CardInputs:
     generator_model: str | None = None     # human name of the local generator, if any
     filters: Mapping = field(default_factory=dict)   # generate.filters thresholds from params
     task: TaskParams = NLI
-    gold_source: str = "farstail"          # params gold.source: farstail, or a local gold folder
+    gold: GoldParams = GoldParams()         # FarsTail, or a local gold folder
 
     @property
     def farstail(self) -> bool:
-        return self.gold_source == "farstail"
+        return self.gold.source == "farstail"
 
     @property
     def title(self) -> str:
@@ -185,7 +185,7 @@ def _generation(inputs: CardInputs) -> list[str]:
     stats = inputs.generate_stats
     counts = [(k, stats[k]) for k in sorted(stats) if k in COUNT_KEYS or k.startswith("dropped_")]
     thresholds = ", ".join(f"`{k}` = {v}" for k, v in sorted(inputs.filters.items()))
-    gold = "FarsTail" if inputs.farstail else "gold"
+    gold = inputs.gold.name
     what = (f"hypotheses for {gold}-train premises" if inputs.task.input == "pair" else
             f"texts, with few-shot examples from {gold} train")
     lines = ["## Generation", "",
@@ -221,7 +221,7 @@ def _annotation(inputs: CardInputs) -> list[str]:
     lines = ["## Annotation", "",
              f"Labels come from the annotator **{inputs.name}**; the generator's target label is kept as "
              "`intended_label` (provenance, not a gold label).", "",
-             f"- audit on {audit.get('n', '–')} {'FarsTail' if inputs.farstail else 'gold'}-val rows: accuracy {_pct(audit.get('accuracy'))}, "
+             f"- audit on {audit.get('n', '–')} {inputs.gold.name}-val rows: accuracy {_pct(audit.get('accuracy'))}, "
              f"macro-F1 {_pct(audit.get('macro_f1'))}, ECE {'–' if ece is None else f'{ece:.3f}'}",
              f"- pool: {pool.get('n', '–')} pairs, {pool.get('failed', '–')} failed (dropped), agreement with "
              f"the intended label {_pct(pool.get('agreement_with_intended'))}"]

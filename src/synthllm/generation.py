@@ -110,8 +110,9 @@ def filter_generations(meta: Sequence[dict], results: Sequence[Result], filters:
         hyp = tp.normalize(res.text or "") if res.ok else ""
         reason = _reject_reason(hyp, m["premise"], res, filters, tp)
         if reason is None:
-            key = (tp.dedup_key(m["premise"]), tp.dedup_key(hyp))
-            if tp.dedup_key(hyp) in blocked:
+            hyp_key = tp.dedup_key(hyp)
+            key = (tp.dedup_key(m["premise"]), hyp_key)
+            if hyp_key in blocked:
                 reason = "leakage"
             elif key in seen:
                 reason = "duplicate"

@@ -77,6 +77,11 @@ class GoldParams(Strict):
     )
     max_train: int | None = Field(None, ge=30, description="Cap on gold train rows (tiny configs).")
 
+    @property
+    def name(self) -> str:
+        """How reports and dataset cards call the gold data."""
+        return "FarsTail" if self.source == "farstail" else "gold"
+
     @model_validator(mode="after")
     def _local_needs_path(self) -> "GoldParams":
         if self.source == "local" and not self.path:

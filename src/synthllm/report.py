@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from synthllm import stats
+from synthllm.generation import label_codes
 from synthllm.params import NLI_LABELS
 
 COMPARISONS = (("warmup", "mix"), ("warmup", "reversed"), ("warmup", "gold_only"),
@@ -118,8 +119,6 @@ def regime_comparisons(predictions: Mapping[str, pd.DataFrame], seed: int = 0,
 def markdown(table: pd.DataFrame, comparisons: pd.DataFrame, annotators: Mapping[str, dict],
              quality: Mapping | None = None, strategy: str = "natural",
              labels: Sequence[str] = NLI_LABELS, gold_name: str = "FarsTail") -> str:
-    from synthllm.generation import label_codes
-
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
     codes = "/".join(label_codes(labels)[lab] for lab in labels)
     lines = ["# SynthLLM results", "", "## Annotators (gold-val audit sample)", "",

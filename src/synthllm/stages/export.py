@@ -51,15 +51,14 @@ def main(argv: list[str] | None = None) -> None:
     gm = params.generator_model
     splits = {s: read_jsonl(args.split / f"{s}.jsonl", required=SPLIT_COLUMNS) for s in export.SPLITS}
     annotated = read_jsonl(args.annotated, required=("id",))
-    card = export.dataset_card(export.CardInputs(
+    inputs = export.CardInputs(
         name=args.name, splits=splits, annotated=annotated, generate_stats=_json(args.generate_stats),
         annotator_metrics=_json(args.annotator_metrics), quality=_json(args.quality),
         generator_model=gm.package if gm.source == "gguf_package" else gm.name_or_path,
-        filters=params.generate.filters.model_dump(), task=params.task, gold_source=params.gold.source))
-    farstail = params.gold.source == "farstail"
-    title = "Persian NLI" if farstail else f"{params.task.language} {params.task.name}"
-    dd = export.build_dataset(splits, annotated, description=f"SynthLLM {title}, {args.name} labels",
-                              task=params.task, farstail=farstail)
+        filters=params.generate.filters.model_dump(), task=params.task, gold=params.gold)
+    card = export.dataset_card(inputs)
+    dd = export.build_dataset(splits, annotated, description=f"SynthLLM {inputs.title}, {args.name} labels",
+                              task=params.task, farstail=inputs.farstail)
     disable_progress_bars()  # one bar per file is noise in `dvc repro` logs
     dd.save_to_disk(str(args.out / "hf"))
     (args.out / "parquet").mkdir(parents=True, exist_ok=True)

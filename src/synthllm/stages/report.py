@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     predictions = {run: read_frame(args.predictions / f"{run}.jsonl") for run in metrics}
     annotators = _jsons(args.annotators)
     params = params_of(args)
-    labels, gold_name = params.task.labels, ("FarsTail" if params.gold.source == "farstail" else "gold")
+    labels, gold_name = params.task.labels, params.gold.name
     table = report.results_table(metrics, predictions, labels=labels)
     comparisons = report.regime_comparisons(predictions)
     args.out.mkdir(parents=True, exist_ok=True)
