@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 from synthllm import stats
-from synthllm.annotation import annotate_rows, build_requests
+from synthllm.annotation import answer_format, build_requests, parse_result
 from synthllm.backends import make_backend, run_requests
 from synthllm.io import read_frame, read_jsonl
-from synthllm.params import LABELS, load_params
+from synthllm.params import load_params
 from synthllm.prompts import load_annotate_prompt
 
 
@@ -29,23 +29,25 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params(args.params)
     cfg = params.annotator_configs[args.annotator]
-    prompt = load_annotate_prompt(Path("prompts"), cfg.prompt)
+    prompt = load_annotate_prompt(Path("prompts"), cfg.prompt, params.task)
     train = read_jsonl(args.gold / "train.jsonl")
     val = read_frame(args.gold / "val.jsonl").sample(n=args.n, random_state=params.annotate.seed)
     pairs = val.to_dict("records")
+    labels = params.task.labels
     backend = make_backend(cfg.backend)
     for method in ("logprob", "instruct"):
         variant = cfg.model_copy(update={"method": method})
-        requests = build_requests(pairs, variant, prompt, train, params.annotate.seed)
+        fmt = answer_format(variant, prompt, labels, params.task.name)
+        requests = build_requests(pairs, variant, prompt, train, params.annotate.seed, labels=labels,
+                                  task=params.task.name)
         started = time.perf_counter()
         results, run = run_requests(backend, requests, None, progress=False)
         wall = time.perf_counter() - started
-        rows = annotate_rows(pairs, results, prompt, args.annotator)
-        pred, gold = [r["label"] for r in rows], [r["label"] for r in pairs]
-        failed = sum(r["status"] != "ok" for r in rows)
-        print(f"method={method:8s} n={len(rows)} accuracy={stats.accuracy(gold, pred):.3f} "
-              f"macro_f1={stats.macro_f1(gold, pred, list(LABELS)):.3f} failed={failed} "
-              f"pairs_per_s={len(rows) / wall:.2f} prompt_tokens={run.prompt_tokens}")
+        pred = [parse_result(r, fmt).label for r in results]
+        gold = [p["label"] for p in pairs]
+        print(f"method={method:8s} n={len(pred)} accuracy={stats.accuracy(gold, pred):.3f} "
+              f"macro_f1={stats.macro_f1(gold, pred, labels):.3f} failed={sum(p is None for p in pred)} "
+              f"pairs_per_s={len(pred) / wall:.2f} prompt_tokens={run.prompt_tokens}")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,16 @@
 and the throughput benchmark: chat and text completions, file upload/download, and batches.
 
 Answers are deterministic: a chat answer's label comes from a hash of the last message, a text
-completion is a Persian sentence picked by a hash of prompt and seed. Faults are injected on
-demand by :meth:`FakeOpenAI.fail` (the next ``times`` matching requests get the fault). The server
-counts requests per endpoint and, per request body, the 200 answers actually delivered to a
-client that was still listening. It does not validate request schemas beyond what the tests need.
+completion is a Persian sentence picked by a hash of prompt and seed, and a one-token completion
+with ``logprobs`` (label-word scoring) starts one of the Persian answer words. Token logprobs come
+split over several tokens, with ``bytes``, in the chat ``content`` format for chat and in the legacy
+``tokens``/``top_logprobs`` format for completions. At the token where the label is decided the
+chosen token has logprob -0.1, each other label's first token -3.0 and an off-label token -4.0.
+Faults are injected on demand by :meth:`FakeOpenAI.fail` (the next ``times`` matching requests get
+the fault), including hostile answers (``maybe``, ``prose``, ``bare``, ``injection``,
+``extra_key``, ``json_maybe``). The server counts requests per endpoint and, per request body, the
+200 answers actually delivered to a client that was still listening. It does not validate request
+schemas beyond what the tests need.
 """
 
 from __future__ import annotations
@@ -29,7 +35,17 @@ import pytest
 
 NLI_LABELS = ("entailment", "contradiction", "neutral")
 WORDS = (("هوا", "کتاب", "شهر", "دریا", "باغ"), ("امروز", "همیشه", "اینجا"), ("زیباست", "بزرگ است", "آرام است"))
-FAULTS = ("429", "500", "503", "400", "401", "hang", "drop", "malformed", "out_of_set", "empty", "length")
+SCORING_WORDS = {"entailment": "درست", "contradiction": "غلط", "neutral": "شاید"}
+HOSTILE = {  # answers outside the requested form
+    "maybe": "maybe",
+    "prose": "I think the answer is entailment, because the premise says so.",
+    "injection": "label=entailment; actually neutral",
+    "extra_key": '{"label": "entailment", "note": "actually neutral"}',
+    "json_maybe": '{"label": "maybe"}',
+}
+FAULTS = ("429", "500", "503", "400", "401", "hang", "drop", "malformed", "out_of_set", "empty", "length",
+          "bare", *HOSTILE)
+DECIDED, OTHER, JUNK = -0.1, -3.0, -4.0
 
 
 @dataclass
@@ -125,26 +141,47 @@ class FakeOpenAI:
     def answer(self, endpoint: str, body: dict, fault: str | None) -> dict:
         created = int(time.time())
         if endpoint == "completions":
-            text = sentence_for(body.get("prompt", ""), int(body.get("seed") or 0))
-            text = "" if fault == "empty" else text
-            choice = {"index": 0, "text": text, "finish_reason": "length" if fault == "length" else "stop",
-                      "logprobs": None}
+            prompt = body.get("prompt", "")
+            if body.get("max_tokens") == 1 and body.get("logprobs"):  # label-word scoring
+                label = label_for(prompt)
+                first = {lab: w[0] for lab, w in SCORING_WORDS.items()}
+                tops = {" " + first[lab]: (DECIDED if lab == label else OTHER) for lab in NLI_LABELS}
+                tops["\n"] = JUNK
+                text = " " + first[label]
+                logprobs = {"tokens": [text], "token_logprobs": [DECIDED], "top_logprobs": [tops],
+                            "text_offset": [0]}
+                choice = {"index": 0, "text": text, "finish_reason": "length", "logprobs": logprobs}
+            else:
+                text = sentence_for(prompt, int(body.get("seed") or 0))
+                text = "" if fault == "empty" else text
+                choice = {"index": 0, "text": text, "finish_reason": "length" if fault == "length" else "stop",
+                          "logprobs": None}
             return {"id": "cmpl-fake", "object": "text_completion", "created": created,
-                    "model": body.get("model"), "choices": [choice], "usage": _usage(body.get("prompt", ""), text)}
+                    "model": body.get("model"), "choices": [choice], "usage": _usage(prompt, text)}
         question = str(body["messages"][-1]["content"])
         label = "sarcasm" if fault == "out_of_set" else label_for(question)
-        structured = "response_format" in body
-        text = json.dumps({"label": label}) if structured else label
-        text = "" if fault == "empty" else text
+        structured = "response_format" in body and fault != "bare"
+        if fault in HOSTILE:
+            pieces = [HOSTILE[fault]]
+        elif structured:
+            pieces = ['{"', "label", '":"', label[:1], label[1:], '"}']
+        else:
+            pieces = [label[:1], label[1:]]
+        text = "" if fault == "empty" else "".join(pieces)
         choice = {"index": 0, "message": {"role": "assistant", "content": text},
                   "finish_reason": "length" if fault == "length" else "stop", "logprobs": None}
         if body.get("logprobs") and text:
-            tops = [{"token": lab, "logprob": -0.1 if lab == label else -3.0, "bytes": None}
-                    for lab in sorted(NLI_LABELS, key=lambda x: x != label)]
-            tokens = ['{"', "label", '":"', label, '"}'] if structured else [label]
-            choice["logprobs"] = {"content": [
-                {"token": t, "logprob": -0.1, "bytes": None, "top_logprobs": tops if t == label else []}
-                for t in tokens]}
+            decided = 3 if structured and fault not in HOSTILE else 0
+            content = []
+            for k, piece in enumerate(pieces):
+                item = {"token": piece, "logprob": DECIDED if k == decided else -0.01,
+                        "bytes": list(piece.encode()), "top_logprobs": []}
+                if k == decided:
+                    alts = [(lab[:1], DECIDED if lab[:1] == piece[:1] else OTHER) for lab in NLI_LABELS]
+                    item["top_logprobs"] = [{"token": t, "logprob": lp, "bytes": list(t.encode())}
+                                            for t, lp in alts + [("The", JUNK)]]
+                content.append(item)
+            choice["logprobs"] = {"content": content}
         return {"id": "chatcmpl-fake", "object": "chat.completion", "created": created,
                 "model": body.get("model"), "choices": [choice], "usage": _usage(question, text)}
 
@@ -326,12 +363,12 @@ if __name__ == "__main__":  # a stand-alone server for the benchmark: prints its
 
 
 def cached_results(path: Path) -> int:
-    """Results committed to a request-cache file so far (0 before the table exists); read from
-    another process while a run is writing it."""
+    """Raw responses committed to a request-cache file so far (0 before the table exists); read
+    from another process while a run is writing it."""
     if not path.exists():
         return 0
     with closing(sqlite3.connect(path, timeout=5)) as db:
         try:
-            return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
         except sqlite3.OperationalError:  # table not created yet
             return 0

@@ -1,11 +1,15 @@
+"""Strict reading of annotator answers, and each confidence definition computed by hand."""
+
 import math
 
 import pytest
 
-from synthllm.annotation import LABEL_SCHEMA, annotate_rows, build_requests, parse_result
+from synthllm.annotation import (AnswerFormat, answer_format, annotate_rows, ask_until_parsed, build_requests, label_schema,
+                                 parse_result)
 from synthllm.backends import run_requests
-from synthllm.backends.base import Result
-from synthllm.backends.classifier import ClassifierBackend
+from synthllm.backends.base import Result, TokenChoice, TokenStep
+from synthllm.backends.classifier_annotator import ClassifierBackend
+from synthllm.backends.runner import RunStats
 from synthllm.classifier import train_regime
 from synthllm.io import read_frame
 from synthllm.params import AnnotatorParams, OpenAIBackendParams, SklearnClassifierParams, TransformersBackendParams
@@ -13,6 +17,9 @@ from synthllm.prompts import load_annotate_prompt
 
 PAIRS = [{"id": "a", "premise": "هوا آفتابی است.", "hypothesis": "باران می‌بارد."},
          {"id": "b", "premise": "کتاب روی میز است.", "hypothesis": "میز کتاب دارد."}]
+LOCAL_LOGPROB = AnnotatorParams(kind="llm", method="logprob", shots=0, backend=TransformersBackendParams())
+LOCAL_WRITE = AnnotatorParams(kind="llm", method="instruct", shots=0, backend=TransformersBackendParams())
+CHAT = AnnotatorParams(kind="llm", method="instruct", backend=OpenAIBackendParams(model="m"))
 
 
 @pytest.fixture(scope="module")
@@ -20,46 +27,127 @@ def prompt(repo_root):
     return load_annotate_prompt(repo_root / "prompts", "fa/nli/annotate")
 
 
-def test_logprob_answers_become_label_and_softmax_confidence(prompt):
+def tok(text: str, logprob: float, *alts: tuple[str, float]) -> TokenStep:
+    return TokenStep(TokenChoice(text.encode(), logprob), tuple(TokenChoice(a.encode(), lp) for a, lp in alts))
+
+
+def test_local_label_word_scores_become_label_and_softmax_confidence(prompt):
     res = Result(choice_logprobs={"درست": math.log(0.2), "غلط": math.log(0.6), "شاید": math.log(0.1)})
-    out = parse_result(res, prompt)
-    assert out["label"] == "contradiction" and out["status"] == "ok"
-    assert out["confidence"] == pytest.approx(0.6 / 0.9, abs=1e-6)
+    out = parse_result(res, answer_format(LOCAL_LOGPROB, prompt))
+    assert out.label == "contradiction" and out.source == "label_word_scores"
+    assert out.confidence == pytest.approx(0.6 / 0.9, abs=1e-9)
 
 
 @pytest.mark.parametrize("result, reason", [
-    (Result(text="entailment", finish_reason="length"), "finish_reason=length"),
-    (Result(text="neutral", finish_reason="content_filter"), "finish_reason=content_filter"),
-    (Result(text="  ", finish_reason="stop"), "empty answer"),
-    (Result(text="probably yes", finish_reason="stop"), "answer outside the label set"),
-    (Result(text='{"label": "maybe-ish"}', finish_reason="stop"), "answer outside the label set"),
+    (Result(text="entailment", finish_reason="length", error="finish_reason=length"), "finish_reason=length"),
+    (Result(error="empty answer"), "empty answer"),
+    (Result(text="probably yes", finish_reason="stop"), "not_a_label_word"),
+    (Result(text="maybe", finish_reason="stop"), "not_a_label_word"),
+    (Result(text="neutral.", finish_reason="stop"), "not_a_label_word"),
+    (Result(text='{"label": "neutral"}', finish_reason="stop"), "not_a_label_word"),  # JSON not asked for
     (Result(error="http 400: bad request"), "http 400"),
 ])
-def test_failures_are_never_guessed(prompt, result, reason):
-    out = parse_result(result, prompt)
-    assert out["status"] == "failed" and out["label"] is None
-    assert reason in out["reason"]
+def test_plain_answers_that_are_not_exactly_a_label_word_fail(prompt, result, reason):
+    out = parse_result(result, answer_format(CHAT, prompt))
+    assert out.label is None and out.reason.startswith(reason)
 
 
-@pytest.mark.parametrize("text, label", [
-    ("neutral", "neutral"), (" غلط", "contradiction"), ('{"label": "entailment"}', "entailment"),
-    ("درست.", "entailment"), ("Contradiction", "contradiction"), ("شاید\n", "neutral"),
+@pytest.mark.parametrize("text, reason", [
+    ("entailment", "not_json"), ('{"label": "maybe"}', "schema_violation"),
+    ('{"label": "neutral", "why": "x"}', "schema_violation"), ('{"label": "neutral"} ok', "not_json"),
+    ('["neutral"]', "schema_violation"), ('{"label": "Neutral"}', "schema_violation"),
 ])
-def test_written_answers_in_english_or_persian(prompt, text, label):
-    assert parse_result(Result(text=text, finish_reason="stop"), prompt)["label"] == label
+def test_structured_answers_must_match_the_schema(prompt, text, reason):
+    out = parse_result(Result(text=text, finish_reason="stop", structured=True), answer_format(CHAT, prompt))
+    assert out.label is None and out.reason.startswith(reason)
+
+
+@pytest.mark.parametrize("text, label, fmt", [
+    (" neutral\n", "neutral", CHAT), ("Contradiction", "contradiction", CHAT),
+    ('{"label": "entailment"}', "entailment", CHAT), (" غلط", "contradiction", LOCAL_WRITE),
+])
+def test_accepted_written_answers(prompt, text, label, fmt):
+    structured = text.startswith("{")
+    out = parse_result(Result(text=text, finish_reason="stop", structured=structured), answer_format(fmt, prompt))
+    assert out.label == label and out.confidence is None and out.source is None  # no logprobs: no confidence
+
+
+def test_chat_json_confidence_at_the_first_deciding_token(prompt):
+    """Multi-token labels under a grammar: ' "' then 'c', 'ont', ...; top_logprobs unconstrained."""
+    tokens = (tok("{", -0.5), tok('"label', -0.1), tok('":', -0.1),
+              tok(' "c', -2.0, ("assistant", -0.7), (' "c', -2.0), (' "e', -1.0), (' "ne', -3.0),
+                  (' "n', -3.5), ('"e', -0.2), (' "', -1.5)),
+              tok("ont", -0.3, ("ont", -0.3), ("ompl", -0.9)), tok("radiction", -0.01), tok('"}', -0.01))
+    text = '{"label": "contradiction"}'
+    out = parse_result(Result(text=text, tokens=tokens, finish_reason="stop", structured=True),
+                       answer_format(CHAT, prompt))
+    # at ' "c' only alternatives that start with the lead ' "' and then one label's word count:
+    # c: e^-2; e: e^-1; n: e^-3 + e^-3.5. 'assistant', '"e' (no space) and ' "' (undecided) are left out.
+    c, e, n = math.exp(-2.0), math.exp(-1.0), math.exp(-3.0) + math.exp(-3.5)
+    assert out.label == "contradiction" and out.source == "answer_token_logprobs" and out.labels_seen == 3
+    assert out.confidence == pytest.approx(c / (c + e + n), rel=1e-12)
+
+
+def test_shared_prefix_labels_decide_at_the_first_differing_token():
+    words = {"contradiction": ("contradiction",), "contrast": ("contrast",), "neutral": ("neutral",)}
+    fmt = AnswerFormat("write", words, None, chat=True)
+    tokens = (tok("contr", -0.2, ("contr", -0.2), ("neut", -2.0)),
+              tok("adiction", -0.4, ("adiction", -0.4), ("ast", -1.1), ("ary", -2.0)))
+    out = parse_result(Result(text="contradiction", tokens=tokens, finish_reason="stop"), fmt)
+    # 'contr' fits two labels, so the next token decides: contradiction e^-0.4 vs contrast e^-1.1;
+    # neutral is not listed there, so it gets the least listed probability, e^-2.0 ('ary')
+    c, t, floor = math.exp(-0.4), math.exp(-1.1), math.exp(-2.0)
+    assert out.confidence == pytest.approx(c / (c + t + floor))
+    assert out.labels_seen == 2
+
+
+def test_score_over_http_reads_first_token_alternatives(prompt):
+    fmt = answer_format(AnnotatorParams(kind="llm", method="logprob", backend=OpenAIBackendParams(
+        model="m", endpoint="completions")), prompt)
+    first = tok(" د", -0.4, (" د", -0.4), (" غ", -1.2), ("غ", -2.5), (" ش", -2.0), ("\n", -1.0), (" ", -1.5))
+    out = parse_result(Result(text=" د", tokens=(first,), finish_reason="length"), fmt)
+    d, g, s = math.exp(-0.4), math.exp(-1.2) + math.exp(-2.5), math.exp(-2.0)
+    assert out.label == "entailment" and out.source == "first_token_logprobs"
+    assert out.confidence == pytest.approx(d / (d + g + s))
+    nothing = parse_result(Result(text="\n", tokens=(tok("\n", -0.1, ("\n", -0.1)),)), fmt)
+    assert nothing.label is None and nothing.reason.startswith("no_label_in_top_logprobs")
 
 
 def test_request_shapes_per_annotator_kind(prompt):
-    llm = AnnotatorParams(kind="llm", method="logprob", shots=0, backend=TransformersBackendParams())
-    reqs = build_requests(PAIRS, llm, prompt, [], seed=0)
+    reqs = build_requests(PAIRS, LOCAL_LOGPROB, prompt, [], seed=0)
     assert reqs[0].choices == ("درست", "غلط", "شاید") and reqs[0].prompt.endswith("پاسخ:")
-    chat = AnnotatorParams(kind="llm", method="instruct", backend=OpenAIBackendParams(model="m"))
-    reqs = build_requests(PAIRS, chat, prompt, [], seed=0, variant="hypothesis_first")
-    assert reqs[0].json_schema == LABEL_SCHEMA and reqs[0].kind == "chat"
+    reqs = build_requests(PAIRS, CHAT, prompt, [], seed=0, variant="hypothesis_first")
+    assert reqs[0].json_schema == label_schema(["entailment", "contradiction", "neutral"])
+    assert reqs[0].kind == "chat" and reqs[0].max_new_tokens == CHAT.max_answer_tokens
     user = reqs[0].messages[1]["content"]
     assert user.index("باران") < user.index("آفتابی")  # hypothesis first
+    assert {r.seed for r in reqs} == {0}  # greedy: no per-sample seed
+    sampled = CHAT.model_copy(update={"temperature": 0.7})
+    first, again = build_requests(PAIRS, sampled, prompt, [], 0), build_requests(PAIRS, sampled, prompt, [], 0, attempt=1)
+    assert len({r.seed for r in first + again}) == 4  # a seed per row and per attempt
     clf = AnnotatorParams(kind="classifier", model_dir="x")
     assert build_requests(PAIRS, clf, None, [], seed=0)[0].kind == "classify"
+
+
+def test_sampled_answers_are_asked_again_with_new_seeds_greedy_ones_are_not(prompt):
+    fmt = answer_format(CHAT, prompt)
+    asked: list[list[int]] = []
+
+    def ask(requests):  # answers "maybe" to first attempts, a label word afterwards
+        asked.append([r.seed for r in requests])
+        out = [Result(text="maybe" if len(asked) == 1 else "neutral", finish_reason="stop", raw={})
+               for _ in requests]
+        return out, RunStats(requests=len(requests), sent=len(requests))
+
+    sampled = CHAT.model_copy(update={"temperature": 0.7})
+    answers, attempts, stats = ask_until_parsed(
+        lambda k: build_requests(PAIRS, sampled, prompt, [], 0, attempt=k), ask, fmt, retries=2)
+    assert [a.label for a in answers] == ["neutral", "neutral"] and attempts == [2, 2] and stats.sent == 4
+    assert set(asked[0]).isdisjoint(asked[1])
+    asked.clear()
+    answers, attempts, _ = ask_until_parsed(lambda k: build_requests(PAIRS, CHAT, prompt, [], 0, attempt=k),
+                                            ask, fmt, retries=0)
+    assert [a.label for a in answers] == [None, None] and len(asked) == 1
 
 
 def test_classifier_annotator_labels_every_row(gold_dir, tmp_path):
@@ -71,6 +159,8 @@ def test_classifier_annotator_labels_every_row(gold_dir, tmp_path):
     cfg = AnnotatorParams(kind="classifier", model_dir=str(tmp_path / "clf"))
     val = read_frame(gold_dir / "val.jsonl").head(50).to_dict("records")
     results, stats = run_requests(backend, build_requests(val, cfg, None, [], 0), progress=False)
-    rows = annotate_rows(val, results, None, "classifier")
+    fmt = answer_format(cfg, None)
+    rows = annotate_rows(val, [parse_result(r, fmt) for r in results], "classifier")
     assert len(rows) == 50 and stats.failures == 0
-    assert all(r["label"] in ("entailment", "contradiction", "neutral") and 0.33 < r["confidence"] <= 1 for r in rows)
+    assert all(r["label"] in ("entailment", "contradiction", "neutral") and 0.33 < r["confidence"] <= 1
+               and r["confidence_source"] == "classifier" for r in rows)

@@ -1,7 +1,8 @@
 import pandas as pd
 import pytest
 
-from synthllm.classifier import HFClassifier, load_classifier, regime_phases, train_regime
+from synthllm.classifier import HFClassifier, load_classifier, train_regime
+from synthllm.regimes import passes, regime_phases
 from synthllm.evaluation import evaluate_predictions
 from synthllm.io import read_frame
 from synthllm.params import NLI_LABELS, HFClassifierParams, SklearnClassifierParams
@@ -12,13 +13,24 @@ SYN = pd.DataFrame({"premise": ["b"] * 2, "hypothesis": ["u", "v"], "label": ["n
 
 @pytest.mark.parametrize("regime, expected", [
     ("gold_only", [(4, 8)]), ("synthetic_only", [(2, 3)]), ("warmup", [(2, 3), (4, 8)]),
-    ("reversed", [(4, 8), (2, 3)]), ("mix", [(6, 8)]),
+    ("reversed", [(4, 8), (2, 3)]), ("mix", [(4 * 8 + 2 * 3, 1)]),
 ])
 def test_regimes_are_ordered_phases(regime, expected):
     phases = regime_phases(regime, GOLD, SYN, gold_epochs=8, synthetic_epochs=3, seed=0)
-    assert [(len(rows), epochs) for rows, epochs in phases] == expected
+    assert [(len(p.rows), p.epochs) for p in phases] == expected
     if regime == "warmup":
-        assert phases[0][0] is SYN and phases[1][0] is GOLD
+        assert phases[0].rows is SYN and phases[1].rows is GOLD
+
+
+@pytest.mark.parametrize("regime", ["synthetic_only", "warmup", "reversed", "mix", "gold_only"])
+def test_every_regime_gives_each_source_the_same_passes(regime):
+    """Passes per source are fixed across regimes: gold rows 8 times, synthetic rows 3 times."""
+    phases = regime_phases(regime, GOLD, SYN, gold_epochs=8, synthetic_epochs=3, seed=0)
+    seen = pd.concat([p.rows for p in phases for _ in range(p.epochs)])
+    counts = seen.groupby("hypothesis").size()
+    assert set(counts[list("wxyz")]) == {8} if regime != "synthetic_only" else True
+    assert set(counts[["u", "v"]]) == {3} if regime != "gold_only" else True
+    assert "×8" in passes(regime, 8, 3) or regime == "synthetic_only"
 
 
 def test_synthetic_regime_without_synthetic_rows_is_an_error():
@@ -33,7 +45,7 @@ def test_offline_default_learns_farstail(gold_dir, tmp_path):
     test = read_frame(gold_dir / "test.jsonl")
     clf, log = train_regime("gold_only", train, None, SklearnClassifierParams(), gold_epochs=3,
                             synthetic_epochs=1, seed=1)
-    assert log == [{"phase": 0, "rows": 2500, "epochs": 3}]
+    assert log == [{"phase": 0, "source": "gold", "rows": 2500, "epochs": 3}]
     clf.save(tmp_path / "m")
     proba = load_classifier(tmp_path / "m").predict_proba(list(test["premise"]), list(test["hypothesis"]))
     assert proba.shape == (len(test), 3)

@@ -32,7 +32,7 @@ def tiny_params(repo_root: Path, tiny_lm: Path) -> dict:
     params["generate"].update(num_premises=14, shots=1, max_new_tokens=32,
                               backend={"kind": "transformers", "model_dir": "models/generator", "batch_size": 8})
     params["generate"]["filters"].update(min_script_ratio=0.5, min_words=2)
-    params["annotators"] = ["classifier", "tinylm"]
+    params["annotators"] = {"classifier": "models/annotators/classifier", "tinylm": "models/generator"}
     params["annotator_configs"]["tinylm"] = {
         "kind": "llm", "method": "logprob", "prompt": "fa/nli/annotate", "shots": 1,
         "stability_variant": "hypothesis_first",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -14,19 +15,23 @@ from pathlib import Path
 
 import pytest
 
-from fake_openai import FakeOpenAI, cached_results, fake_openai_fixture, label_for  # noqa: F401  (the fixture)
+from fake_openai import DECIDED, OTHER, FakeOpenAI, cached_results, fake_openai_fixture, label_for  # noqa: F401
+from synthllm.annotation import answer_format, label_schema, parse_result
 from synthllm.backends import Request, RequestCache, run_requests
 from synthllm.backends.openai_http import AdaptiveLimit, OpenAIBackend
 from synthllm.errors import BackendError, BudgetExceeded
 from synthllm.estimate import estimate
-from synthllm.params import NLI_LABELS, OpenAIBackendParams, PriceParams, parse_params
+from synthllm.params import NLI_LABELS, AnnotatorParams, OpenAIBackendParams, PriceParams, parse_params
 from synthllm.prompts import load_annotate_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = load_annotate_prompt(ROOT / "prompts", "fa/nli/annotate")
-SCHEMA = {"type": "object", "properties": {"label": {"type": "string", "enum": list(NLI_LABELS)}},
-          "required": ["label"], "additionalProperties": False}
+SCHEMA = label_schema(NLI_LABELS)
+CHAT = answer_format(AnnotatorParams(kind="llm", method="instruct", backend=OpenAIBackendParams(model="m")),
+                     PROMPT)
 PLANTED = "sk-test-PLANTED-5f1c2e9a7b"
+# the fake's logprobs at the deciding token: chosen -0.1, each other label -3.0 (and junk, left out)
+FAKE_CONFIDENCE = math.exp(DECIDED) / (math.exp(DECIDED) + 2 * math.exp(OTHER))
 
 
 def chat_requests(n: int) -> list[Request]:
@@ -34,8 +39,8 @@ def chat_requests(n: int) -> list[Request]:
                     json_schema=SCHEMA, max_new_tokens=16) for i in range(n)]
 
 
-def label_of(text: str) -> str | None:
-    return PROMPT.parse_label(json.loads(text)["label"] if text.lstrip().startswith("{") else text)
+def label_of(result) -> str | None:
+    return parse_result(result, CHAT).label
 
 
 def expected(request: Request) -> str:
@@ -53,10 +58,11 @@ def test_every_row_answered_and_cached_rows_never_resent(fake_openai, tmp_path):
     requests = chat_requests(20) + chat_requests(5)  # 5 duplicates: sent once, shared
     cache = RequestCache(tmp_path / "cache.sqlite")
     results, stats = run_requests(backend, requests, cache, progress=False, cost=backend.cost)
-    assert [label_of(r.text) for r in results] == [expected(q) for q in requests]
+    assert [label_of(r) for r in results] == [expected(q) for q in requests]
     assert stats.sent == 20 and stats.failures == 0 and stats.completion_tokens > 0
-    best = results[0].choice_logprobs  # the label token's top logprobs, keyed by token text
-    assert max(best, key=best.get) == expected(requests[0]) and set(best) == set(NLI_LABELS)
+    answer = parse_result(results[0], CHAT)  # the label is split over two tokens, in a JSON string
+    assert answer.source == "answer_token_logprobs" and answer.labels_seen == 3
+    assert answer.confidence == pytest.approx(FAKE_CONFIDENCE)
     again, stats2 = run_requests(backend, requests, cache, progress=False)
     assert stats2.sent == 0 and stats2.cache_hits == 25 and again == results
     assert sum(fake_openai.received.values()) == 20 and set(fake_openai.completed.values()) == {1}
@@ -71,7 +77,7 @@ def test_retryable_faults_recover_within_max_retries(fake_openai):
     started = time.perf_counter()
     results, stats = run_requests(backend, requests, progress=False)
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
-    assert [label_of(r.text) for r in results] == [expected(q) for q in requests]
+    assert [label_of(r) for r in results] == [expected(q) for q in requests]
     assert sum(fake_openai.received.values()) == 12 + 7 and set(fake_openai.completed.values()) == {1}
     assert time.perf_counter() - started >= 0.2  # the 429s' Retry-After: 0.2 was honoured
 
@@ -104,10 +110,12 @@ def test_length_empty_and_out_of_set_answers_are_never_guessed(fake_openai, tmp_
     results, stats = run_requests(backend, requests, cache, progress=False)
     assert results[1].error == "finish_reason=length" and results[1].finish_reason == "length"
     assert results[2].error == "empty answer"
-    assert results[3].ok and label_of(results[3].text) is None  # kept as text; the annotator rejects it
+    assert results[3].ok and label_of(results[3]) is None  # kept as text; the annotator rejects it
+    assert "schema_violation" in parse_result(results[3], CHAT).reason
     assert stats.failures == 2 and results[1].usage.completion_tokens > 0  # billed tokens still count
+    # answers that came back are paid for and cached, usable or not: a re-run re-reads them
     rerun, stats2 = run_requests(backend, requests, cache, progress=False)
-    assert stats2.sent == 2 and rerun[1].ok and rerun[2].ok  # failures are retried by the next run
+    assert stats2.sent == 0 and [r.error for r in rerun] == [r.error for r in results]
 
 
 def test_structured_output_rejected_falls_back_to_plain_once(fake_openai):
@@ -115,6 +123,8 @@ def test_structured_output_rejected_falls_back_to_plain_once(fake_openai):
     requests = chat_requests(12)
     results, _ = run_requests(OpenAIBackend(params(fake_openai, concurrency=1)), requests, progress=False)
     assert [r.text for r in results] == [expected(q) for q in requests]  # bare label words
+    assert not any(r.structured for r in results)  # the answers say they were asked without the schema
+    assert [label_of(r) for r in results] == [expected(q) for q in requests]  # read as plain answers
     assert sum(fake_openai.received.values()) == 13  # one rejected request, then remembered
 
 
@@ -128,7 +138,7 @@ def test_completions_endpoint_and_replicas_round_robin(fake_openai):
         results, stats = run_requests(backend, requests, progress=False)
         assert all(r.ok and r.text.endswith(".") for r in results) and stats.completion_tokens > 0
         assert fake_openai.received["POST /v1/completions"] == second.received["POST /v1/completions"] == 5
-        assert backend.identity == f"openai:fake-model@{','.join(sorted([fake_openai.url, second.url]))}"
+        assert fake_openai.url not in backend.identity and "fake-model" in backend.identity
         with pytest.raises(BackendError, match="cannot serve"):
             run_requests(backend, chat_requests(1), progress=False)
     finally:
@@ -226,7 +236,7 @@ def test_killed_batch_run_reattaches_to_its_batch(fake_openai, tmp_path, monkeyp
     backend = OpenAIBackend(p, state_dir=tmp_path)
     results, stats = run_requests(backend, chat_requests(60), RequestCache(tmp_path / "cache.sqlite"),
                                   progress=False, cost=backend.cost)
-    assert [label_of(r.text) for r in results] == [expected(q) for q in chat_requests(60)]
+    assert [label_of(r) for r in results] == [expected(q) for q in chat_requests(60)]
     assert fake_openai.received["POST /v1/batches"] == 1 and list(fake_openai.batches) == ["batch_0"]
     assert not list(tmp_path.glob("batch-*.json"))  # state removed once every answer is cached
     full = (stats.prompt_tokens * 1.0 + stats.completion_tokens * 2.0) / 1e6
@@ -238,7 +248,7 @@ def test_batch_resubmits_only_failed_items(fake_openai, tmp_path):
     fake_openai.fail("500", match="جمله 4", endpoint="batch_line")
     backend = OpenAIBackend(params(fake_openai, use_batch_api=True), state_dir=tmp_path)
     results, _ = run_requests(backend, chat_requests(10), progress=False)
-    assert all(r.ok for r in results) and label_of(results[4].text) == expected(chat_requests(10)[4])
+    assert all(r.ok for r in results) and label_of(results[4]) == expected(chat_requests(10)[4])
     second = fake_openai.batches["batch_1"]
     assert fake_openai.files[second["input_file_id"]].count(b"\n") == 1 and len(fake_openai.batches) == 2
 
@@ -252,10 +262,86 @@ def test_budget_cap_stops_before_crossing(fake_openai, tmp_path):
         run_requests(backend, requests, cache, progress=False, cost=backend.cost, budget_usd=budget,
                      cost_bound=backend.cost_bound)
     done = cache.get_many([q.cache_key(backend.identity) for q in requests])
-    assert 6 <= len(done) < 30 and sum(backend.cost(r) for r in done.values()) <= budget
+    assert 6 <= len(done) < 30 and cache.spent("requests") <= budget
     assert sum(fake_openai.completed.values()) == len(done)
     _, stats = run_requests(backend, requests, cache, progress=False)
     assert stats.cache_hits == len(done) and stats.sent == 30 - len(done)
+
+
+def test_budget_caps_the_total_of_every_run_not_each_run(fake_openai, tmp_path):
+    """Two runs whose costs each fit under the cap but together do not: the second stops at the cap
+    of the total, because the ledger beside the cache remembers what the first spent."""
+    backend = OpenAIBackend(params(fake_openai, price=PriceParams(input_per_mtok=1000.0, output_per_mtok=4000.0)))
+    first, second = chat_requests(10), chat_requests(20)[10:]
+    cache = RequestCache(tmp_path / "cache.sqlite")
+    _, s1 = run_requests(backend, first, cache, progress=False, desc="annotate[x]", cost=backend.cost)
+    budget = 1.5 * s1.cost_usd  # the second run alone (same size) would fit; the total cannot
+    with pytest.raises(BudgetExceeded, match=r"spent in all runs so far") as err:
+        run_requests(backend, second, cache, progress=False, desc="annotate[x]", cost=backend.cost,
+                     budget_usd=budget, cost_bound=backend.cost_bound)
+    assert "raise budget_usd" in str(err.value)
+    assert s1.cost_usd < cache.spent("annotate[x]") <= budget  # the second run stopped at the cap
+    sent_second = sum(fake_openai.completed.values()) - 10
+    assert 1 <= sent_second < 10
+    assert cache.spent("annotate[y]") == 0.0  # the ledger is per annotator (scope)
+
+
+def test_replicas_share_answers_while_answer_shaping_settings_do_not(fake_openai, tmp_path):
+    cache = RequestCache(tmp_path / "cache.sqlite")
+    requests = chat_requests(6)
+    _, s1 = run_requests(OpenAIBackend(params(fake_openai)), requests, cache, progress=False)
+    second = FakeOpenAI().start()
+    try:  # a new replica of the same served model: nothing is sent again
+        _, s2 = run_requests(OpenAIBackend(params(fake_openai, base_urls=[fake_openai.url, second.url])),
+                             requests, cache, progress=False)
+    finally:
+        second.stop()
+    assert (s1.sent, s2.sent, s2.cache_hits) == (6, 0, 6)
+    for change in ({"structured_output": False}, {"logprobs": False}, {"top_logprobs": 5},
+                   {"served_identity": "other weights"}):
+        _, s = run_requests(OpenAIBackend(params(fake_openai, **change)), requests, cache, progress=False)
+        assert s.sent == 6, change
+
+
+@pytest.mark.parametrize("fault, reason", [
+    ("maybe", "not_json"), ("prose", "not_json"), ("bare", "not_json"), ("injection", "not_json"),
+    ("extra_key", "schema_violation"), ("json_maybe", "schema_violation"), ("out_of_set", "schema_violation"),
+])
+def test_answers_outside_the_requested_form_fail_with_their_reason(fake_openai, fault, reason):
+    fake_openai.fail(fault, times=None, match="جمله 1")
+    requests = chat_requests(3)
+    results, _ = run_requests(OpenAIBackend(params(fake_openai)), requests, progress=False)
+    answers = [parse_result(r, CHAT) for r in results]
+    assert answers[1].label is None and answers[1].reason.startswith(reason), answers[1]
+    assert [a.label for a in answers[::2]] == [expected(q) for q in requests[::2]]
+
+
+@pytest.mark.parametrize("fault, ok", [("maybe", False), ("prose", False), ("injection", False),
+                                       ("extra_key", False), ("bare", True)])
+def test_plain_chat_answers_are_exact_label_words(fake_openai, fault, ok):
+    """Without structured output a bare label word is the expected form; anything else fails."""
+    fake_openai.fail(fault, times=None, match="جمله 1")
+    plain = params(fake_openai, structured_output=False)
+    (result,), _ = run_requests(OpenAIBackend(plain), chat_requests(2)[1:], progress=False)
+    answer = parse_result(result, CHAT)
+    assert (answer.label is not None) == ok, answer
+    if not ok:
+        assert answer.reason.startswith("not_a_label_word")
+
+
+def test_label_word_scoring_over_completions(fake_openai):
+    prompt_fmt = answer_format(AnnotatorParams(kind="llm", method="logprob", backend=OpenAIBackendParams(
+        model="m", endpoint="completions")), PROMPT)
+    requests = [Request(prompt=f"متن {i}\nپاسخ:", choices=("درست", "غلط", "شاید")) for i in range(4)]
+    backend = OpenAIBackend(params(fake_openai, endpoint="completions"))
+    results, stats = run_requests(backend, requests, progress=False)
+    assert stats.sent == 4 and all(r.ok for r in results)
+    for request, result in zip(requests, results):
+        answer = parse_result(result, prompt_fmt)  # legacy-format top_logprobs, leading space
+        assert answer.label == label_for(request.prompt) and answer.source == "first_token_logprobs"
+        assert answer.confidence == pytest.approx(FAKE_CONFIDENCE) and answer.labels_seen == 3
+    body = backend.body(requests[0])
+    assert body["max_tokens"] == 1 and body["logprobs"] == 20 and body["temperature"] == 0.0
 
 
 def test_planted_key_appears_nowhere(fake_openai, tmp_path, monkeypatch, caplog, capsys):
@@ -282,7 +368,9 @@ def test_api_key_rules(monkeypatch):
     with pytest.raises(BackendError, match="MY_KEY"):
         OpenAIBackend(OpenAIBackendParams(model="gpt-x", api_key_env="MY_KEY"))
     local = OpenAIBackend(OpenAIBackendParams(model="m", api_key_env="MY_KEY", base_urls=["http://127.0.0.1:9/v1"]))
-    assert local.identity == "openai:m@http://127.0.0.1:9/v1"
+    assert local.identity == "served:m|chat|json_schema=True|top_logprobs=20"
+    named = OpenAIBackendParams(model="m", base_urls=["http://127.0.0.1:9/v1"], served_identity="aya-23-35B@r1 bf16")
+    assert OpenAIBackend(named).identity.startswith("served:aya-23-35B@r1 bf16|")
     with pytest.raises(BackendError, match="state directory"):
         OpenAIBackend(OpenAIBackendParams(model="m", base_urls=["http://x/v1"], use_batch_api=True))
 
@@ -290,7 +378,7 @@ def test_api_key_rules(monkeypatch):
 def test_estimate_prices_http_annotators_only():
     llm = {"kind": "llm", "method": "instruct",
            "backend": {"kind": "openai", "model": "gpt-x", "price": {"input_per_mtok": 1.0, "output_per_mtok": 4.0}}}
-    p = parse_params({"annotators": ["gpt", "clf"], "generate": {"num_premises": 10},
+    p = parse_params({"annotators": {"gpt": "prompts/fa/nli/annotate.yaml", "clf": "m"}, "generate": {"num_premises": 10},
                       "branches": {"gpt": "data/annotated/gpt.jsonl"},
                       "annotator_configs": {"gpt": llm, "clf": {"kind": "classifier", "model_dir": "m"}}})
     lines = {x.run: x for x in estimate(p, ROOT / "prompts")}

@@ -13,7 +13,7 @@ def base(repo_root):
 
 def test_repository_params_validate(repo_root):
     params = load_params(repo_root / "params.yaml")
-    assert params.annotators == ["classifier", "gemma"]
+    assert list(params.annotators) == ["classifier", "gemma"]
     assert params.train.classifier.kind == "sklearn_sgd"
     assert set(params.regimes) == {"synthetic_only", "warmup", "mix", "reversed"}
 
@@ -45,8 +45,17 @@ def test_wrong_type_and_impossible_value(base):
 
 
 def test_active_annotator_must_be_configured(base):
-    base["annotators"] = ["classifier", "gtp4o"]
+    base["annotators"] = {"classifier": "models/annotators/classifier", "gtp4o": "prompts/fa/nli/annotate.yaml"}
     with pytest.raises(ParamsError, match="gtp4o"):
+        parse_params(base)
+
+
+def test_active_annotator_names_what_its_stage_reads(base):
+    base["annotators"]["gemma"] = "models/annotators/classifier"
+    with pytest.raises(ParamsError, match=r"annotators.gemma must be 'models/generator'"):
+        parse_params(base)
+    base["annotators"] = ["classifier", "gemma"]  # the old list form: told what to write instead
+    with pytest.raises(ParamsError, match="annotators is a mapping"):
         parse_params(base)
 
 
@@ -84,7 +93,7 @@ def test_branches_and_aggregates_must_name_real_label_files(base):
 
 def test_paper_preset_validates(repo_root):
     paper = load_params(repo_root / "presets" / "paper.yaml")
-    assert paper.annotators == ["classifier", "gpt4o_mini", "aya23"]
+    assert list(paper.annotators) == ["classifier", "gpt4o_mini", "aya23"]
     assert paper.annotator_configs["gpt4o_mini"].backend.use_batch_api
     assert paper.generate.backend.kind == "openai" and paper.train.classifier.kind == "hf"
 

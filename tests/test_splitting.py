@@ -12,19 +12,32 @@ def _pool():
     rows = []
     for i in range(120):
         label = "entailment" if i < 60 else "contradiction" if i < 90 else "neutral"
-        rows.append({"id": f"s{i}", "premise": "p", "hypothesis": f"h{i}", "label": label,
-                     "confidence": (i % 10) / 10, "status": "ok"})
-    rows += [{"id": "f", "premise": "p", "hypothesis": "x", "label": None, "confidence": None,
-              "status": "failed"}]
+        rows.append({"id": f"s{i}", "premise_id": f"p{i % 40}", "premise": f"p{i % 40}", "hypothesis": f"h{i}",
+                     "label": label, "confidence": (i % 10) / 10, "status": "ok"})
+    rows += [{"id": "f", "premise_id": "p0", "premise": "p0", "hypothesis": "x", "label": None,
+              "confidence": None, "status": "failed"}]
     return pd.DataFrame(rows)
 
 
 def test_natural_keeps_distribution_and_drops_failed():
     train, dev, stats = split_synthetic(_pool(), SplitParams(dev_fraction=0.2), GOLD)
     assert stats["dropped_failed"] == 1
-    assert len(train) + len(dev) == 120 and len(dev) == 24
-    assert dev["label"].value_counts().to_dict() == {"entailment": 12, "contradiction": 6, "neutral": 6}
+    assert len(train) + len(dev) == 120 and 18 <= len(dev) <= 30
+    assert set(dev["label"]) == {"entailment", "contradiction", "neutral"}
     assert set(train["id"]).isdisjoint(dev["id"])
+    # grouped by premise: every hypothesis of a premise is on one side
+    assert set(train["premise_id"]).isdisjoint(dev["premise_id"])
+
+
+def test_rows_without_a_confidence_are_never_silently_confident():
+    pool = _pool()
+    pool.loc[pool.index < 10, "confidence"] = None
+    with pytest.raises(InputDataError, match="missing_confidence"):
+        split_synthetic(pool, SplitParams(min_confidence=0.5), GOLD)
+    _, _, kept = split_synthetic(pool, SplitParams(min_confidence=0.5, missing_confidence="keep"), GOLD)
+    _, _, dropped = split_synthetic(pool, SplitParams(min_confidence=0.5, missing_confidence="drop"), GOLD)
+    assert kept["kept_without_confidence"] == dropped["dropped_without_confidence"] == 10
+    assert kept["train"] + kept["dev"] == dropped["train"] + dropped["dev"] + 10
 
 
 def test_balanced_and_gold_matched_and_threshold_and_cap():
@@ -64,7 +77,7 @@ def test_require_stable_drops_label_flips():
 
 
 def test_tiny_pools_split_without_stratification_instead_of_crashing():
-    rows = [{"id": f"s{i}", "premise": "p", "hypothesis": f"h{i}", "label": lab, "confidence": 1.0, "status": "ok"}
+    rows = [{"id": f"s{i}", "premise": f"p{i}", "hypothesis": f"h{i}", "label": lab, "confidence": 1.0, "status": "ok"}
             for i, lab in enumerate(["entailment", "entailment", "neutral", "neutral", "contradiction",
                                      "contradiction", "entailment", "neutral"])]
     train, dev, _ = split_synthetic(pd.DataFrame(rows), SplitParams(dev_fraction=0.2), GOLD)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from synthllm.annotation import build_requests, parse_result
+from synthllm.annotation import answer_format, build_requests, parse_result
 from synthllm.backends.base import Result
 from synthllm.classifier import load_classifier, train_regime
 from synthllm.errors import GoldDataError, ParamsError
@@ -149,12 +149,15 @@ def test_sentiment_annotation_requests_and_answers():
     (req,) = build_requests(rows, llm, prompt, [], 0, labels=SENTIMENT.labels, task="sentiment")
     assert req.prompt.endswith("نظر: این کتاب ناامیدم کرد.\nاحساس:")
     assert req.choices == ("مثبت", "منفی", "خنثی")
-    scored = parse_result(Result(choice_logprobs={"مثبت": -3.0, "منفی": -0.1, "خنثی": -2.0}), prompt,
-                          SENTIMENT.labels)
-    assert scored["label"] == "negative" and scored["status"] == "ok"
-    assert parse_result(Result(text="neutral", finish_reason="stop"), prompt, SENTIMENT.labels)["label"] == "neutral"
-    failed = parse_result(Result(text="entailment", finish_reason="stop"), prompt, SENTIMENT.labels)
-    assert failed["status"] == "failed" and "outside the label set" in failed["reason"]
+    fmt = answer_format(llm, prompt, SENTIMENT.labels, "sentiment")
+    scored = parse_result(Result(choice_logprobs={"مثبت": -3.0, "منفی": -0.1, "خنثی": -2.0}), fmt)
+    assert scored.label == "negative" and scored.source == "label_word_scores"
+    chat = answer_format(AnnotatorParams(kind="llm", method="instruct", prompt="fa/sentiment/annotate",
+                                         backend={"kind": "openai", "model": "m"}), prompt, SENTIMENT.labels)
+    assert chat.schema["schema"]["properties"]["label"]["enum"] == ["positive", "negative", "neutral"]
+    assert parse_result(Result(text="neutral", finish_reason="stop"), chat).label == "neutral"
+    failed = parse_result(Result(text="entailment", finish_reason="stop"), chat)
+    assert failed.label is None and failed.reason.startswith("not_a_label_word")
 
 
 def test_single_text_classifier_saves_its_label_set(tmp_path):

@@ -1,10 +1,43 @@
-"""Annotate: turn rows (premise + hypothesis, or one text) into annotator requests; parse answers.
+"""Annotate: turn rows (premise + hypothesis, or one text) into annotator requests, and read each
+answer strictly into a label and a confidence with a stated definition.
 
-Three ways to label, one request type: a classifier's class probabilities (``fields``), a base LM
-scoring the label words as continuations (``logprob``), or a model writing its answer
-(``instruct``: a completion for base models, chat + JSON schema for HTTP chat models). Every input
-row comes back, with a label and confidence or with ``status="failed"`` and the reason; an answer
-outside the task's label set is a failure, never a guess.
+Three ways to label: a classifier's class probabilities (``classify``), a language model scoring the
+prompt's label words as continuations (``score``, method ``logprob``), or a model writing its answer
+(``write``, method ``instruct``: a completion for base models, chat + JSON schema for chat models).
+
+**Strict answers.** The words an answer may use are the prompt file's ``label_words`` for that way
+of asking (``scoring`` words for base-model prompts, ``chat`` words for chat), nothing else. A
+written answer is the whole answer: surrounding whitespace and letter case aside, it must equal one
+accepted word. When a JSON schema constrained the request, the answer must be a JSON object with
+exactly the key ``label`` and one of the schema's enum values. Anything else — "maybe", prose, a bare
+label to a JSON request, ``label=entailment; actually neutral``, an extra key — fails with its
+reason; no label is ever guessed.
+
+**Confidence** is always P(chosen label) renormalised over the task's label set; ``confidence_source``
+says how P was obtained, and a row without logprobs has ``confidence: null`` and source ``null``:
+
+* ``classifier`` — the classifier's predicted class probability.
+* ``label_word_scores`` — a local model's log-probability of each label word's tokens after the
+  prompt (summed over the word's tokens), soft-maxed over the labels.
+* ``first_token_logprobs`` — an HTTP completions endpoint, one generated token with its
+  ``top_logprobs``: each label's mass is the summed probability of the listed tokens that, leading
+  whitespace removed, spell the start of that label's word and of no other (or the whole word and a
+  non-letter), regardless of case; mass(chosen) / sum of masses.
+* ``answer_token_logprobs`` — a written answer with token logprobs (chat with or without a JSON
+  schema, or completions): at the **first token of the answer word after which only the chosen
+  label's word is still possible** (where the label words first differ, so multi-token words and a
+  shared prefix are handled), each label's mass is the summed probability of the alternatives there
+  (the chosen token included) that continue what was written so far into that label's word only;
+  alternatives that keep several labels possible or fit none are left out (case counts inside a
+  JSON string, whose enum is exact; not in a plain answer). Under a JSON-schema
+  grammar the server reports the *unconstrained* distribution, so leaving out what fits no label is
+  exactly the grammar's renormalisation at that position.
+
+A server lists only its top alternatives (at most 20 at OpenAI). A label none of whose tokens is
+listed gets the probability of the least likely listed alternative — an upper bound on its own —
+so a short list never inflates the confidence; ``labels_seen`` counts the labels that were listed.
+A position with no listed alternatives gives no confidence. This module does not send requests or
+read files; the stage does.
 """
 
 from __future__ import annotations
@@ -12,50 +45,104 @@ from __future__ import annotations
 import json
 import math
 import random
-from typing import Sequence
+import re
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
-from synthllm.backends.base import Request, Result
-from synthllm.params import NLI_LABELS, AnnotatorParams
+from synthllm.calls import Request, Result, TokenStep, stable_seed
+from synthllm.params import NLI_LABELS, AnnotatorParams, OpenAIBackendParams
 from synthllm.prompts import AnnotatePrompt, pick_shots
 
+SOURCES = ("classifier", "label_word_scores", "first_token_logprobs", "answer_token_logprobs")
+_JSON_LABEL = re.compile(rb'"label"\s*:\s*"')
 
-def label_schema(labels: Sequence[str], task: str = "nli") -> dict:
-    """JSON schema of a structured answer: one label of the task's label set."""
+
+def label_schema(words: Sequence[str], task: str = "nli") -> dict:
+    """JSON schema of a structured answer: exactly one key, ``label``, one of ``words``."""
     return {
         "name": f"{task}_label",
-        "schema": {"type": "object", "properties": {"label": {"type": "string", "enum": list(labels)}},
+        "schema": {"type": "object", "properties": {"label": {"type": "string", "enum": list(words)}},
                    "required": ["label"], "additionalProperties": False},
         "strict": True,
     }
 
 
-LABEL_SCHEMA = label_schema(NLI_LABELS)
+@dataclass(frozen=True)
+class AnswerFormat:
+    """How one annotator is asked, and which answers it may give."""
+
+    mode: str  # "classify" | "score" | "write"
+    words: dict[str, tuple[str, ...]]  # label -> accepted words (the first is the one asked for)
+    schema: dict | None = None  # the JSON schema requested (chat with structured output)
+    chat: bool = False
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.words)
+
+
+def answer_format(cfg: AnnotatorParams, prompt: AnnotatePrompt | None, labels: Sequence[str] = NLI_LABELS,
+                  task: str = "nli") -> AnswerFormat:
+    labels = list(labels)
+    if cfg.kind == "classifier" or prompt is None:
+        return AnswerFormat("classify", {lab: (lab,) for lab in labels})
+    chat = isinstance(cfg.backend, OpenAIBackendParams) and cfg.backend.endpoint == "chat"
+    words = prompt.words("chat" if chat else "scoring")
+    words = {lab: words[lab] for lab in labels}
+    if cfg.method == "logprob":
+        return AnswerFormat("score", words)
+    schema = label_schema([ws[0] for ws in words.values()], task) if chat else None
+    return AnswerFormat("write", words, schema, chat)
 
 
 def build_requests(pairs: Sequence[dict], cfg: AnnotatorParams, prompt: AnnotatePrompt | None,
                    shot_pool: Sequence[dict], seed: int, variant: str = "default",
-                   labels: Sequence[str] = NLI_LABELS, task: str = "nli") -> list[Request]:
-    labels = tuple(labels)
-    if cfg.kind == "classifier":
+                   labels: Sequence[str] = NLI_LABELS, task: str = "nli", attempt: int = 0) -> list[Request]:
+    """One request per row. ``attempt`` > 0 re-asks a sampled answer with a new per-sample seed."""
+    fmt = answer_format(cfg, prompt, labels, task)
+    if fmt.mode == "classify":
         return [Request(fields=(("premise", p["premise"]), ("hypothesis", p["hypothesis"])),
-                        choices=labels) for p in pairs]
-    schema = label_schema(labels, task)
+                        choices=tuple(fmt.labels)) for p in pairs]
     assert prompt is not None
-    chat = cfg.backend is not None and cfg.backend.kind == "openai" and cfg.backend.endpoint == "chat"
     requests = []
     for p in pairs:
-        if chat:
+        # greedy answers need no seed (and keep one cache entry); sampled ones get one per row/attempt
+        sample_seed = stable_seed(seed, p["id"], variant, attempt) if cfg.temperature > 0 else 0
+        if fmt.chat:
             requests.append(Request(messages=prompt.render_chat(p["premise"], p["hypothesis"], variant),
-                                    json_schema=schema, max_new_tokens=20, temperature=0.0))
+                                    json_schema=fmt.schema, max_new_tokens=cfg.max_answer_tokens,
+                                    temperature=cfg.temperature, seed=sample_seed))
             continue
         rng = random.Random(f"{seed}-{p['id']}")
         shots = pick_shots(shot_pool, cfg.shots, rng, p["premise"])
         text = prompt.render_scoring(p["premise"], p["hypothesis"], shots, variant)
-        if cfg.method == "logprob":
-            requests.append(Request(prompt=text, choices=tuple(prompt.answer_word(l) for l in labels)))
+        if fmt.mode == "score":
+            requests.append(Request(prompt=text, choices=tuple(ws[0] for ws in fmt.words.values())))
         else:
-            requests.append(Request(prompt=text, max_new_tokens=8, temperature=0.0, stop=("\n",)))
+            requests.append(Request(prompt=text, max_new_tokens=cfg.max_answer_tokens,
+                                    temperature=cfg.temperature, stop=("\n",), seed=sample_seed))
     return requests
+
+
+# ---- reading answers ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Answer:
+    label: str | None
+    confidence: float | None = None
+    source: str | None = None
+    reason: str | None = None
+    labels_seen: int | None = None
+    answered: bool = True  # the model answered (an unusable answer may be re-asked when sampled)
+
+    def row(self) -> dict:
+        return {"label": self.label, "confidence": None if self.confidence is None else round(self.confidence, 6),
+                "confidence_source": self.source, "labels_seen": self.labels_seen,
+                "status": "ok" if self.label is not None else "failed", "reason": self.reason}
+
+
+def _failed(reason: str, answered: bool = True) -> Answer:
+    return Answer(None, reason=reason, answered=answered)
 
 
 def _softmax(scores: dict[str, float]) -> dict[str, float]:
@@ -65,51 +152,187 @@ def _softmax(scores: dict[str, float]) -> dict[str, float]:
     return {k: v / total for k, v in exp.items()}
 
 
-def _label_from_text(text: str, prompt: AnnotatePrompt | None, labels: Sequence[str]) -> str | None:
-    text = text.strip()
-    if text.startswith("{"):
+def _continues_word(rest: str) -> bool:
+    return bool(rest) and (rest[0].isalnum() or rest[0] in "_\u200c")
+
+
+def _fits(written: str, word: str, exact_case: bool) -> bool:
+    """Can an answer that starts with ``written`` be ``word``? (``written`` may run past the word
+    into punctuation or a closing quote, never into more letters.) Plain answers are read without
+    regard to case; a JSON-schema enum is exact."""
+    x, w = (written, word) if exact_case else (written.casefold(), word.casefold())
+    return w.startswith(x) or (x.startswith(w) and not _continues_word(x[len(w):]))
+
+
+def labels_fitting(written: bytes, words: dict[str, tuple[str, ...]], exact_case: bool = False) -> list[str]:
+    """Labels one of whose words ``written`` (bytes from the word's start) can still become; a
+    trailing partial UTF-8 character is ignored. Empty text fits every label."""
+    text = written.decode("utf-8", "ignore")
+    if not text:
+        return list(words)
+    return [lab for lab, ws in words.items() if any(_fits(text, w, exact_case) for w in ws)]
+
+
+def _alternatives(step: TokenStep) -> dict[bytes, float]:
+    """The reported alternatives at a position, with the chosen token (a grammar may choose one
+    outside the unconstrained top list)."""
+    alts = {a.data: a.logprob for a in step.alternatives}
+    alts.setdefault(step.chosen.data, step.chosen.logprob)
+    return alts
+
+
+def _normalised(mass: dict[str, float], step: TokenStep, chosen: str | None, source: str) -> Answer:
+    """P(chosen) over the labels; an unlisted label is given the smallest listed probability."""
+    seen = sum(v > 0 for v in mass.values())
+    floor = math.exp(min(a.logprob for a in step.alternatives))
+    filled = {lab: v if v > 0 else floor for lab, v in mass.items()}
+    if chosen is None:
+        chosen = max(mass, key=mass.get)
+    return Answer(chosen, filled[chosen] / sum(filled.values()), source, labels_seen=seen)
+
+
+def first_token_masses(step: TokenStep, words: dict[str, tuple[str, ...]]) -> dict[str, float]:
+    """``first_token_logprobs``: per label, the probability of the first-token alternatives that
+    start that label's word only (leading whitespace removed)."""
+    mass = {lab: 0.0 for lab in words}
+    for data, logprob in _alternatives(step).items():
+        fitting = labels_fitting(data.lstrip(), words) if data.strip() else []
+        if len(fitting) == 1:
+            mass[fitting[0]] += math.exp(logprob)
+    return mass
+
+
+def answer_masses(tokens: Sequence[TokenStep], start: int, label: str, words: dict[str, tuple[str, ...]],
+                  json_lead: bool) -> tuple[dict[str, float], TokenStep] | str:
+    """``answer_token_logprobs``: label masses at the deciding token of an answer word that begins
+    at byte ``start`` of the concatenated tokens, and that token; a reason string when no token
+    decides."""
+    joined = b"".join(s.chosen.data for s in tokens)
+    pos = 0
+    for step in tokens:
+        s, e = pos, pos + len(step.chosen.data)
+        pos = e
+        if e <= start or labels_fitting(joined[start:e], words, json_lead) != [label]:
+            continue
+        lead = joined[s:start]  # bytes of this token before the word (e.g. ' "' of a JSON string)
+        prefix = joined[start:s]  # the word as written before this token
+        mass = {lab: 0.0 for lab in words}
+        for data, logprob in _alternatives(step).items():
+            if json_lead and lead:
+                if not data.startswith(lead):
+                    continue  # another structure (no opening quote, ...): not one of the answers
+                written = data[len(lead):]
+            elif json_lead or prefix:
+                written = prefix + data
+            else:  # the start of a plain answer: whitespace before it does not matter
+                written = data.lstrip()
+            fitting = labels_fitting(written, words, json_lead) if written.strip() else []
+            if len(fitting) == 1:
+                mass[fitting[0]] += math.exp(logprob)
+        return mass, step
+    return "no answer token decides between the label words"
+
+
+def _word_start(tokens: Sequence[TokenStep], word: str, structured: bool) -> int | None:
+    """Byte offset of the answer word in the concatenated tokens; None if they do not spell it."""
+    joined = b"".join(s.chosen.data for s in tokens)
+    target = word.encode("utf-8")
+    if structured:
+        match = _JSON_LABEL.search(joined)
+        start = match.end() if match else -1
+    else:
+        start = len(joined) - len(joined.lstrip())
+    return start if start >= 0 and joined[start:start + len(target)] == target else None
+
+
+def _read_written(text: str, fmt: AnswerFormat, structured: bool) -> tuple[str | None, str, str]:
+    """(label, the word as written, failure reason) for a written answer."""
+    if structured:
         try:
-            text = str(json.loads(text).get("label", ""))
-        except (json.JSONDecodeError, AttributeError):
-            return None
-    if prompt is None:
-        return text if text in labels else None
-    label = prompt.parse_label(text)
-    if label is None and text.split():
-        label = prompt.parse_label(text.split()[0])
-    return label
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            return None, "", f"not_json: {err.msg}: {text.strip()[:60]!r}"
+        if not isinstance(obj, dict) or set(obj) != {"label"} or not isinstance(obj["label"], str):
+            return None, "", f"schema_violation: expected exactly {{\"label\": <string>}}, got {text.strip()[:60]!r}"
+        enum = fmt.schema["schema"]["properties"]["label"]["enum"] if fmt.schema else []
+        by_word = {ws[0]: lab for lab, ws in fmt.words.items()}
+        if obj["label"] not in enum:
+            return None, "", f"schema_violation: {obj['label'][:40]!r} is not one of {enum}"
+        return by_word[obj["label"]], obj["label"], ""
+    answer = text.strip()
+    for lab, ws in fmt.words.items():
+        for w in ws:
+            if answer.casefold() == w.casefold():
+                return lab, answer, ""
+    return None, "", f"not_a_label_word: {answer[:60]!r} (accepted: {sorted(w for ws in fmt.words.values() for w in ws)})"
 
 
-def parse_result(result: Result, prompt: AnnotatePrompt | None,
-                 labels: Sequence[str] = NLI_LABELS) -> dict:
-    """label, confidence, status and reason for one annotator answer."""
-    failed = {"label": None, "confidence": None, "status": "failed"}
+def parse_result(result: Result, fmt: AnswerFormat) -> Answer:
+    """label, confidence (with its source) or the failure reason for one annotator answer."""
     if not result.ok:
-        return {**failed, "reason": result.error}
-    if result.choice_logprobs and result.text is None:
-        words = {prompt.answer_word(l): l for l in labels} if prompt else {l: l for l in labels}
-        probs = _softmax({words.get(k, k): v for k, v in result.choice_logprobs.items()})
+        answered = result.raw is not None  # the model answered, but unusably (length, empty, ...)
+        return _failed(result.error or "unknown error", answered)
+    if fmt.mode in ("classify", "score") and result.choice_logprobs is not None:
+        by_word = {ws[0]: lab for lab, ws in fmt.words.items()}
+        scores = {by_word.get(k, k): v for k, v in result.choice_logprobs.items()}
+        if set(scores) != set(fmt.words):
+            return _failed(f"wrong_choices: scores for {sorted(scores)}, expected {fmt.labels}")
+        probs = _softmax(scores)
         label = max(probs, key=probs.get)
-        return {"label": label, "confidence": round(probs[label], 6), "status": "ok", "reason": None}
-    if result.finish_reason in ("length", "content_filter"):
-        return {**failed, "reason": f"finish_reason={result.finish_reason}"}
-    if not (result.text or "").strip():
-        return {**failed, "reason": "empty answer"}
-    label = _label_from_text(result.text, prompt, labels)
+        source = "classifier" if fmt.mode == "classify" else "label_word_scores"
+        return Answer(label, probs[label], source, labels_seen=len(probs))
+    if fmt.mode == "score":
+        if not result.tokens:
+            return _failed("no_logprobs: the server returned no token logprobs to score label words")
+        step = result.tokens[0]
+        mass = first_token_masses(step, fmt.words)
+        if not any(mass.values()):
+            return _failed("no_label_in_top_logprobs: no listed first token starts a label word")
+        if not step.alternatives:
+            return _failed("no_logprobs: the server listed no alternatives for the first token")
+        return _normalised(mass, step, None, "first_token_logprobs")
+    if fmt.mode != "write":
+        return _failed(f"unexpected answer shape for mode {fmt.mode}")
+    structured = bool(fmt.schema) and result.structured
+    label, word, reason = _read_written(result.text or "", fmt, structured)
     if label is None:
-        return {**failed, "reason": f"answer outside the label set: {result.text.strip()[:40]!r}"}
-    confidence = None
-    if result.choice_logprobs:
-        # logprobs of the answer's first token alternatives, when the server returns them
-        probs = {_label_from_text(k, prompt, labels): math.exp(v)
-                 for k, v in result.choice_logprobs.items()}
-        confidence = round(probs.get(label, 0.0), 6) or None
-    return {"label": label, "confidence": confidence, "status": "ok", "reason": None}
+        return _failed(reason)
+    if not result.tokens:
+        return Answer(label, None, None)  # no logprobs: the confidence is absent, not guessed
+    start = _word_start(result.tokens, word, structured)
+    if start is None:
+        return Answer(label, None, None, reason="confidence: token logprobs do not spell the answer")
+    found = answer_masses(result.tokens, start, label, fmt.words, structured)
+    if isinstance(found, str):
+        return Answer(label, None, None, reason=f"confidence: {found}")
+    mass, step = found
+    if not step.alternatives:
+        return Answer(label, None, None, reason="confidence: the server listed no alternatives")
+    return _normalised(mass, step, label, "answer_token_logprobs")
 
 
-def annotate_rows(pairs: Sequence[dict], results: Sequence[Result], prompt: AnnotatePrompt | None,
-                  annotator: str, labels: Sequence[str] = NLI_LABELS) -> list[dict]:
-    if len(pairs) != len(results):
-        raise ValueError(f"{len(pairs)} pairs but {len(results)} results")
-    return [{**p, "annotator": annotator, **parse_result(r, prompt, labels)}
-            for p, r in zip(pairs, results)]
+def annotate_rows(pairs: Sequence[dict], answers: Sequence[Answer], annotator: str) -> list[dict]:
+    if len(pairs) != len(answers):
+        raise ValueError(f"{len(pairs)} pairs but {len(answers)} answers")
+    return [{**p, "annotator": annotator, **a.row()} for p, a in zip(pairs, answers)]
+
+
+def ask_until_parsed(build: Callable[[int], list[Request]], ask: Callable[[list[Request]], tuple],
+                     fmt: AnswerFormat, retries: int) -> tuple[list[Answer], list[int], object]:
+    """Answers for ``build(0)``; rows whose answer came back but could not be read are asked again
+    with ``build(attempt)`` (new per-sample seeds), at most ``retries`` times. Returns the answers,
+    the attempts each row took, and the merged run statistics of ``ask``."""
+    requests = build(0)
+    results, stats = ask(requests)
+    answers = [parse_result(r, fmt) for r in results]
+    attempts = [1] * len(answers)
+    for attempt in range(1, retries + 1):
+        redo = [i for i, a in enumerate(answers) if a.label is None and a.answered]
+        if not redo:
+            break
+        fresh = build(attempt)
+        more, more_stats = ask([fresh[i] for i in redo])
+        stats = stats.add(more_stats)
+        for i, r in zip(redo, more):
+            answers[i], attempts[i] = parse_result(r, fmt), attempt + 1
+    return answers, attempts, stats

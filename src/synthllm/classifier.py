@@ -1,14 +1,17 @@
 """Text classifiers (pair or single-text) and the training regimes, as ordered training phases.
 
-A regime is a list of phases ``(rows, epochs)``; a classifier trains through them in order, so
-warm-up (synthetic, then gold), reversed (gold, then synthetic) and mix (shuffled union) differ only
-in the phase list. Two implementations share that contract:
+A regime is a list of phases (:mod:`synthllm.regimes`); a classifier trains through them in order,
+one :meth:`fit_phase` call each, on the same weights, so warm-up (synthetic, then gold), reversed
+(gold, then synthetic) and mix (shuffled union) differ only in the phase list. Two implementations
+share that contract:
 
 * :class:`HashingSGDClassifier` — the offline default: hashed word/char n-grams of the hypothesis (the
   text) and, for pair tasks, of its overlap with the premise, logistic loss, trained by ``SGDClassifier.partial_fit`` so each
   phase really continues from the last. Seconds per run on 2 CPU cores.
 * :class:`HFClassifier` — any transformers checkpoint (ParsBERT, XLM-R, mDeBERTa…) through
-  ``AutoModelForSequenceClassification`` and the HF ``Trainer``, one ``train()`` per phase.
+  ``AutoModelForSequenceClassification`` and the HF ``Trainer``, one ``train()`` per phase; seeded
+  before its classification head is built, placed on the accelerator when there is one, saving a
+  checkpoint each epoch when given a work folder (and resuming from it), logging to DVCLive.
 
 Both take the task's label set and input kind (pair or single) and save them with the model, so a
 loaded classifier knows what it predicts. This module does not pick hyper-parameters or evaluate;
@@ -17,43 +20,38 @@ see :mod:`synthllm.evaluation`.
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 
 from synthllm.params import NLI_LABELS, HFClassifierParams, SklearnClassifierParams
+from synthllm.regimes import Monitor, run_phases
 
-Phase = tuple[pd.DataFrame, int]
 
 
-def regime_phases(regime: str, gold: pd.DataFrame, synthetic: pd.DataFrame | None,
-                  gold_epochs: int, synthetic_epochs: int, seed: int) -> list[Phase]:
-    if regime == "gold_only":
-        return [(gold, gold_epochs)]
-    if synthetic is None or synthetic.empty:
-        raise ValueError(f"regime {regime!r} needs synthetic training rows, and there are none")
-    if regime == "synthetic_only":
-        return [(synthetic, synthetic_epochs)]
-    if regime == "warmup":
-        return [(synthetic, synthetic_epochs), (gold, gold_epochs)]
-    if regime == "reversed":
-        return [(gold, gold_epochs), (synthetic, synthetic_epochs)]
-    if regime == "mix":
-        union = pd.concat([gold, synthetic], ignore_index=True).sample(frac=1.0, random_state=seed)
-        return [(union, gold_epochs)]
-    raise ValueError(f"unknown regime {regime!r}")
+def device() -> str:
+    """The accelerator every model runs on when one is there (CUDA, then Apple MPS), else the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu"
 
 
 class PairClassifier(Protocol):
     labels: tuple[str, ...]
     pair: bool
 
-    def fit_phases(self, phases: Sequence[Phase], seed: int) -> list[dict]: ...
+    def fit_phase(self, rows: pd.DataFrame, epochs: int, seed: int, phase: int,
+                  after_epoch: Callable[[int], None], work_dir: Path | None = None) -> dict: ...
     def predict_proba(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray: ...
+    def snapshot(self) -> object: ...
+    def restore(self, snapshot: object) -> None: ...
     def save(self, out_dir: Path) -> None: ...
 
 
@@ -86,21 +84,28 @@ class HashingSGDClassifier:
                        self._words.transform(["N_" + x for x in novel]), self._words.transform(novel),
                        self._words.transform(shared), csr_matrix(ratio)]).tocsr()
 
-    def fit_phases(self, phases: Sequence[Phase], seed: int) -> list[dict]:
+    def fit_phase(self, rows: pd.DataFrame, epochs: int, seed: int, phase: int,
+                  after_epoch: Callable[[int], None], work_dir: Path | None = None) -> dict:
+        """``epochs`` shuffled passes of ``partial_fit`` minibatches, continuing the current weights.
+        The shuffles depend on (seed, phase) only, so a run resumed at a phase boundary is the same."""
         self.model.set_params(random_state=seed)
-        rng = np.random.default_rng(seed)
-        log = []
-        for k, (rows, epochs) in enumerate(phases):
-            x = self.features(list(rows["premise"]), list(rows["hypothesis"]))
-            y = np.asarray(rows["label"])
-            bs = self.params.batch_size
-            for _ in range(epochs):
-                order = rng.permutation(len(y))
-                for b in range(0, len(order), bs):
-                    idx = order[b:b + bs]
-                    self.model.partial_fit(x[idx], y[idx], classes=np.array(self.labels))
-            log.append({"phase": k, "rows": int(len(y)), "epochs": epochs})
-        return log
+        rng = np.random.default_rng([seed, phase])
+        x = self.features(list(rows["premise"]), list(rows["hypothesis"]))
+        y = np.asarray(rows["label"])
+        bs = self.params.batch_size
+        for epoch in range(epochs):
+            order = rng.permutation(len(y))
+            for b in range(0, len(order), bs):
+                idx = order[b:b + bs]
+                self.model.partial_fit(x[idx], y[idx], classes=np.array(self.labels))
+            after_epoch(epoch)
+        return {}
+
+    def snapshot(self) -> object:
+        return copy.deepcopy(self.model)
+
+    def restore(self, snapshot: object) -> None:
+        self.model = copy.deepcopy(snapshot)
 
     def predict_proba(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
         proba = self.model.predict_proba(self.features(list(premises), list(hypotheses)))
@@ -118,15 +123,19 @@ class HFClassifier:
     kind = "hf"
 
     def __init__(self, params: HFClassifierParams, model_dir: str | None = None,
-                 labels: Sequence[str] = NLI_LABELS, pair: bool = True):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+                 labels: Sequence[str] = NLI_LABELS, pair: bool = True, seed: int | None = None):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
+        if seed is not None:  # before the head is built: a seed's model must not depend on what ran before
+            set_seed(seed)
         source = model_dir or params.model
         self.params, self.labels, self.pair = params, tuple(labels), pair
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self.model = AutoModelForSequenceClassification.from_pretrained(
             source, num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
             label2id={lab: i for i, lab in enumerate(self.labels)})
+        self.model.to(device())
+        self.live = None  # a dvclive.Live the Trainer logs to (set by the train stage)
 
     def _encode(self, premises: Sequence[str], hypotheses: Sequence[str], **kw):
         texts = (list(premises), list(hypotheses)) if self.pair else (list(hypotheses),)
@@ -139,30 +148,48 @@ class HFClassifier:
         labels = [self.labels.index(lab) for lab in rows["label"]]
         return [{**{k: v[i] for k, v in enc.items()}, "label": labels[i]} for i in range(len(rows))]
 
-    def fit_phases(self, phases: Sequence[Phase], seed: int, work_dir: Path | None = None) -> list[dict]:
+    def fit_phase(self, rows: pd.DataFrame, epochs: int, seed: int, phase: int,
+                  after_epoch: Callable[[int], None], work_dir: Path | None = None) -> dict:
+        """One ``Trainer.train()``. With ``work_dir`` it saves a checkpoint each epoch there and, if
+        one is already there (a killed run), resumes from the last."""
         import tempfile
 
-        from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+        from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+        from transformers.integrations import DVCLiveCallback
 
-        log = []
+        class EpochEnd(TrainerCallback):
+            def on_epoch_end(self, args, state, control, **kwargs):
+                after_epoch(round(state.epoch or 0) - 1)
+                self_model.train()
+
+        class PhaseLive(DVCLiveCallback):  # one Live over all phases: the stage ends it, not a phase
+            def on_train_end(self, args, state, control, **kwargs):
+                pass
+
+        self_model = self.model
         with tempfile.TemporaryDirectory(prefix="synthllm-hf-") as tmp:
-            for k, (rows, epochs) in enumerate(phases):
-                args = TrainingArguments(
-                    output_dir=str(work_dir or tmp), num_train_epochs=epochs,
-                    max_steps=self.params.max_steps_per_phase,
-                    per_device_train_batch_size=self.params.batch_size,
-                    learning_rate=self.params.learning_rate, weight_decay=self.params.weight_decay,
-                    warmup_steps=self.params.warmup_ratio,  # a float < 1 is a ratio
-                     seed=seed + k, data_seed=seed + k,
-                    fp16=self.params.fp16, bf16=self.params.bf16, save_strategy="no",
-                    report_to=[], logging_strategy="epoch", disable_tqdm=False)
-                trainer = Trainer(model=self.model, args=args, train_dataset=self._dataset(rows),
-                                  data_collator=DataCollatorWithPadding(self.tokenizer))
-                out = trainer.train()
-                log.append({"phase": k, "rows": int(len(rows)), "epochs": epochs,
-                            "train_loss": round(float(out.training_loss), 6),
-                            "samples_per_second": out.metrics.get("train_samples_per_second")})
-        return log
+            out = Path(work_dir or tmp)
+            args = TrainingArguments(
+                output_dir=str(out), num_train_epochs=epochs, max_steps=self.params.max_steps_per_phase,
+                per_device_train_batch_size=self.params.batch_size,
+                learning_rate=self.params.learning_rate, weight_decay=self.params.weight_decay,
+                warmup_steps=self.params.warmup_ratio,  # a float < 1 is a ratio
+                seed=seed + phase, data_seed=seed + phase, fp16=self.params.fp16, bf16=self.params.bf16,
+                save_strategy="epoch" if work_dir else "no", save_total_limit=1 if work_dir else None,
+                report_to=[], logging_strategy="epoch", disable_tqdm=False)
+            callbacks = [EpochEnd()] + ([PhaseLive(live=self.live)] if self.live is not None else [])
+            trainer = Trainer(model=self.model, args=args, train_dataset=self._dataset(rows),
+                              data_collator=DataCollatorWithPadding(self.tokenizer), callbacks=callbacks)
+            resume = bool(work_dir) and any(out.glob("checkpoint-*"))
+            result = trainer.train(resume_from_checkpoint=True if resume else None)
+        return {"train_loss": round(float(result.training_loss), 6), "resumed": resume,
+                "samples_per_second": result.metrics.get("train_samples_per_second")}
+
+    def snapshot(self) -> object:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def restore(self, snapshot: object) -> None:
+        self.model.load_state_dict(snapshot)
 
     def predict_proba(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
         import torch
@@ -184,10 +211,11 @@ class HFClassifier:
 
 
 def build_classifier(params: SklearnClassifierParams | HFClassifierParams,
-                     labels: Sequence[str] = NLI_LABELS, pair: bool = True) -> PairClassifier:
+                     labels: Sequence[str] = NLI_LABELS, pair: bool = True, seed: int | None = None) -> PairClassifier:
+    """A fresh classifier; ``seed`` is set before anything random is built."""
     if isinstance(params, SklearnClassifierParams):
         return HashingSGDClassifier(params, labels, pair)
-    return HFClassifier(params, labels=labels, pair=pair)
+    return HFClassifier(params, labels=labels, pair=pair, seed=seed)
 
 
 def load_classifier(model_dir: Path) -> PairClassifier:
@@ -211,8 +239,20 @@ def load_classifier(model_dir: Path) -> PairClassifier:
 def train_regime(regime: str, gold: pd.DataFrame, synthetic: pd.DataFrame | None,
                  params: SklearnClassifierParams | HFClassifierParams, *, gold_epochs: int,
                  synthetic_epochs: int, seed: int, labels: Sequence[str] = NLI_LABELS,
-                 pair: bool = True) -> tuple[PairClassifier, list[dict]]:
-    """Build a fresh classifier and train it through the regime's phases."""
-    phases = regime_phases(regime, gold, synthetic, gold_epochs, synthetic_epochs, seed)
-    clf = build_classifier(params, labels, pair)
-    return clf, clf.fit_phases(phases, seed)
+                 pair: bool = True, monitor: Monitor | None = None, select_synthetic_epoch: bool = False,
+                 checkpoint_dir: Path | None = None, live=None) -> tuple[PairClassifier, list[dict]]:
+    """Build a fresh classifier (seeded first) and train it through the regime's phases."""
+
+    def build(seed: int) -> PairClassifier:
+        clf = build_classifier(params, labels, pair, seed)
+        clf.live = live
+        return clf
+
+    def load(folder: Path) -> PairClassifier:
+        clf = load_classifier(folder)
+        clf.live = live
+        return clf
+
+    return run_phases(regime, gold, synthetic, build=build, load=load, gold_epochs=gold_epochs,
+                      synthetic_epochs=synthetic_epochs, seed=seed, monitor=monitor,
+                      select_synthetic_epoch=select_synthetic_epoch, checkpoint_dir=checkpoint_dir)

@@ -7,8 +7,10 @@ Prompts are rendered from the real prompt files with stand-in texts of typical F
 is installed (it is not a dependency), otherwise by a heuristic: one token per 4 ASCII characters
 and one per 2 other characters, rounded up. Byte-level BPE vocabularies spend about 2-3 Persian
 characters per token, so the heuristic errs on the expensive side, which is the safe side for a
-budget. Output tokens are counted at their cap (``max_new_tokens``): an upper bound, not a forecast.
-Local (transformers) runs cost $0.
+budget. Output tokens are counted at their configured caps (``generate.max_new_tokens``, an
+annotator's ``max_answer_tokens``; one token for label-word scoring): an upper bound, not a
+forecast, and every call that is re-asked after an unreadable sampled answer (``parse_retries``) is
+extra. Local (transformers) runs cost $0.
 
 Hours: an HTTP run takes ``requests × latency / concurrency``, the latency of one request being
 ``ttft_s + output tokens / decode_tok_s`` (assumptions with flags: 0.5 s and 40 tokens/s per stream,
@@ -31,7 +33,6 @@ from synthllm.params import OpenAIBackendParams, Params, load_params
 from synthllm.prompts import load_annotate_prompt, load_generate_prompt
 
 PREMISE_CHARS, HYPOTHESIS_CHARS = 150, 60
-ANSWER_TOKENS = 16  # an instruct annotator's answer: a label word or {"label": "..."}
 
 try:  # optional: exact counts for OpenAI's current vocabularies
     import tiktoken
@@ -104,9 +105,7 @@ def _hours(run: str, backend: object, requests: int, out_tokens_each: float,
 def _usd(backend: object, prompt_tokens: int, output_tokens: int) -> float:
     if not isinstance(backend, OpenAIBackendParams):
         return 0.0
-    p = backend.price
-    usd = (prompt_tokens * p.input_per_mtok + output_tokens * p.output_per_mtok) / 1e6
-    return usd * (1 - p.batch_discount) if backend.use_batch_api else usd
+    return backend.price.usd(prompt_tokens, output_tokens, backend.use_batch_api)
 
 
 def _backend_name(backend: object) -> str:
@@ -136,11 +135,14 @@ def estimate(params: Params, prompts_root: Path, rows: int | None = None,
         prompt = load_annotate_prompt(prompts_root, a.prompt, params.task)
         # the stability variant labels the pool a second time, with the hypothesis first
         labelled = rows * (2 if a.stability_variant else 1) + params.annotate.audit_size
+        chat = isinstance(a.backend, OpenAIBackendParams) and a.backend.endpoint == "chat"
         if a.method == "instruct":
-            text = "".join(m["content"] for m in prompt.render_chat(premise, hypothesis))
-            per_in, per_out = approx_tokens(text), ANSWER_TOKENS
-        else:  # one scoring pass per row; each label word is scored as a continuation, not generated
-            per_in, per_out = approx_tokens(prompt.render_scoring(premise, hypothesis, shots[:a.shots])), 0
+            text = ("".join(m["content"] for m in prompt.render_chat(premise, hypothesis)) if chat
+                    else prompt.render_scoring(premise, hypothesis, shots[:a.shots]))
+            per_in, per_out = approx_tokens(text), a.max_answer_tokens
+        else:  # one scoring pass per row: locally no token is generated, over HTTP one
+            per_in = approx_tokens(prompt.render_scoring(premise, hypothesis, shots[:a.shots]))
+            per_out = 1 if isinstance(a.backend, OpenAIBackendParams) else 0
         tokens_in, tokens_out = labelled * per_in, labelled * per_out
         lines.append(Line(run, _backend_name(a.backend), labelled, tokens_in, tokens_out,
                           _usd(a.backend, tokens_in, tokens_out),
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     speed = Speed(args.ttft_s, args.decode_tok_s,
                   measured_rates(args.measured) if args.measured else None)
     print(format_table(estimate(load_params(args.params), Path(args.prompts), args.rows, speed)))
-    print(f"tokens counted with: {counter}; output tokens at their cap")
+    print(f"tokens counted with: {counter}; output tokens at their configured caps (an upper bound)")
 
 
 if __name__ == "__main__":

@@ -12,20 +12,15 @@ as a set of texts to keep out (leakage).
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import Counter
 from typing import Iterable, Sequence
 
-from synthllm.backends.base import Request, Result
+from synthllm.calls import Request, Result, stable_seed
 from synthllm.errors import InputDataError
 from synthllm.params import FilterParams, GenerateParams
 from synthllm.prompts import GeneratePrompt, pick_shots
 from synthllm.text import PERSIAN, TextProcessor
-
-
-def stable_seed(*parts: object) -> int:
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "big")
 
 
 def label_codes(labels: Sequence[str]) -> dict[str, str]:

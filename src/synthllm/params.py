@@ -115,11 +115,22 @@ class PriceParams(Strict):
     output_per_mtok: float = Field(0.0, ge=0)
     batch_discount: float = Field(0.5, ge=0, le=1)
 
+    def usd(self, prompt_tokens: float, completion_tokens: float, batch: bool = False) -> float:
+        """Dollars for the given token counts (the one cost formula: runs, budget and estimates)."""
+        usd = (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+        return usd * (1 - self.batch_discount) if batch else usd
+
 
 class OpenAIBackendParams(Strict):
     kind: Literal["openai"] = "openai"
-    model: str
-    base_urls: list[str] = Field(default_factory=list, description="Empty: the OpenAI API itself.")
+    model: str = Field(..., description="The model name sent in each request.")
+    base_urls: list[str] = Field(
+        default_factory=list, description="Empty: the OpenAI API itself. Several: replicas of ONE "
+        "served model (requests go round-robin); they are not part of the cache key.")
+    served_identity: str | None = Field(
+        None, description="What the servers behind base_urls serve (weights, revision, precision, "
+        "server version), e.g. 'CohereForAI/aya-23-35B@<rev> bf16 vllm-0.9'. It names the answers in "
+        "the request cache instead of `model`: change it when the weights change. null: `model`.")
     api_key_env: str = "OPENAI_API_KEY"
     endpoint: Literal["chat", "completions"] = "chat"
     concurrency: int = Field(8, ge=1, le=1024)
@@ -128,8 +139,12 @@ class OpenAIBackendParams(Strict):
     retry_backoff_s: float = Field(
         1.0, gt=0, le=60, description="First retry wait; doubles per retry (with jitter), capped at 60 s."
     )
-    structured_output: bool = True
-    logprobs: bool = True
+    structured_output: bool = Field(
+        True, description="Chat: constrain answers with a JSON schema (response_format).")
+    logprobs: bool = Field(True, description="Ask for token log-probabilities (confidences need them).")
+    top_logprobs: int = Field(
+        20, ge=1, le=20, description="Alternatives per token position (OpenAI allows at most 20; "
+        "vLLM's default cap is 20).")
     use_batch_api: bool = False
     batch_poll_s: float = Field(30.0, gt=0)
     budget_usd: float | None = Field(None, ge=0)
@@ -174,12 +189,22 @@ class GenerateParams(Strict):
 class AnnotatorParams(Strict):
     kind: Literal["classifier", "llm"]
     backend: BackendParams | None = None
-    method: Literal["logprob", "instruct"] = "logprob"
+    method: Literal["logprob", "instruct"] = Field(
+        "logprob", description="logprob: score the prompt's label words (a local model, or an HTTP "
+        "completions endpoint with logprobs); instruct: the model writes its answer.")
     prompt: str = "fa/nli/annotate"
     shots: int = Field(3, ge=0, le=10)
     model_dir: str | None = Field(None, description="Trained classifier folder (kind=classifier).")
     stability_variant: str | None = Field(
         None, description="Also label the pool with this prompt variant (e.g. hypothesis_first).")
+    temperature: float = Field(
+        0.0, ge=0, le=2, description="instruct: sampling temperature of the written answer (0: greedy).")
+    parse_retries: int = Field(
+        2, ge=0, le=10, description="instruct, temperature > 0: ask again, with a new per-sample seed, "
+        "at most this many times when an answer is not a valid label (at 0 it fails at once).")
+    max_answer_tokens: int = Field(
+        32, ge=4, le=512, description="instruct: output-token cap of a written answer (a JSON "
+        "{\"label\": ...} object takes 7-20 tokens depending on the tokenizer).")
 
     @model_validator(mode="after")
     def _kind_fields(self) -> "AnnotatorParams":
@@ -187,12 +212,21 @@ class AnnotatorParams(Strict):
             raise ValueError("an llm annotator needs a 'backend' section")
         if self.kind == "classifier" and not self.model_dir:
             raise ValueError("a classifier annotator needs 'model_dir'")
+        b = self.backend
+        if self.kind == "llm" and self.method == "logprob" and isinstance(b, OpenAIBackendParams):
+            if b.endpoint != "completions" or not b.logprobs:
+                raise ValueError("method 'logprob' over HTTP scores label words from the first "
+                                 "token's top_logprobs: it needs backend.endpoint 'completions' and "
+                                 "backend.logprobs true (or use method 'instruct' for a chat model)")
         return self
 
 
 class AggregateParams(Strict):
     members: list[str] = Field(..., min_length=2, description="Annotators whose labels are voted on.")
     weighted: bool = Field(False, description="Weight each vote by the annotator's confidence.")
+    confidence_fallback: float | None = Field(
+        None, gt=0, le=1, description="Weighted votes: the weight of a label that has no confidence "
+        "(an annotator whose server returned no logprobs). null: refuse such votes with an error.")
 
 
 class AnnotateParams(Strict):
@@ -205,6 +239,9 @@ class SplitParams(Strict):
     dev_fraction: float = Field(0.1, gt=0, lt=0.5)
     max_size: int | None = Field(None, ge=10)
     min_confidence: float = Field(0.0, ge=0, le=1)
+    missing_confidence: Literal["error", "keep", "drop"] = Field(
+        "error", description="With min_confidence > 0, rows whose annotator gave no confidence: "
+        "error (stop and say so), keep or drop them (counted in the split metrics).")
     min_agreement: float = Field(
         0.0, ge=0, le=1, description="Aggregated annotators only: least share of members that agree.")
     require_stable: bool = Field(
@@ -239,9 +276,21 @@ ClassifierParams = Annotated[
 
 class TrainParams(Strict):
     classifier: ClassifierParams = SklearnClassifierParams()
-    synthetic_epochs: int = Field(3, ge=1, le=100)
-    gold_epochs: int = Field(8, ge=1, le=100)
+    synthetic_epochs: int = Field(3, ge=1, le=100, description="Passes over the synthetic rows, in every regime.")
+    gold_epochs: int = Field(8, ge=1, le=100, description="Passes over the gold rows, in every regime.")
     seeds: list[int] = Field([1, 2, 3], min_length=1)
+    select_synthetic_epoch: bool = Field(
+        False, description="In a phase of synthetic rows, keep the weights of the epoch with the best "
+        "accuracy on the synthetic dev split (model selection without touching gold).")
+    launcher: str = Field(
+        "python -m", pattern=r"^(python3? -m|.*\s-m)$", description="What runs the train stage's module: "
+        "'python -m', or e.g. 'accelerate launch --num_processes 4 -m', 'torchrun --nproc-per-node 4 -m'.")
+
+    @model_validator(mode="after")
+    def _unique_seeds(self) -> "TrainParams":
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"train.seeds has duplicates: {self.seeds}")
+        return self
 
 
 class AnnotatorTrainingParams(Strict):
@@ -258,7 +307,11 @@ class Params(Strict):
     gold: GoldParams = GoldParams()
     generator_model: GeneratorModelParams = GeneratorModelParams()
     generate: GenerateParams = GenerateParams()
-    annotators: list[str] = Field(..., min_length=1, description="Names of active annotators.")
+    annotators: dict[str, str] = Field(
+        ..., min_length=1, description="Active annotators -> the one input their annotate stage reads "
+        "besides the pool, gold and prompts (its DVC dependency, so that retraining one annotator's "
+        "model re-runs no other): a classifier's or local model's folder, an HTTP annotator's "
+        "prompt file. Checked against annotator_configs.")
     annotator_configs: dict[str, AnnotatorParams]
     aggregates: dict[str, AggregateParams] = Field(
         default_factory=dict, description="Derived annotators (votes over active annotators).")
@@ -275,6 +328,15 @@ class Params(Strict):
     @property
     def generate_labels(self) -> list[str]:
         return list(self.generate.labels or self.task.labels)
+
+    def annotator_reads(self, name: str) -> str:
+        """What the annotate stage of ``name`` reads besides pool, gold and prompts."""
+        cfg = self.annotator_configs[name]
+        if cfg.kind == "classifier":
+            return str(cfg.model_dir)
+        if isinstance(cfg.backend, TransformersBackendParams):
+            return cfg.backend.model_dir
+        return f"prompts/{cfg.prompt}.yaml"
 
     @model_validator(mode="after")
     def _annotators_known(self) -> "Params":
@@ -300,21 +362,23 @@ class Params(Strict):
                 f"annotators lists {unknown}, which have no entry in annotator_configs "
                 f"(known: {sorted(self.annotator_configs)})"
             )
-        if len(set(self.annotators)) != len(self.annotators):
-            raise ValueError("annotators has duplicates")
+        for name, reads in self.annotators.items():
+            if reads != self.annotator_reads(name):
+                raise ValueError(f"annotators.{name} must be {self.annotator_reads(name)!r} (what its annotate "
+                                 f"stage reads, per annotator_configs.{name}), not {reads!r}")
         for name, agg in self.aggregates.items():
             if name in self.annotator_configs:
                 raise ValueError(f"aggregates.{name} clashes with an annotator of that name")
             off = [m for m in agg.members if m not in self.annotators]
             if off:
                 raise ValueError(f"aggregates.{name}.members {off} are not active annotators "
-                                 f"(annotators: {self.annotators})")
+                                 f"(annotators: {list(self.annotators)})")
         for name, path in self.branches.items():
             expected = (f"data/annotated/{name}.jsonl" if name in self.annotators else
                         f"data/aggregated/{name}.jsonl" if name in self.aggregates else None)
             if expected is None:
                 raise ValueError(f"branches.{name} is neither an active annotator nor an aggregate "
-                                 f"(annotators: {self.annotators}, aggregates: {sorted(self.aggregates)})")
+                                 f"(annotators: {list(self.annotators)}, aggregates: {sorted(self.aggregates)})")
             if path != expected:
                 raise ValueError(f"branches.{name} must be {expected!r} (the file its stage writes), "
                                  f"not {path!r}")
@@ -335,6 +399,10 @@ def _format_error(err: ValidationError, source: str) -> str:
 def parse_params(data: object, source: str = "params") -> Params:
     if not isinstance(data, dict):
         raise ParamsError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    if isinstance(data.get("annotators"), list):
+        raise ParamsError(f"{source}: annotators is a mapping from each active annotator to what its annotate "
+                          f"stage reads, e.g. {{classifier: models/annotators/classifier, gemma: "
+                          f"models/generator}} (a validation error names the expected path)")
     try:
         return Params.model_validate(data)
     except ValidationError as err:

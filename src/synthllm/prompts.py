@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from synthllm.errors import ParamsError
 
@@ -51,11 +51,37 @@ class ChatTemplate(_Strict):
     user: str
 
 
+class LabelWords(_Strict):
+    """The only answers an annotator may give, per way of asking. The first word of each list is
+    the one the prompt uses (written after shots, scored, or offered as the JSON-schema enum); any
+    further words are also accepted in a written answer. Nothing else is ever read as a label."""
+
+    scoring: dict[str, list[str]]
+    chat: dict[str, list[str]]
+
+    @model_validator(mode="after")
+    def _one_meaning_per_word(self) -> "LabelWords":
+        for method, words in (("scoring", self.scoring), ("chat", self.chat)):
+            seen: dict[str, str] = {}
+            for label, ws in words.items():
+                if not ws or any(not w.strip() or w != w.strip() for w in ws):
+                    raise ValueError(f"label_words.{method}.{label}: give at least one word, without "
+                                     f"surrounding spaces")
+                for w in ws:
+                    other = seen.setdefault(w.casefold(), label)
+                    if other != label:
+                        raise ValueError(f"label_words.{method}: {w!r} names both {other} and {label}")
+        if set(self.scoring) != set(self.chat):
+            raise ValueError(f"label_words: scoring names {sorted(self.scoring)} but chat names "
+                             f"{sorted(self.chat)}")
+        return self
+
+
 class AnnotatePrompt(_Strict):
     version: str
     language: str
     task: str
-    label_words: dict[str, list[str]]
+    label_words: LabelWords
     scoring: ScoringTemplate
     chat: ChatTemplate
     variants: dict[str, dict[str, str]] = {"default": {}}
@@ -69,8 +95,17 @@ class AnnotatePrompt(_Strict):
             return override
         return getattr(self.scoring, name) if name in ("shot", "query") else getattr(self.chat, name)
 
+    @property
+    def labels(self) -> list[str]:
+        return list(self.label_words.scoring)
+
     def answer_word(self, label: str) -> str:
-        return self.label_words[label][0]
+        """The word that stands for ``label`` in scoring prompts (shots, scored choices)."""
+        return self.label_words.scoring[label][0]
+
+    def words(self, method: str) -> dict[str, tuple[str, ...]]:
+        """Accepted answer words per label for ``scoring`` (base-model prompts) or ``chat``."""
+        return {lab: tuple(ws) for lab, ws in getattr(self.label_words, method).items()}
 
     def render_scoring(self, premise: str, hypothesis: str, shots: Sequence[dict],
                        variant: str = "default") -> str:
@@ -85,14 +120,6 @@ class AnnotatePrompt(_Strict):
         user = self._part("user", variant).format(premise=premise, hypothesis=hypothesis,
                                                   text=hypothesis)
         return ({"role": "system", "content": self.chat.system}, {"role": "user", "content": user})
-
-    def parse_label(self, text: str) -> str | None:
-        """The label named by an answer, in English or Persian; None for anything else."""
-        answer = text.strip().strip(".،:;\"'`*").strip().lower()
-        for label, ws in self.label_words.items():
-            if answer in (w.lower() for w in ws) or answer == label:
-                return label
-        return None
 
 
 def _load(root: Path, name: str, model: type[_Strict]):
@@ -125,8 +152,8 @@ def load_annotate_prompt(root: Path, name: str, task=None) -> AnnotatePrompt:
     """The annotation prompt; with ``task``, its label_words must name exactly the task's labels."""
     prompt = _load(root, name, AnnotatePrompt)
     _check_task(prompt, name, task)
-    if task is not None and set(prompt.label_words) != set(task.labels):
-        raise ParamsError(f"prompt {name}: label_words name {sorted(prompt.label_words)}, but "
+    if task is not None and set(prompt.labels) != set(task.labels):
+        raise ParamsError(f"prompt {name}: label_words name {sorted(prompt.labels)}, but "
                           f"task.labels is {sorted(task.labels)}")
     return prompt
 

@@ -9,10 +9,12 @@ module only arranges rows into it.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Mapping, Sequence
 
 from synthllm import stats
 from synthllm.aggregation import vote
+from synthllm.errors import InputDataError
 from synthllm.params import NLI_LABELS
 
 
@@ -20,28 +22,44 @@ def _r(x: float | None) -> float | None:
     return None if x is None or x != x else round(float(x), 6)
 
 
+def failure_counts(rows: Sequence[dict]) -> dict:
+    """How many rows failed, and why (reason class: 'not_json', 'http 503', ...)."""
+    reasons = Counter(str(r.get("reason") or "unknown").split(":")[0] for r in rows if r["status"] != "ok")
+    return {"n": len(rows), "failed": sum(reasons.values()), "failure_reasons": dict(sorted(reasons.items()))}
+
+
+def confidence_summary(rows: Sequence[dict]) -> dict:
+    """Which share of labelled rows carries a confidence, and from which source (annotation's
+    definitions). ECE is computed on exactly these rows, never with a stand-in value."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    sources = Counter(str(r.get("confidence_source")) for r in ok if r.get("confidence") is not None)
+    with_conf = sum(sources.values())
+    return {"confidence_coverage": _r(with_conf / len(ok)) if ok else None,
+            "confidence_sources": dict(sorted(sources.items()))}
+
+
 def audit_metrics(audit: Sequence[dict], pool: Sequence[dict],
                   labels: Sequence[str] = NLI_LABELS) -> dict:
     gold = [r["gold_label"] for r in audit]
     pred = [r["label"] for r in audit]
-    ok = [r for r in audit if r["status"] == "ok"]
-    confident = [r for r in ok if r.get("confidence") is not None]
+    confident = [r for r in audit if r["status"] == "ok" and r.get("confidence") is not None]
     out = {
         "audit": {
-            "n": len(audit),
-            "failed": len(audit) - len(ok),
+            **failure_counts(audit),
             "accuracy": _r(stats.accuracy(gold, pred)),
             "macro_f1": _r(stats.macro_f1(gold, pred, list(labels))),
             "confusion": stats.confusion(gold, pred, list(labels)),
+            # over the rows that have a confidence (coverage below); None when none has one
             "ece": _r(stats.expected_calibration_error(
                 [r["confidence"] for r in confident],
                 [r["label"] == r["gold_label"] for r in confident])) if confident else None,
+            **confidence_summary(audit),
         },
         "pool": {
-            "n": len(pool),
-            "failed": sum(r["status"] != "ok" for r in pool),
+            **failure_counts(pool),
             "label_distribution": {k: _r(v) for k, v in stats.label_distribution(
                 [r["label"] for r in pool], list(labels)).items()},
+            **confidence_summary(pool),
         },
     }
     if pool and "intended_label" in pool[0]:
@@ -91,7 +109,11 @@ def vote_on_audit(audits: Mapping[str, Sequence[dict]]) -> dict:
     names = sorted(audits)
     out: dict = {"members": names}
     for key, weighted in (("majority", False), ("weighted_majority", True)):
-        rows = vote(audits, names, weighted, key)
+        try:
+            rows = vote(audits, names, weighted, key)
+        except InputDataError as err:  # some member has labels without confidence: no weighted vote
+            out[f"{key}_accuracy"], out[f"{key}_unavailable"] = None, str(err).split(". Set")[0]
+            continue
         out["n"] = len(rows)
         out[f"{key}_accuracy"] = _r(stats.accuracy([r["gold_label"] for r in rows], [r["label"] for r in rows]))
     return out

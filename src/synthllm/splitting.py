@@ -4,8 +4,9 @@ Strategies: ``natural`` keeps the annotator's distribution; ``balanced`` down-sa
 to the rarest one; ``gold_matched`` down-samples to the gold train proportions. Failed rows, rows
 under the confidence threshold and (optionally) rows whose label flips when the annotator sees the
 hypothesis first, or (aggregated annotators) on which too few members agree, are dropped first (and
-counted). This module never up-samples
-or relabels.
+counted). The train/dev split is grouped by premise (``premise_id``: every hypothesis written for
+one premise lands on the same side, so dev never shares a premise with train) and stratified by
+label where the groups allow it. This module never up-samples or relabels.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 from typing import Mapping
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 
 from synthllm.errors import InputDataError
 from synthllm.params import SplitParams
@@ -52,6 +53,45 @@ def _stratify(df: pd.DataFrame, held_out: float | int):
     return df["label"] if ok else None
 
 
+def grouped_split(df: pd.DataFrame, dev_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train/dev with no premise on both sides: stratified by label over premise groups
+    (``StratifiedGroupKFold``, one fold of about ``dev_fraction``) where every label has enough
+    groups, else a plain grouped shuffle split."""
+    groups = (df["premise_id"] if "premise_id" in df.columns else df["premise"]).astype(str).to_numpy()
+    n_groups = len(set(groups))
+    folds = max(2, round(1 / dev_fraction))
+    counts = df.groupby("label")["label"].size()
+    if n_groups >= folds and len(counts) > 1 and counts.min() >= folds:
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        train_idx, dev_idx = next(splitter.split(df, df["label"], groups))
+    else:
+        if n_groups < 2:
+            raise InputDataError(f"all {len(df)} usable synthetic rows share one premise: a grouped "
+                                 f"train/dev split needs at least two (generate for more premises)")
+        splitter = GroupShuffleSplit(n_splits=1, test_size=dev_fraction, random_state=seed)
+        train_idx, dev_idx = next(splitter.split(df, groups=groups))
+    return df.iloc[sorted(train_idx)], df.iloc[sorted(dev_idx)]
+
+
+def _confident(ok: pd.DataFrame, params: SplitParams, stats: dict) -> pd.DataFrame:
+    """Rows at or above ``min_confidence``. A row without a confidence is never treated as
+    confident or unconfident by default: ``missing_confidence`` says what to do with it."""
+    if params.min_confidence <= 0:
+        stats["dropped_low_confidence"] = 0
+        return ok
+    conf = ok["confidence"].astype(float) if "confidence" in ok.columns else pd.Series(float("nan"), ok.index)
+    absent = conf.isna()
+    if absent.any() and params.missing_confidence == "error":
+        raise InputDataError(
+            f"{int(absent.sum())} of {len(ok)} labelled rows have no confidence (their annotator's answers "
+            f"came without logprobs), and split.min_confidence is {params.min_confidence}: set "
+            f"split.missing_confidence to 'keep' or 'drop', or split.min_confidence to 0")
+    keep = (conf >= params.min_confidence) | (absent & (params.missing_confidence == "keep"))
+    stats["dropped_low_confidence"] = int((~keep & ~absent).sum())
+    stats[f"{'kept' if params.missing_confidence == 'keep' else 'dropped'}_without_confidence"] = int(absent.sum())
+    return ok[keep]
+
+
 def split_synthetic(annotated: pd.DataFrame, params: SplitParams,
                     gold_shares: Mapping[str, float]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     if annotated.empty:
@@ -59,9 +99,7 @@ def split_synthetic(annotated: pd.DataFrame, params: SplitParams,
     stats: dict = {"annotated": int(len(annotated))}
     ok = annotated[annotated["status"] == "ok"]
     stats["dropped_failed"] = int(len(annotated) - len(ok))
-    conf = ok["confidence"].astype(float).fillna(1.0)
-    kept = ok[conf >= params.min_confidence]
-    stats["dropped_low_confidence"] = int(len(ok) - len(kept))
+    kept = _confident(ok, params, stats)
     if params.min_agreement > 0:
         if "agreement" not in kept.columns:
             raise InputDataError("split.min_agreement applies to aggregated annotators only (their rows "
@@ -86,9 +124,7 @@ def split_synthetic(annotated: pd.DataFrame, params: SplitParams,
     if len(shaped) < 4:
         raise InputDataError(f"only {len(shaped)} usable synthetic rows after filtering "
                              f"(need at least 4); lower split.min_confidence or generate more")
-    train, dev = train_test_split(shaped, test_size=params.dev_fraction, random_state=params.seed,
-                                  stratify=_stratify(shaped, params.dev_fraction))
-    train, dev = train.sort_index(), dev.sort_index()
+    train, dev = grouped_split(shaped, params.dev_fraction, params.seed)
     stats.update(train=int(len(train)), dev=int(len(dev)),
                  train_labels={k: int(v) for k, v in train["label"].value_counts().sort_index().items()})
     return train, dev, stats

@@ -1,89 +1,30 @@
 """The one interface behind every model that writes or labels text.
 
-A backend turns a list of :class:`Request` into :class:`Result` objects, yielding each as soon as
-it is done (in any order). Three kinds of request exist, told apart by their fields:
-
-* ``prompt`` or ``messages`` without ``choices``: write text (sample or greedy);
-* ``prompt`` with ``choices``: score each choice as a continuation (log-probabilities);
-* ``fields`` with ``choices``: a classifier's class probabilities for a (premise, hypothesis) pair.
-
-Backends implement only transport and model calls. Caching, batching, progress and usage/cost
-accounting live once, in :mod:`synthllm.backends.runner`; retries and rate limits in the HTTP
-backend, the only one that needs them. A backend declares which kinds it serves.
+A backend turns a list of :class:`~synthllm.calls.Request` into :class:`~synthllm.calls.Result`
+objects, yielding each as soon as it is done (in any order), and can :meth:`Backend.decode` the raw
+response it stored in ``Result.raw`` back into the same Result. Backends implement only transport
+and model calls. Caching (of raw responses), batching, progress, usage/cost accounting and the
+budget live once, in :mod:`synthllm.backends.runner`; retries and rate limits in the HTTP backend,
+the only one that needs them. A backend declares which request kinds it serves. Backends never
+interpret an answer (labels and confidences belong to :mod:`synthllm.annotation`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from synthllm.calls import Request, Result, TokenChoice, TokenStep, Usage
 from synthllm.errors import BackendError
 
-
-@dataclass(frozen=True)
-class Request:
-    prompt: str | None = None
-    messages: tuple[dict, ...] | None = None
-    fields: tuple[tuple[str, str], ...] | None = None
-    choices: tuple[str, ...] | None = None
-    max_new_tokens: int = 32
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    seed: int = 0
-    json_schema: dict | None = None
-
-    @property
-    def kind(self) -> str:
-        if self.fields is not None:
-            return "classify"
-        if self.choices is not None:
-            return "score"
-        return "chat" if self.messages is not None else "complete"
-
-    def cache_key(self, backend_identity: str) -> str:
-        """Hash of everything that changes the answer: model identity, rendered input, sampling
-        parameters and the per-sample seed index (n samples of one prompt are n entries)."""
-        payload = json.dumps({"backend": backend_identity, **asdict(self)},
-                             ensure_ascii=False, sort_keys=True, default=list)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-@dataclass
-class Result:
-    text: str | None = None
-    finish_reason: str | None = None
-    choice_logprobs: dict[str, float] | None = None
-    usage: Usage = field(default_factory=Usage)
-    error: str | None = None
-    retryable: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> "Result":
-        data = dict(data)
-        data["usage"] = Usage(**data.get("usage") or {})
-        return cls(**data)
+__all__ = ["Backend", "Request", "Result", "TokenChoice", "TokenStep", "Usage", "fingerprint"]
 
 
 class Backend(ABC):
-    """Subclasses set ``kinds`` and implement :meth:`run`."""
+    """Subclasses set ``kinds`` and implement :meth:`run` (and :meth:`decode` if their raw
+    responses are not ``Result.to_json()``)."""
 
     kinds: frozenset[str] = frozenset()
     batch_size: int = 16
@@ -96,6 +37,11 @@ class Backend(ABC):
     @abstractmethod
     def run(self, requests: Sequence[Request]) -> Iterator[tuple[int, Result]]:
         """Yield (index into requests, result) as each completes."""
+
+    def decode(self, raw: dict, request: Request) -> Result:
+        """The Result for a raw response this backend stored (see ``Result.raw``). Local backends
+        store their result as JSON; the HTTP backend stores the response body and re-parses it."""
+        return Result.from_json(raw)
 
     def check(self, requests: Sequence[Request]) -> None:
         kinds = {r.kind for r in requests} - self.kinds

@@ -9,7 +9,8 @@ The batch id is written to a state file in ``state_dir`` (beside the request cac
 polling starts, together with the keys it answers. A killed process re-attaches on the next run to
 any unfinished batch whose keys cover what is still missing, instead of paying for a second batch.
 The state file is removed once every answer of its batch has been handed to the caller (and so
-cached). This module does not cache, price or parse answers; the backend and runner do.
+cached). This module does not cache, price or parse answers; the backend and runner do. Answers come
+back with the raw record the online path builds, so the cache holds the same thing either way.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import openai
 from tqdm.auto import tqdm
 
 from synthllm.backends.base import Request, Result
-from synthllm.backends.openai_http import RETRYABLE_STATUS, Failure
+from synthllm.backends.http_errors import Failure, is_retryable
 
 if TYPE_CHECKING:
     from synthllm.backends.openai_http import OpenAIBackend
@@ -82,7 +83,7 @@ def _outcome(line: dict) -> Outcome:
     detail = error or (body.get("error") if isinstance(body, dict) else body) or {}
     message = detail.get("message", detail) if isinstance(detail, dict) else detail
     code = detail.get("code") if isinstance(detail, dict) else None
-    retryable = status is None or status in RETRYABLE_STATUS or status >= 500 or code == "batch_expired"
+    retryable = status is None or is_retryable(status) or code == "batch_expired"
     return None, f"http {status or code}: {str(message)[:300]}", retryable
 
 
@@ -149,6 +150,6 @@ def run_batch(backend: "OpenAIBackend", requests: Sequence[Request]) -> Iterator
 
 def _parse(backend: "OpenAIBackend", body: dict | None, request: Request) -> Result:
     try:
-        return backend.parse(body, request)
+        return backend.parse(body, request, backend.record(body, backend.body(request)))
     except Failure as failure:  # not resubmitted: the batch already ran it to completion
         return Result(error=failure.reason, retryable=True)

@@ -2,20 +2,30 @@
 
 Chat messages go to ``/v1/chat/completions``, prompts to ``/v1/completions``; which of the two a
 backend serves is its ``endpoint`` param, so a misrouted stage fails in ``check`` before any call.
-Every request ends as a :class:`Result` with text, or with an ``error`` that says why: answers cut
-by ``finish_reason=length``/``content_filter`` and empty answers are errors, never guessed labels.
+A completions backend also serves ``score`` requests: one generated token with its
+``top_logprobs`` alternatives, from which the task layer scores the choices (the server cannot be
+asked for the probability of an arbitrary continuation). Every request ends as a :class:`Result`
+with text, or with an ``error`` that says why: answers cut by ``finish_reason=length``/
+``content_filter`` and empty answers are errors, never guessed labels.
+
+The raw response (the body as received, plus which optional request fields were actually sent) is
+``Result.raw``, which the runner caches; :meth:`OpenAIBackend.decode` re-parses it, so this module's
+parsing can change without paying again. Token log-probabilities are normalised from both formats
+servers use (``content`` lists as in chat, and the legacy completions ``tokens``/``top_logprobs``).
 
 This module owns transport only: bounded, adaptive concurrency (halved on 429, regrown on success),
 ``Retry-After``, timeouts, and retries of *retryable* failures (429, 408/409, 5xx, timeouts, dropped
 connections, unparseable bodies) with exponential backoff and jitter. It does not cache, total
-costs or show progress (:mod:`synthllm.backends.runner` does), stream, or score choices over HTTP.
-The API key is read from the named environment variable and kept out of identity, results and
+costs or show progress (:mod:`synthllm.backends.runner` does), stream, or interpret answers. The
+cache identity leaves out ``base_urls``: replicas of one served model share answers, and
+``served_identity`` names what they serve. The API key is read from the named environment variable and kept out of identity, results and
 error text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import itertools
 import json
 import logging
@@ -27,7 +37,8 @@ from typing import Any, Iterator, Sequence
 import httpx2
 import openai
 
-from synthllm.backends.base import Backend, Request, Result, Usage
+from synthllm.backends.base import Backend, Request, Result, TokenChoice, TokenStep, Usage
+from synthllm.backends.http_errors import Failure, is_retryable
 from synthllm.errors import BackendError
 from synthllm.estimate import approx_tokens
 from synthllm.params import OpenAIBackendParams
@@ -35,18 +46,8 @@ from synthllm.params import OpenAIBackendParams
 log = logging.getLogger(__name__)
 OPENAI_URL = "https://api.openai.com/v1"
 PLACEHOLDER_KEY = "EMPTY"  # local servers accept any key; the SDK refuses an empty one
-RETRYABLE_STATUS = frozenset({408, 409, 429})
 FALLBACK_FEATURES = ("response_format", "logprobs")  # optional request fields some servers reject
-TOP_LOGPROBS = 5
 MAX_RETRY_AFTER_S = 120.0  # a longer server-asked pause is capped, as the SDK does
-
-
-class Failure(Exception):
-    """One failed attempt: what to record, and whether another attempt may succeed."""
-
-    def __init__(self, reason: str, retryable: bool, retry_after: float | None = None, status: int = 0):
-        super().__init__(reason)
-        self.reason, self.retryable, self.retry_after, self.status = reason, retryable, retry_after, status
 
 
 class AdaptiveLimit:
@@ -93,22 +94,49 @@ def retry_after_s(headers: Any) -> float | None:
     return None
 
 
-def first_answer_logprobs(content: list[dict] | None, keys: set[str]) -> dict[str, float] | None:
-    """Top log-probabilities at the first token that carries the answer, keyed by token text.
-    Best effort: JSON punctuation and the schema's own key names (``{"label": ...``) are skipped,
-    and a shape we do not know gives None rather than an error."""
-    if not isinstance(content, list):
+def _token_bytes(token: object, data: object) -> bytes:
+    """A token's UTF-8 bytes: the ``bytes`` field when given (a token may end mid-character),
+    else its text (vLLM writes undecodable legacy tokens as ``bytes:\\xe2\\x80``)."""
+    if isinstance(data, list) and all(isinstance(b, int) for b in data):
+        return bytes(data)
+    text = str(token or "")
+    if text.startswith("bytes:"):
+        return codecs.escape_decode(text[6:].encode("ascii", "backslashreplace"))[0]
+    return text.encode("utf-8")
+
+
+def _choice(item: dict) -> TokenChoice | None:
+    lp = item.get("logprob")
+    if not isinstance(lp, (int, float)) or lp != lp:  # absent, null or NaN: unusable
         return None
-    for item in content:
-        text = (item.get("token") or "").strip(" \n\t{}\":,")
-        if not text or text in keys:
-            continue
-        tops = item.get("top_logprobs") or [item]
-        found: dict[str, float] = {}
-        for top in tops:  # highest first; a later duplicate (" neutral" vs "neutral") is smaller
-            if isinstance(top.get("logprob"), (int, float)):
-                found.setdefault((top.get("token") or "").strip(), float(top["logprob"]))
-        return found or None
+    return TokenChoice(_token_bytes(item.get("token"), item.get("bytes")), float(lp))
+
+
+def token_steps(logprobs: object) -> tuple[TokenStep, ...] | None:
+    """Generated tokens with their top alternatives, from a choice's ``logprobs`` in either format
+    (chat-style ``content`` list, or legacy completions ``tokens``/``token_logprobs``/
+    ``top_logprobs``); None when the server sent none or a shape this does not know."""
+    if not isinstance(logprobs, dict):
+        return None
+    steps = []
+    if isinstance(logprobs.get("content"), list):
+        for item in logprobs["content"]:
+            chosen = _choice(item) if isinstance(item, dict) else None
+            if chosen is None:
+                return None
+            alts = [_choice(t) for t in item.get("top_logprobs") or [] if isinstance(t, dict)]
+            steps.append(TokenStep(chosen, tuple(a for a in alts if a is not None)))
+        return tuple(steps)
+    tokens, lps = logprobs.get("tokens"), logprobs.get("token_logprobs")
+    if isinstance(tokens, list) and isinstance(lps, list) and len(tokens) == len(lps):
+        tops = logprobs.get("top_logprobs") or [None] * len(tokens)
+        for token, lp, top in zip(tokens, lps, tops):
+            chosen = _choice({"token": token, "logprob": lp})
+            if chosen is None:
+                return None
+            alts = [_choice({"token": k, "logprob": v}) for k, v in (top or {}).items()]
+            steps.append(TokenStep(chosen, tuple(a for a in alts if a is not None)))
+        return tuple(steps)
     return None
 
 
@@ -124,6 +152,8 @@ class OpenAIBackend(Backend):
                                f"API key there, or set backend.base_urls to a local OpenAI-compatible server")
         self._key = key or PLACEHOLDER_KEY
         self._urls = sorted(u.rstrip("/") for u in params.base_urls) or [OPENAI_URL]
+        if params.endpoint == "completions":
+            self.kinds = frozenset({"complete", "score"})
         self._unsupported: set[str] = set()  # features a server rejected; dropped from later requests
         if params.use_batch_api and self.state_dir is None:
             raise BackendError("use_batch_api needs a state directory to remember the batch id across "
@@ -131,24 +161,26 @@ class OpenAIBackend(Backend):
 
     @property
     def identity(self) -> str:
-        hosts = ",".join(self._urls) if self.params.base_urls else "api.openai.com"
-        return f"openai:{self.params.model}@{hosts}"
+        """The served model and the settings that shape its answers; not the URLs (replicas of one
+        served model share cached answers), never the key."""
+        p = self.params
+        where = "served" if p.base_urls else "openai-api"
+        return (f"{where}:{p.served_identity or p.model}|{p.endpoint}|json_schema={p.structured_output}"
+                f"|top_logprobs={p.top_logprobs if p.logprobs else 0}")
 
     # ---- accounting -------------------------------------------------------------------------
     def accounting(self) -> dict:
         return {"cost": self.cost, "cost_bound": self.cost_bound, "budget_usd": self.params.budget_usd}
 
     def cost(self, result: Result) -> float:
-        price = self.params.price
-        usd = (result.usage.prompt_tokens * price.input_per_mtok
-               + result.usage.completion_tokens * price.output_per_mtok) / 1e6
-        return usd * (1 - price.batch_discount) if self.params.use_batch_api else usd
+        return self.params.price.usd(result.usage.prompt_tokens, result.usage.completion_tokens,
+                                     self.params.use_batch_api)
 
     def cost_bound(self, request: Request) -> float:
         """Dollars a request may cost at most: estimated prompt tokens plus the full output cap."""
         text = request.prompt or "".join(str(m.get("content") or "") for m in request.messages or ())
         tokens = approx_tokens(text) + 4 * len(request.messages or ())
-        return self.cost(Result(usage=Usage(tokens, request.max_new_tokens)))
+        return self.cost(Result(usage=Usage(tokens, 1 if request.kind == "score" else request.max_new_tokens)))
 
     def redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key != PLACEHOLDER_KEY else text
@@ -164,24 +196,42 @@ class OpenAIBackend(Backend):
         return "/v1/chat/completions" if self.params.endpoint == "chat" else "/v1/completions"
 
     def body(self, request: Request) -> dict:
-        body: dict[str, Any] = {"model": self.params.model, "max_tokens": request.max_new_tokens,
-                                "temperature": request.temperature, "top_p": request.top_p,
-                                "seed": request.seed}
+        p, body = self.params, {"model": self.params.model, "seed": request.seed}
+        if request.kind == "score":  # one token; the choices are read off its alternatives
+            body.update(prompt=request.prompt, max_tokens=1, temperature=0.0)
+            if "logprobs" not in self._unsupported:
+                body["logprobs"] = p.top_logprobs
+            return body
+        body.update(max_tokens=request.max_new_tokens, temperature=request.temperature, top_p=request.top_p)
         if request.stop:
             body["stop"] = list(request.stop)
         if request.kind == "complete":
+            if p.logprobs and "logprobs" not in self._unsupported:
+                body["logprobs"] = p.top_logprobs
             return {**body, "prompt": request.prompt}
         body["messages"] = [dict(m) for m in request.messages or ()]
         schema = request.json_schema
-        if schema and self.params.structured_output and "response_format" not in self._unsupported:
+        if schema and p.structured_output and "response_format" not in self._unsupported:
             wrapped = schema if {"name", "schema"} <= set(schema) else {"name": "answer", "schema": schema,
                                                                         "strict": True}
             body["response_format"] = {"type": "json_schema", "json_schema": wrapped}
-        if self.params.logprobs and "logprobs" not in self._unsupported:
-            body.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
+        if p.logprobs and "logprobs" not in self._unsupported:
+            body.update(logprobs=True, top_logprobs=p.top_logprobs)
         return body
 
-    def parse(self, data: Any, request: Request) -> Result:
+    def record(self, data: Any, body: dict) -> dict:
+        """The raw response as cached: the body as received, and the optional fields that were
+        sent (a server may have refused response_format, so the cached answer says how it was asked)."""
+        return {"body": data, "sent": {"response_format": "response_format" in body,
+                                       "logprobs": "logprobs" in body}}
+
+    def decode(self, raw: dict, request: Request) -> Result:
+        try:
+            return self.parse(raw["body"], request, raw)
+        except Failure as failure:  # a body today's parser cannot read: that row fails, the run goes on
+            return Result(error=failure.reason, raw=raw)
+
+    def parse(self, data: Any, request: Request, raw: dict | None = None) -> Result:
         """A completion body (dict) as a Result; raises a retryable Failure when it is malformed."""
         try:
             choice = data["choices"][0]
@@ -189,20 +239,25 @@ class OpenAIBackend(Backend):
             usage = data.get("usage") or {}
             used = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
             message = choice.get("message") or {}
-            text = choice.get("text") if request.kind == "complete" else message.get("content")
+            text = choice.get("text") if request.kind in ("complete", "score") else message.get("content")
         except (KeyError, IndexError, TypeError, AttributeError, ValueError):
             raise Failure("malformed response body: no choices", retryable=True) from None
+        structured = bool(raw and raw["sent"]["response_format"])
+        steps = token_steps(choice.get("logprobs"))
+        if request.kind == "score":  # cut at one token by design; what counts is the alternatives
+            error = None if steps else "no token logprobs in the answer (does the server return them?)"
+            return Result(text=text, finish_reason=finish, tokens=steps, usage=used, error=error, raw=raw)
         if finish in ("length", "content_filter"):
-            return Result(text=text, finish_reason=finish, usage=used, error=f"finish_reason={finish}")
+            return Result(text=text, finish_reason=finish, tokens=steps, usage=used,
+                          error=f"finish_reason={finish}", structured=structured, raw=raw)
         if message.get("refusal"):
-            return Result(finish_reason=finish, usage=used, error=f"refusal: {message['refusal'][:200]}")
+            return Result(finish_reason=finish, usage=used, error=f"refusal: {message['refusal'][:200]}",
+                          structured=structured, raw=raw)
         if not isinstance(text, str) or not text.strip():
-            return Result(finish_reason=finish, usage=used, error="empty answer")
-        logprobs = None
-        if request.kind == "chat" and isinstance(choice.get("logprobs"), dict):
-            keys = set((request.json_schema or {}).get("properties", {}))
-            logprobs = first_answer_logprobs(choice["logprobs"].get("content"), keys)
-        return Result(text=text, finish_reason=finish, choice_logprobs=logprobs, usage=used)
+            return Result(finish_reason=finish, usage=used, error="empty answer", structured=structured,
+                          raw=raw)
+        return Result(text=text, finish_reason=finish, tokens=steps, usage=used, structured=structured,
+                      raw=raw)
 
     # ---- transport ----------------------------------------------------------------------------
     def run(self, requests: Sequence[Request]) -> Iterator[tuple[int, Result]]:
@@ -274,7 +329,7 @@ class OpenAIBackend(Backend):
                             self.identity, rejected, self.redact(message))
                 self._unsupported.update(rejected)  # remembered: later requests go without it
                 return await self._send(request, client)
-            retryable = err.status_code in RETRYABLE_STATUS or err.status_code >= 500
+            retryable = is_retryable(err.status_code)
             raise Failure(f"http {err.status_code}: {message}", retryable,
                           retry_after_s(err.response.headers), err.status_code) from None
         except (openai.APITimeoutError, TimeoutError):
@@ -287,7 +342,7 @@ class OpenAIBackend(Backend):
             raise Failure(f"client error: {type(err).__name__}: {err}", retryable=False) from None
         if not isinstance(response, dict):  # the SDK hands back a non-JSON body as text
             raise Failure("malformed response body: not a JSON object", retryable=True)
-        return self.parse(response, request)
+        return self.parse(response, request, self.record(response, body))
 
 
 async def _drain(tasks: set[asyncio.Task], http: httpx2.AsyncClient) -> None:

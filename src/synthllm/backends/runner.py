@@ -1,15 +1,23 @@
-"""Cache, de-duplication, progress and usage accounting, written once for every backend.
+"""Cache, de-duplication, progress, usage accounting and the spending cap, written once for every
+backend.
 
 The cache is a SQLite file outside DVC outputs (DVC deletes a stage's outputs before re-running it).
-Every completed request is committed as soon as the backend yields it, so a killed run loses at most
-the requests in flight; a re-run sends only what is missing. Failed results are not cached (they are
-retried next run). One writer at a time per cache file is supported; concurrent writers from several
-processes are serialised by SQLite's lock but are not a supported set-up.
+It stores each request's **raw response** (``Result.raw``: for HTTP, the response body as received),
+never a parsed label: reading a cached entry decodes it again with the backend's current code, so a
+decoding or parsing fix re-derives every row with no request sent. Every answered request is
+committed as soon as the backend yields it, so a killed run loses at most the requests in flight; a
+re-run sends only what is missing. Requests that got no answer (transport failures: 5xx after
+retries, timeouts, 4xx) are not cached and are sent again next run. An answer that *was* received
+but is unusable (cut by ``length``, empty, off-form) is cached like any other: it was paid for, and
+at temperature 0 asking again gives the same answer. One writer at a time per cache file is
+supported.
 
-With a budget, requests are sent in rounds: each round is the longest prefix whose worst-case cost
-(``cost_bound``) fits in what is left of the budget after the actual cost of earlier rounds, so the
-cap is never knowingly crossed. When nothing more fits the run raises :class:`BudgetExceeded`; every
-completed result is already cached, so a re-run with a larger budget sends only the rest.
+**Budget.** Beside the cache, a ledger (table ``spend``) records the dollars of every paid answer
+under a scope (the run's ``desc``, e.g. ``annotate[gpt4o_mini]``). ``budget_usd`` caps the scope's
+total over every run that used this cache — the experiment, not one invocation. Requests are sent in
+rounds: each round is the longest prefix whose worst-case cost (``cost_bound``) fits in what the
+ledger says is left, so the cap is never knowingly crossed. When nothing more fits the run raises
+:class:`BudgetExceeded` naming what was spent; every completed answer is already cached.
 """
 
 from __future__ import annotations
@@ -28,44 +36,55 @@ from synthllm.errors import BackendError, BudgetExceeded
 
 
 class RequestCache:
+    """Raw responses by request key, and the spending ledger. ``path=None``: an in-memory cache
+    for one process (nothing persists)."""
+
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path is not None else None
-        self._db = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
-            self._db.commit()
+        self._db = sqlite3.connect(self.path or ":memory:", timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process kill
+        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, raw TEXT NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS spend (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                         "scope TEXT NOT NULL, key TEXT NOT NULL, usd REAL NOT NULL, at REAL NOT NULL)")
+        self._db.commit()
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, Result]:
-        if self._db is None:
-            return {}
-        found: dict[str, Result] = {}
+    def get_many(self, keys: Sequence[str]) -> dict[str, dict]:
+        found: dict[str, dict] = {}
         unique = list(dict.fromkeys(keys))
         for i in range(0, len(unique), 500):
             chunk = unique[i:i + 500]
-            q = f"SELECT key, result FROM results WHERE key IN ({','.join('?' * len(chunk))})"
+            q = f"SELECT key, raw FROM responses WHERE key IN ({','.join('?' * len(chunk))})"
             for key, payload in self._db.execute(q, chunk):
-                found[key] = Result.from_json(json.loads(payload))
+                found[key] = json.loads(payload)
         return found
 
-    def put(self, key: str, result: Result) -> None:
-        if self._db is None:
-            return
-        self._db.execute("INSERT OR REPLACE INTO results VALUES (?, ?)",
-                         (key, json.dumps(result.to_json(), ensure_ascii=False)))
+    def put(self, key: str, raw: dict, spend: tuple[str, float] | None = None) -> None:
+        """Store one raw response (and, when it cost money, its ledger line) in one commit."""
+        self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)",
+                         (key, json.dumps(raw, ensure_ascii=False)))
+        if spend is not None:
+            self.charge(spend[0], key, spend[1], commit=False)
         self._db.commit()
 
+    def charge(self, scope: str, key: str, usd: float, commit: bool = True) -> None:
+        self._db.execute("INSERT INTO spend (scope, key, usd, at) VALUES (?, ?, ?, ?)",
+                         (scope, key, float(usd), time.time()))
+        if commit:
+            self._db.commit()
+
+    def spent(self, scope: str) -> float:
+        """Dollars recorded under ``scope`` by every run that used this cache."""
+        return float(self._db.execute("SELECT COALESCE(SUM(usd), 0) FROM spend WHERE scope = ?",
+                                      (scope,)).fetchone()[0])
+
     def __len__(self) -> int:
-        if self._db is None:
-            return 0
-        return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        self._db.close()
 
 
 @dataclass
@@ -83,6 +102,15 @@ class RunStats:
     def as_dict(self) -> dict:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
+    def add(self, other: "RunStats") -> "RunStats":
+        """Totals of two runs (e.g. a first pass and its re-asks)."""
+        merged = RunStats(**{k: getattr(self, k) + getattr(other, k) for k in
+                             ("requests", "cache_hits", "sent", "prompt_tokens", "completion_tokens",
+                              "cost_usd", "wall_s")})
+        merged.failures = other.failures  # failures are a property of the final answers
+        merged.failure_reasons = dict(other.failure_reasons)
+        return merged
+
 
 CostFn = Callable[[Result], float]
 CostBoundFn = Callable[[Request], float]
@@ -97,13 +125,19 @@ def _affordable(requests: Sequence[Request], start: int, left_usd: float, bound:
     return end
 
 
+def failure_kind(error: str) -> str:
+    """The reason class of an error text ('http 503: ...' -> 'http 503'), for counting."""
+    return (error or "unknown").split(":")[0]
+
+
 def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCache | None = None,
                  *, desc: str = "requests", cost: CostFn | None = None,
                  progress: bool = True, budget_usd: float | None = None,
                  cost_bound: CostBoundFn | None = None) -> tuple[list[Result], RunStats]:
     """Answer every request, from the cache where possible; results come back in input order.
 
-    ``budget_usd`` caps the dollars sent in this call (it needs ``cost`` and ``cost_bound``)."""
+    ``budget_usd`` caps the dollars the ledger records under ``desc`` across runs (it needs
+    ``cost`` and ``cost_bound``)."""
     backend.check(requests)
     if budget_usd is not None and (cost is None or cost_bound is None):
         raise BackendError("budget_usd needs both cost= and cost_bound= (e.g. backend.cost and "
@@ -113,7 +147,8 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
     stats = RunStats(requests=len(requests))
     keys = [r.cache_key(backend.identity) for r in requests]
     cached = cache.get_many(keys)
-    results: list[Result | None] = [cached.get(k) for k in keys]
+    results: list[Result | None] = [backend.decode(cached[k], r) if k in cached else None
+                                    for k, r in zip(keys, requests)]
     stats.cache_hits = sum(r is not None for r in results)
 
     # identical requests are sent once and shared
@@ -123,35 +158,41 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
             todo.setdefault(key, []).append(i)
     unique = [(key, idxs) for key, idxs in todo.items()]
     pending = [requests[idxs[0]] for _, idxs in unique]
+    spent_before = cache.spent(desc) if budget_usd is not None else 0.0
     sent_upto = 0
     with tqdm(total=len(pending), desc=desc, unit="req", disable=not progress or not pending) as bar:
         while sent_upto < len(pending):
             end = len(pending) if budget_usd is None else _affordable(
-                pending, sent_upto, budget_usd - stats.cost_usd, cost_bound)
+                pending, sent_upto, budget_usd - spent_before - stats.cost_usd, cost_bound)
             if end == sent_upto:
                 break
             for j, result in backend.run(pending[sent_upto:end]):
                 key, idxs = unique[sent_upto + j]
                 stats.sent += 1
-                if result.ok:
-                    cache.put(key, result)
+                usd = cost(result) if cost is not None else 0.0
+                stats.cost_usd += usd
+                if result.raw is not None:
+                    cache.put(key, result.raw, (desc, usd) if usd else None)
+                elif usd:
+                    cache.charge(desc, key, usd)
                 for i in idxs:
                     results[i] = result
                 stats.prompt_tokens += result.usage.prompt_tokens
                 stats.completion_tokens += result.usage.completion_tokens
-                if cost is not None:
-                    stats.cost_usd += cost(result)
                 bar.update(1)
             sent_upto = end
     if sent_upto < len(pending):
+        total = spent_before + stats.cost_usd
         raise BudgetExceeded(
-            f"{desc}: spent ${stats.cost_usd:.4f} of the ${budget_usd:.4f} budget; {len(pending) - sent_upto} "
-            f"requests not sent (the next could cost up to ${cost_bound(pending[sent_upto]):.4f}). The "
-            f"{stats.sent} completed results are cached: raise budget_usd and re-run to send only the rest")
+            f"{desc}: ${total:.4f} spent in all runs so far (${stats.cost_usd:.4f} in this one), against "
+            f"budget_usd ${budget_usd:.4f}; {len(pending) - sent_upto} requests not sent (the next could "
+            f"cost up to ${cost_bound(pending[sent_upto]):.4f}). The ledger is in "
+            f"{cache.path or 'memory'}. The {stats.sent} answers received are cached: raise budget_usd of "
+            f"this backend in params.yaml and re-run to send only the rest")
     for res in results:
         if res is None or not res.ok:
             stats.failures += 1
-            kind = ((res.error if res is not None else "not answered") or "unknown").split(":")[0]
+            kind = failure_kind(res.error if res is not None else "not answered")
             stats.failure_reasons[kind] = stats.failure_reasons.get(kind, 0) + 1
     stats.wall_s = time.perf_counter() - started
     final = [r if r is not None else Result(error="not answered: the backend stopped early")

@@ -1,7 +1,10 @@
 """Local causal LM through transformers: batched sampling and choice scoring on CPU or GPU.
 
-Sampling is seeded per batch from the first request's seed, so the same requests in the same
-order give the same text. Choice scoring sums the log-probabilities of each choice's tokens after
+Sampling draws each row's tokens from its own generator, seeded by that request's ``seed``, so a
+row's text depends on its request alone, not on what else shares its batch: a resumed or enlarged
+run writes the same text for the rows it shares with a cold one (up to floating-point effects of
+batch shape on the logits, which would have to land within ~1e-6 of a sampling boundary to show).
+Choice scoring sums the log-probabilities of each choice's tokens after
 the prompt; when every choice is a single token, one forward pass over the prompt scores all of them.
 This backend does not serve chat messages (base models have no chat template).
 """
@@ -12,7 +15,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from synthllm.backends.base import Backend, Request, Result, Usage, fingerprint
 from synthllm.errors import BackendError
@@ -30,6 +33,28 @@ class _StopOnStrings(StoppingCriteria):
         return torch.tensor([any(s in t for s in self.stops) for t in tails], device=input_ids.device)
 
 
+class _PerRowSampler(LogitsProcessor):
+    """Temperature + nucleus sampling with one generator per row. It returns scores that are -inf
+    everywhere but the sampled token, so that ``generate`` run greedily picks exactly that token;
+    each row consumes one draw of its own generator per step, whatever its batch."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        out = torch.full_like(scores, float("-inf"))
+        for row, gen in enumerate(self.generators):
+            p, order = probs[row].sort(descending=True)
+            # the smallest set of most likely tokens whose mass reaches top_p (the first always stays)
+            keep = (p.cumsum(0) - p) < self.top_p
+            p = p * keep
+            pick = order[torch.multinomial(p / p.sum(), 1, generator=gen)]
+            out[row, pick] = 0.0
+        return out
+
+
 class TransformersBackend(Backend):
     kinds = frozenset({"complete", "score"})
 
@@ -43,7 +68,7 @@ class TransformersBackend(Backend):
                                f"`dvc repro generator_model` or set backend.model_dir")
         if threads:
             torch.set_num_threads(threads)
-        self.batch_size = batch_size
+        self.batch_size, self.dtype = batch_size, dtype
         self._fingerprint = fingerprint(self.model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.tokenizer.padding_side = "left"
@@ -54,7 +79,7 @@ class TransformersBackend(Backend):
 
     @property
     def identity(self) -> str:
-        return f"transformers:{self._fingerprint}"
+        return f"transformers:{self._fingerprint}:{self.dtype}"
 
     def run(self, requests: Sequence[Request]) -> Iterator[tuple[int, Result]]:
         self.check(requests)
@@ -65,7 +90,7 @@ class TransformersBackend(Backend):
             else:
                 results = self._generate(batch)
             for j, res in enumerate(results):
-                yield start + j, res
+                yield start + j, res.with_raw()
 
     @torch.inference_mode()
     def _generate(self, batch: list[Request]) -> list[Result]:
@@ -75,14 +100,14 @@ class TransformersBackend(Backend):
             raise BackendError("requests in one generation batch must share sampling parameters")
         enc = self.tokenizer([r.prompt for r in batch], return_tensors="pt", padding=True,
                              add_special_tokens=True)
-        torch.manual_seed(first.seed)
-        sample = first.temperature > 0
+        sampler = ([_PerRowSampler([r.seed for r in batch], first.temperature, first.top_p)]
+                   if first.temperature > 0 else [])
         stopping = StoppingCriteriaList([_StopOnStrings(self.tokenizer, first.stop, enc["input_ids"].shape[1])]
                                         if first.stop else [])
         out = self.model.generate(
-            **enc, max_new_tokens=first.max_new_tokens, do_sample=sample,
-            temperature=first.temperature if sample else None, top_p=first.top_p if sample else None,
-            top_k=None, stopping_criteria=stopping, pad_token_id=self.tokenizer.pad_token_id,
+            **enc, max_new_tokens=first.max_new_tokens, do_sample=False, temperature=None, top_p=None,
+            top_k=None, repetition_penalty=None, logits_processor=LogitsProcessorList(sampler),
+            stopping_criteria=stopping, pad_token_id=self.tokenizer.pad_token_id,
         )
         new = out[:, enc["input_ids"].shape[1]:]
         results = []

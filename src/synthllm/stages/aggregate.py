@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = params.aggregates[args.name]
     pools = {m: read_jsonl(args.annotated / f"{m}.jsonl") for m in cfg.members}
     audits = {m: read_jsonl(args.audit / f"{m}.jsonl") for m in cfg.members}
-    pool = vote(pools, cfg.members, cfg.weighted, args.name)
-    audit = vote(audits, cfg.members, cfg.weighted, args.name)
+    pool = vote(pools, cfg.members, cfg.weighted, args.name, cfg.confidence_fallback)
+    audit = vote(audits, cfg.members, cfg.weighted, args.name, cfg.confidence_fallback)
     write_jsonl(pool, args.out)
     write_jsonl(audit, args.audit_out)
     write_json(audit_metrics(audit, pool, params.task.labels), args.metrics)

@@ -1,4 +1,5 @@
-"""Stage annotate: one annotator labels the synthetic pool and a fixed gold-val audit sample."""
+"""Stage annotate: one annotator labels the synthetic pool and a fixed gold-val audit sample (and,
+with a stability variant, the pool again under the second prompt order)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from synthllm.backends import RequestCache, run_requests
 from synthllm.errors import ParamsError
 from synthllm.io import read_jsonl, write_json, write_jsonl
 from synthllm.prompts import load_annotate_prompt
-from synthllm.quality import audit_metrics
+from synthllm.quality import audit_metrics, failure_counts
 from synthllm.stages._common import cache_path, entry, load_gold, params_of, parser
 
 
 def _backend(cfg, state_dir: Path):
     if cfg.kind == "classifier":
-        from synthllm.backends.classifier import ClassifierBackend
+        from synthllm.backends.classifier_annotator import ClassifierBackend
 
         return ClassifierBackend(cfg.model_dir)
     from synthllm.backends import make_backend
@@ -38,39 +39,50 @@ def main(argv: list[str] | None = None) -> None:
     if args.name not in params.annotator_configs:
         raise ParamsError(f"annotator {args.name!r} is not in annotator_configs "
                           f"(known: {sorted(params.annotator_configs)})")
-    cfg = params.annotator_configs[args.name]
-    task = params.task
+    cfg, task, seed = params.annotator_configs[args.name], params.task, params.annotate.seed
     prompt = None if cfg.kind == "classifier" else load_annotate_prompt(args.prompts, cfg.prompt, task)
+    fmt = annotation.answer_format(cfg, prompt, task.labels, task.name)
     pool = read_jsonl(args.pool, required=("id", "premise", "hypothesis"))
     train = load_gold(args.gold, "train").to_dict("records")
     val = load_gold(args.gold, "val")
-    audit = val.sample(n=min(params.annotate.audit_size, len(val)), random_state=params.annotate.seed)
+    audit = val.sample(n=min(params.annotate.audit_size, len(val)), random_state=seed)
     audit = audit.rename(columns={"label": "gold_label"}).to_dict("records")
 
     jobs = [("pool", pool, "default"), ("audit", audit, "default")]
     if cfg.stability_variant:
         jobs.append(("variant", pool, cfg.stability_variant))
-    requests = [annotation.build_requests(rows, cfg, prompt, train, params.annotate.seed, variant,
-                                          task.labels, task.name) for _, rows, variant in jobs]
+
+    def build(attempt: int):
+        return [r for _, job_rows, variant in jobs for r in annotation.build_requests(
+            job_rows, cfg, prompt, train, seed, variant, task.labels, task.name, attempt)]
+
     backend = _backend(cfg, cache_path(params).parent)
     cache = RequestCache(cache_path(params))
     try:
-        results, run = run_requests(backend, [r for rs in requests for r in rs], cache,
-                                    desc=f"annotate[{args.name}]", **backend.accounting())
+        answers, attempts, run = annotation.ask_until_parsed(
+            build, lambda reqs: run_requests(backend, reqs, cache, desc=f"annotate[{args.name}]",
+                                             **backend.accounting()),
+            fmt, cfg.parse_retries if cfg.temperature > 0 else 0)
     finally:
         cache.close()
     labelled, start = {}, 0
-    for (job, rows, _), rs in zip(jobs, requests):
-        labelled[job] = annotation.annotate_rows(rows, results[start:start + len(rs)], prompt,
-                                                 args.name, task.labels)
-        start += len(rs)
+    for job, job_rows, _ in jobs:
+        n = len(job_rows)
+        labelled[job] = annotation.annotate_rows(job_rows, answers[start:start + n], args.name)
+        if cfg.temperature > 0:
+            for row, k in zip(labelled[job], attempts[start:start + n]):
+                row["attempts"] = k
+        start += n
     if "variant" in labelled:
         for row, alt in zip(labelled["pool"], labelled["variant"]):
-            row["label_variant"] = alt["label"]
+            row.update(label_variant=alt["label"], variant_confidence=alt["confidence"],
+                       variant_status=alt["status"], variant_reason=alt["reason"])
     write_jsonl(labelled["pool"], args.out)
     write_jsonl(labelled["audit"], args.audit)
-    write_json({**audit_metrics(labelled["audit"], labelled["pool"], task.labels),
-                "run": run.as_dict()}, args.metrics)
+    metrics = audit_metrics(labelled["audit"], labelled["pool"], task.labels)
+    if "variant" in labelled:
+        metrics["variant"] = failure_counts(labelled["variant"])
+    write_json({**metrics, "run": run.as_dict()}, args.metrics)
 
 
 if __name__ == "__main__":

@@ -37,4 +37,4 @@ class ClassifierBackend(Backend):
                                                   [f["hypothesis"] for f in fields])
             for j, row in enumerate(proba):
                 scores = {lab: math.log(max(float(p), 1e-12)) for lab, p in zip(self.classifier.labels, row)}
-                yield start + j, Result(choice_logprobs=scores, finish_reason="stop")
+                yield start + j, Result(choice_logprobs=scores, finish_reason="stop").with_raw()

@@ -1,0 +1,16 @@
+"""Every benchmark script imports (a script the README quotes must at least load)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", BENCHMARKS, ids=[p.name for p in BENCHMARKS])
+def test_benchmark_script_imports(script):
+    spec = importlib.util.spec_from_file_location(f"bench_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # runs the imports and definitions, not main()
+    assert callable(getattr(module, "main", None)), f"{script.name} has no main()"

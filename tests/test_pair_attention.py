@@ -1,0 +1,100 @@
+"""The Gemma-state attention classifier on a tiny real causal LM (the ``tiny_lm`` fixture)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from synthllm.pair_attention import (GemmaAttentionClassifier, GemmaAttentionParams,
+                                     TokenStateCache, load)
+
+
+@pytest.fixture(scope="module")
+def rows(farstail_mirror) -> pd.DataFrame:
+    df = pd.read_csv(farstail_mirror / "Train-word.csv", sep="\t", dtype=str, keep_default_na=False)
+    names = {"e": "entailment", "c": "contradiction", "n": "neutral"}
+    return df.head(60).assign(label=lambda d: d["label"].map(names))[["premise", "hypothesis", "label"]]
+
+
+def tiny_params(model_dir, cache_dir, **kw) -> GemmaAttentionParams:
+    base = dict(model_dir=str(model_dir), feature_cache=str(cache_dir), layers=[1, 2], max_tokens=48,
+                hidden=16, batch_size=16, ngram_weight=0.3, threads=2)
+    return GemmaAttentionParams(**{**base, **kw})
+
+
+def test_phases_continue_the_same_weights(tiny_lm, tmp_path, rows):
+    params = tiny_params(tiny_lm, tmp_path / "cache")
+    synthetic, gold = rows.iloc[:30], rows.iloc[30:]
+    log = GemmaAttentionClassifier(params).fit_phases([(synthetic, 2), (gold, 1)], seed=3)
+    assert [(e["phase"], e["rows"], e["epochs"]) for e in log] == [(0, 30, 2), (1, 30, 1)]
+    # phase 1 starts from phase 0's trained weights, not from a fresh initialisation
+    assert log[1]["weights_start"] == log[0]["weights_end"] != log[0]["weights_start"]
+    assert log[1]["weights_end"] != log[1]["weights_start"]
+    alone = GemmaAttentionClassifier(params).fit_phases([(synthetic, 2)], seed=3)
+    assert alone[0]["weights_end"] == log[0]["weights_end"]
+
+
+def test_same_seed_same_predictions_and_save_load_round_trip(tiny_lm, tmp_path, rows):
+    params = tiny_params(tiny_lm, tmp_path / "cache")
+    a, b = GemmaAttentionClassifier(params), GemmaAttentionClassifier(params)
+    a.fit_phases([(rows, 2)], seed=7)
+    b.fit_phases([(rows, 2)], seed=7)
+    premises, hypotheses = list(rows.premise[:10]), list(rows.hypothesis[:10])
+    proba = a.predict_proba(premises, hypotheses)
+    np.testing.assert_array_equal(proba, b.predict_proba(premises, hypotheses))
+    a.save(tmp_path / "model")
+    np.testing.assert_array_equal(proba, load(tmp_path / "model").predict_proba(premises, hypotheses))
+    other = GemmaAttentionClassifier(params)
+    other.fit_phases([(rows, 2)], seed=8)
+    assert not np.array_equal(proba, other.predict_proba(premises, hypotheses))
+
+
+def test_probabilities_sum_to_one_in_the_given_label_order(tiny_lm, tmp_path):
+    # each label has its own fixed hypothesis, so a working head must learn which is which
+    labels = ("neutral", "entailment", "contradiction")
+    cue = {"neutral": "شاید باران ببارد", "entailment": "هوا آفتابی است", "contradiction": "هرگز نه"}
+    train = pd.DataFrame([{"premise": f"متن شماره {i} درباره هوا", "hypothesis": cue[lab], "label": lab}
+                          for i in range(12) for lab in labels])
+    params = tiny_params(tiny_lm, tmp_path / "cache", ngram_weight=0.0, learning_rate=1e-2,
+                         dropout=0.0)
+    clf = GemmaAttentionClassifier(params, labels=labels)
+    clf.fit_phases([(train, 15)], seed=0)
+    proba = clf.predict_proba(["متن تازه درباره هوا"] * 3, [cue[lab] for lab in labels])
+    assert proba.shape == (3, 3)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=0, atol=1e-9)
+    assert list(proba.argmax(1)) == [0, 1, 2]
+
+
+def test_cache_is_reused_from_disk_and_fills_new_texts(tiny_lm, tmp_path):
+    texts = ["اولین متن کوتاه", "دومین متن کمی بلندتر از اولی است"]
+    first = TokenStateCache(tiny_lm, [1, 2], 48, tmp_path / "cache")
+    states = first.get(texts)
+    assert states[0][0].shape == (len(states[0][1]), 2 * 64) and states[0][0].dtype == np.float16
+    again = TokenStateCache(tiny_lm, [1, 2], 48, tmp_path / "cache")
+    for (s1, t1), (s2, t2) in zip(states, again.get(texts)):
+        np.testing.assert_array_equal(s1, s2)
+        np.testing.assert_array_equal(t1, t2)
+    assert again._lm is None  # served from disk, the LM was never loaded
+    (new,) = again.get(["متنی که هنوز دیده نشده"])
+    assert len(new[1]) > 0 and again._lm is not None
+    # another layer set is another cache entry, never a stale hit
+    assert TokenStateCache(tiny_lm, [2], 48, tmp_path / "cache").get(texts[:1])[0][0].shape[1] == 64
+
+
+def test_single_text_task(tiny_lm, tmp_path, rows):
+    params = tiny_params(tiny_lm, tmp_path / "cache")
+    clf = GemmaAttentionClassifier(params, pair=False)
+    clf.fit_phases([(rows.assign(premise=""), 1)], seed=0)
+    proba = clf.predict_proba([""] * 4, list(rows.hypothesis[:4]))
+    assert proba.shape == (4, 3)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-9)
+
+
+def test_params_forbid_unknown_keys_and_bad_layers():
+    with pytest.raises(ValidationError):
+        GemmaAttentionParams(layer=6)
+    with pytest.raises(ValidationError):
+        GemmaAttentionParams(layers=[6, 6])
+    assert GemmaAttentionParams().model_dir == "models/generator"
