@@ -81,6 +81,7 @@ class FakeOpenAI:
         self.faults: list[Fault] = []
         self.received: Counter[str] = Counter()  # "POST /v1/chat/completions" -> count
         self.completed: Counter[str] = Counter()  # body_key -> 200 answers delivered
+        self.bodies: list[dict] = []  # every completion request body received, in order
         self.auth_seen: set[str] = set()
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
@@ -291,6 +292,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _complete(self, endpoint: str, raw: str) -> None:
         fake, body = self.fake, json.loads(raw)
+        with fake.lock:
+            fake.bodies.append(body)
         if fake.latency_s:
             time.sleep(fake.latency_s)
         fake.gate.wait()

@@ -42,7 +42,7 @@ def test_weighted_vote_follows_confidence_and_two_way_tie_fails():
 def test_split_filters_on_agreement_of_aggregated_rows():
     rows = vote({k: v * 10 for k, v in POOLS.items()}, ["a", "b", "c"], weighted=False, name="v")
     for i, r in enumerate(rows):
-        r["id"] = f"r{i}"
+        r["id"], r["premise_id"] = f"r{i}", f"p{i}"
     df = pd.DataFrame(rows)
     df.loc[df.index % 3 == 0, "agreement"] = 1.0
     train, dev, stats = split_synthetic(df, SplitParams(min_agreement=0.9, dev_fraction=0.2), {})
@@ -50,3 +50,15 @@ def test_split_filters_on_agreement_of_aggregated_rows():
     single = pd.DataFrame(POOLS["a"] * 5)
     with pytest.raises(InputDataError, match="aggregated annotators only"):
         split_synthetic(single, SplitParams(min_agreement=0.5), {})
+
+
+def test_weighted_vote_refuses_labels_without_confidence_unless_a_fallback_is_named():
+    pools = {k: [dict(r) for r in v] for k, v in POOLS.items()}
+    for r in pools["b"]:
+        r["confidence"] = None  # b's server returned no logprobs
+    with pytest.raises(InputDataError, match="confidence_fallback"):
+        vote(pools, ["a", "b", "c"], weighted=True, name="v")
+    rows = vote(pools, ["a", "b", "c"], weighted=True, name="v", confidence_fallback=0.5)
+    # row 1: a neutral 0.5 + c neutral 0.3 = 0.8 vs b contradiction at the named fallback 0.5
+    assert rows[1]["label"] == "neutral" and rows[1]["confidence"] == pytest.approx(0.8 / 1.3)
+    assert vote(pools, ["a", "b", "c"], weighted=False, name="v")[0]["label"] == "entailment"  # unweighted: fine

@@ -1,6 +1,7 @@
 """dvc.yaml's code dependencies are exactly what each stage runs: the import closure, inside
 ``synthllm``, of the stage module its command starts. A new module imported by a stage, or a stale
-one no longer imported, fails here — so nobody has to remember to edit dvc.yaml."""
+one no longer imported, fails here — so nobody has to remember to edit dvc.yaml. ``python
+tests/test_dvc_deps.py`` rewrites the lists in dvc.yaml to match."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def stage_modules() -> dict[str, tuple[str, list[str]]]:
     out = {}
     for name, stage in stages.items():
         body = stage.get("do", stage)
-        match = re.search(r"-m\s+(synthllm\.stages\.\w+)", body["cmd"])
+        match = re.search(r"(synthllm\.stages\.\w+)", body["cmd"])
         assert match, f"stage {name}: command does not run a synthllm.stages module"
         out[name] = (match.group(1), [d for d in body.get("deps", []) if str(d).startswith("src/")])
     return out
@@ -75,3 +76,27 @@ def test_the_closure_follows_imports_inside_functions_and_packages():
     # annotate imports the classifier backend inside a function, and runner through the package
     assert {"classifier_annotator.py", "runner.py", "annotation.py", "__init__.py", "params.py"} <= closure
     assert "report.py" not in closure
+
+
+def fix_dvc_yaml() -> None:
+    """Rewrite the src/ dependency lists in dvc.yaml to each stage's closure (run this file)."""
+    modules = {name: module for name, (module, _) in stage_modules().items()}
+    lines, out, stage, i = (ROOT / "dvc.yaml").read_text().splitlines(), [], None, 0
+    while i < len(lines):
+        line = lines[i]
+        match = re.match(r"^  (\w+):\s*$", line)
+        if match:
+            stage = match.group(1)
+        if line.strip().startswith("- src/synthllm/"):
+            indent = line[:len(line) - len(line.lstrip())]
+            while i < len(lines) and lines[i].strip().startswith("- src/synthllm/"):
+                i += 1
+            out += [f"{indent}- {p.relative_to(ROOT).as_posix()}" for p in sorted(import_closure(modules[stage]))]
+            continue
+        out.append(line)
+        i += 1
+    (ROOT / "dvc.yaml").write_text("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    fix_dvc_yaml()

@@ -44,8 +44,9 @@ def tiny_params(repo_root: Path, tiny_lm: Path) -> dict:
     params["annotator_training"]["gold_epochs"] = 1
     params["split"]["dev_fraction"] = 0.2
     params["regimes"] = ["warmup", "mix"]
+    params["curves"] = {"budgets": [100, 200], "pool_budget": 100, "pool_fractions": [0.5, 1.0]}
     params["train"] = {"classifier": {"kind": "sklearn_sgd", "n_features": 4096}, "gold_epochs": 1,
-                       "synthetic_epochs": 1, "seeds": [1, 2]}
+                       "synthetic_epochs": 1, "seeds": [1, 2], "launcher": "python -m"}
     return params
 
 
@@ -141,11 +142,16 @@ def test_full_dag_outputs(tiny_repo):
                     "vote__mix", "vote__warmup"]
     voted = [json.loads(x) for x in (tiny_repo / "data/aggregated/vote.jsonl").read_text().splitlines()]
     assert len(voted) == len(generated) and set(voted[0]["votes"]) == {"classifier", "tinylm"}
-    assert "| vote | natural | warmup | 2 |" in (tiny_repo / "reports/results.md").read_text()
+    assert "| vote | natural | warmup | synthetic ×1 → gold ×1 | 2 |" in (tiny_repo / "reports/results.md").read_text()
     ev = json.loads((tiny_repo / "metrics/eval/gold__gold_only.json").read_text())
     assert set(ev["seeds"]) == {"seed-1", "seed-2"} and 0.3 < ev["summary"]["all_accuracy_mean"] < 1
     table = (tiny_repo / "reports/results.md").read_text()
-    assert "| tinylm | natural | warmup | 2 |" in table
+    assert "| tinylm | natural | warmup | synthetic ×1 → gold ×1 | 2 |" in table
+    assert "| tinylm | natural | mix | synthetic ×1 + gold ×1, interleaved | 2 |" in table
+    # per-epoch curves (DVCLive): one row per epoch of each phase, gold-val and synthetic-dev accuracy
+    curves = tiny_repo / "metrics/training/tinylm__warmup/seed-1/plots/metrics"
+    assert len((curves / "val/accuracy.tsv").read_text().splitlines()) == 1 + 2
+    assert len((curves / "synthetic_dev/accuracy.tsv").read_text().splitlines()) == 1 + 2
     for png in ("regimes", "annotator_confusion", "label_distributions"):
         assert (tiny_repo / f"reports/{png}.png").stat().st_size > 1000
     assert "Majority vote of classifier, tinylm" in table
@@ -190,6 +196,27 @@ def test_generate_param_change_stales_generate_and_downstream_not_gold(tiny_repo
     assert {"generate", "annotate@tinylm", "aggregate@vote", "split@vote", "split@classifier", "train@classifier-warmup",
             "evaluate@tinylm-mix", "quality", "report"} <= stale
     assert not stale & {"gold", "generator_model", "train_annotator", "train_gold_only", "evaluate_gold_only"}
+
+
+def test_retraining_one_annotator_reruns_no_other(tiny_repo, pipeline_env):
+    changed, stale = stale_after(tiny_repo, pipeline_env, lambda p: p["annotator_training"].update(gold_epochs=2))
+    assert changed == {"train_annotator"}
+    assert "annotate@classifier" in stale and "annotate@tinylm" not in stale
+
+
+def test_a_fix_in_any_imported_module_stales_the_stages_that_run_it(tiny_repo, pipeline_env):
+    """classifier.py is imported by evaluate (to load models); stats.py by quality and report."""
+    for module, must in (("classifier.py", {"evaluate_gold_only", "evaluate@vote-mix", "annotate@classifier"}),
+                         ("stats.py", {"quality", "report", "aggregate@vote"})):
+        path = tiny_repo / "src/synthllm" / module
+        original = path.read_text()
+        path.write_text(original + "\n# a fix\n")
+        try:
+            changed = set(json.loads(dvc("status", "--json", cwd=tiny_repo, env=pipeline_env).stdout))
+        finally:
+            path.write_text(original)
+        assert must <= changed, (module, changed)
+        assert "gold" not in changed and "generate" not in changed
 
 
 def file_hashes(root: Path, folders=("data", "models")) -> dict[str, str]:
@@ -247,3 +274,19 @@ def test_push_pull_roundtrip_through_a_local_remote(tiny_repo, pipeline_env, tmp
     original = file_hashes(tiny_repo)
     assert original and file_hashes(clone) == original
     assert "up to date" in dvc("status", cwd=clone, env=git_env).stdout
+
+
+def test_report_and_metrics_hold_only_the_configured_regimes(tiny_repo, pipeline_env):
+    """After `dvc exp run -S 'regimes=[warmup]'` (the earlier run had warmup and mix), neither the
+    report nor `dvc metrics show` holds a mix row. (Runs last: it changes the workspace.)"""
+    git_env = with_git_identity(pipeline_env)
+    dvc("exp", "run", "-S", "regimes=[warmup]", cwd=tiny_repo, env=git_env)
+    table = (tiny_repo / "reports/results.md").read_text()
+    assert "| warmup |" in table and "| gold_only |" in table and "| mix |" not in table
+    csv = (tiny_repo / "reports/results.csv").read_text()
+    assert ",mix," not in csv and ",warmup," in csv
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=tiny_repo, env=git_env).stdout)
+    files = next(iter(shown.values()))["data"]
+    evals = sorted(f for f in files if f.startswith("metrics/eval/"))
+    assert evals == ["metrics/eval/classifier__warmup.json", "metrics/eval/gold__gold_only.json",
+                     "metrics/eval/tinylm__warmup.json", "metrics/eval/vote__warmup.json"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from synthllm import charts, quality
 from synthllm.io import read_jsonl, write_json, write_jsonl
@@ -101,14 +102,26 @@ def fake_repo(tmp_path_factory) -> Path:
                root / "metrics/annotation_quality.json")
     runs = {"gold__gold_only": 0.6} | {f"{a}__{r}": 0.5 + 0.1 * k for a in ANNOTATORS
                                        for k, r in enumerate(REGIMES)}
+    curve_point = []
     for run, base in runs.items():
         metrics, preds = _eval(run, base)
         write_json(metrics, root / f"metrics/eval/{run}.json")
         write_jsonl(preds, root / f"data/predictions/{run}.jsonl")
-    report_stage.main(["--eval", str(root / "metrics/eval"), "--predictions", str(root / "data/predictions"),
+        curve_point += [{**p, "run": run, "fraction": 1.0} for p in _eval(run, base - 0.1)[1]]
+    write_jsonl(curve_point, root / "data/curves/budget-30.jsonl")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["gold"]["shot_pool"] = 10
+    params["annotators"] = {"classifier": "models/annotators/classifier", "gemma": "models/generator"}
+    params["aggregates"], params["cascades"] = {}, {}
+    params["branches"] = {a: f"data/annotated/{a}.jsonl" for a in ANNOTATORS}
+    params["curves"] = {"budgets": [30], "pool_budget": None, "pool_fractions": [1.0]}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    report_stage.main(["--params", str(root / "params.yaml"), "--eval", str(root / "metrics/eval"),
+                       "--predictions", str(root / "data/predictions"),
                        "--annotators", str(root / "metrics/annotators"),
                        "--quality", str(root / "metrics/annotation_quality.json"),
-                       "--gold-counts", str(root / "data/gold/counts.json"), "--out", str(root / "reports")])
+                       "--gold-counts", str(root / "data/gold/counts.json"), "--curves", str(root / "data/curves"),
+                       "--out", str(root / "reports"), "--plots", str(root / "plots/learning_curves")])
     return root
 
 
@@ -192,7 +205,21 @@ def test_notebook_runs_headless_on_dvc_outputs(fake_repo, monkeypatch):
     assert "Results table" in text and "acc_boot_ci_low" in text
     assert "classifier" in text and "warmup" in text and "gold_only" in text
     assert "Fleiss' kappa" in text and "dropped_truncated" in text
-    assert sum(o.output_type == "display_data" and "image/png" in o.data for o in outputs) == 2
+    assert "Learning curves" in text and "warm-up beats gold-only significantly at" in text
+    assert "Cost/accuracy frontier" in text
+    # label distributions, confusion, one learning curve per annotator, the frontier
+    assert sum(o.output_type == "display_data" and "image/png" in o.data for o in outputs) == 2 + 2 + 1
+
+
+def test_report_holds_curves_and_frontier_for_the_configured_runs(fake_repo):
+    table = (fake_repo / "reports/results.md").read_text()
+    assert "## Learning curves" in table and "## Cost / accuracy frontier" in table
+    curve = pd.read_csv(fake_repo / "reports/learning_curves.csv")
+    assert sorted(curve["budget"].unique()) == [30, 90]  # the curve point and the main run (all 90 pairs)
+    assert (curve["ci_low"] <= curve["accuracy"]).all() and (curve["accuracy"] <= curve["ci_high"]).all()
+    frontier = pd.read_csv(fake_repo / "reports/frontier.csv")
+    assert list(frontier["annotator"]) == ["classifier", "gemma"] and set(frontier["kind"]) == {"single"}
+    assert (fake_repo / "plots/learning_curves/classifier__warmup.json").is_file()
 
 
 def test_charts_write_pngs(fake_repo, tmp_path):

@@ -90,3 +90,25 @@ def test_planted_farstail_test_item_is_filtered(gold_dir):
     kept, counts = filter_generations(meta, [Result(text=" " + test[1]["hypothesis"])], FilterParams(),
                                       blocked, "gen")
     assert kept == [] and counts["dropped_leakage"] == 1
+
+
+def test_near_duplicate_leakage_is_dropped_and_counted():
+    from synthllm.text import near_duplicates
+
+    gold_test = [{"premise": "هوای امروز تهران آفتابی و گرم بود.", "hypothesis": "امروز در تهران هوا گرم و آفتابی بود."}]
+    blocked = blocked_texts([gold_test])
+    meta = [{"premise_id": f"t{i}", "premise": "پزشک به بیمار دارو داد.", "intended_label": "neutral", "sample": 0,
+             "seed": i, "prompt_version": "v"} for i in range(3)]
+    results = [Result(text=" امروز در تهران هوا گرم و آفتابی بود", finish_reason="stop"),  # no final period
+               Result(text=" امروز در شهر تهران هوا گرم و آفتابی بود.", finish_reason="stop"),  # one word added
+               Result(text=" بیمار پس از یک هفته بهبود یافت.", finish_reason="stop")]
+    kept, counts = filter_generations(meta, results, FilterParams(min_script_ratio=0.5), blocked, "gen")
+    assert [r["hypothesis"] for r in kept] == ["بیمار پس از یک هفته بهبود یافت."]
+    assert counts["dropped_leakage"] == 1 and counts["dropped_near_leakage"] == 1
+    off = FilterParams(min_script_ratio=0.5, near_leakage_jaccard=None)
+    assert len(filter_generations(meta, results, off, blocked, "gen")[0]) == 2
+    # the vectorised Jaccard equals a plain set computation
+    a, b = "abcdefgh", "abcdxfgh"
+    grams = lambda t: {t[i:i + 4] for i in range(len(t) - 3)}  # noqa: E731
+    j = len(grams(a) & grams(b)) / len(grams(a) | grams(b))
+    assert near_duplicates([a], [b], 4, j) == [True] and near_duplicates([a], [b], 4, j + 1e-9) == [False]

@@ -182,15 +182,16 @@ from synthllm.backends import RequestCache, run_requests
 from synthllm.backends.openai_http import OpenAIBackend
 from synthllm.params import OpenAIBackendParams
 backend = OpenAIBackend(OpenAIBackendParams.model_validate_json(sys.argv[1]), state_dir=Path(sys.argv[2]))
-run_requests(backend, chat_requests(60), RequestCache(Path(sys.argv[2]) / "cache.sqlite"), progress=False)
+n = int(sys.argv[4]) if len(sys.argv) > 4 else 60
+run_requests(backend, chat_requests(n), RequestCache(Path(sys.argv[2]) / "cache.sqlite"), progress=False)
 """
 
 
-def _spawn(p: OpenAIBackendParams, state_dir: Path) -> subprocess.Popen:
+def _spawn(p: OpenAIBackendParams, state_dir: Path, n: int = 60) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OPENAI_API_KEY": PLANTED}
     with (state_dir / "driver.log").open("w") as log:  # a file, not a pipe: a full pipe would block it
         return subprocess.Popen([sys.executable, "-c", DRIVER, p.model_dump_json(), str(state_dir),
-                                 str(ROOT / "tests")], env=env, stdout=log, stderr=log)
+                                 str(ROOT / "tests"), str(n)], env=env, stdout=log, stderr=log)
 
 
 def _wait_for(condition, proc: subprocess.Popen, log: Path, limit_s: float = 20.0) -> None:
@@ -241,6 +242,39 @@ def test_killed_batch_run_reattaches_to_its_batch(fake_openai, tmp_path, monkeyp
     assert not list(tmp_path.glob("batch-*.json"))  # state removed once every answer is cached
     full = (stats.prompt_tokens * 1.0 + stats.completion_tokens * 2.0) / 1e6
     assert stats.cost_usd == pytest.approx(full * 0.5)  # the batch discount
+
+
+def test_batch_api_shards_within_limits_and_reattaches_to_every_submitted_shard(fake_openai, tmp_path):
+    """30 requests, at most 7 per batch: 5 batches. The enqueued-token limit admits two batches at a
+    time; a kill while two are in flight, then a re-run: both are re-attached, the other three are
+    submitted, and the answers equal an unsharded run's."""
+    from synthllm.backends.batch_api import _tokens
+
+    fake_openai.batch_polls = 1
+    requests = chat_requests(30)
+    reference, _ = run_requests(OpenAIBackend(params(fake_openai, use_batch_api=True),
+                                              state_dir=tmp_path / "unsharded"), requests, progress=False)
+    assert fake_openai.received["POST /v1/batches"] == 1
+    fake_openai.reset_counts()
+    two = sum(_tokens(r) for r in requests[:14])
+    p = params(fake_openai, use_batch_api=True, batch_max_requests=7, batch_max_enqueued_tokens=two, batch_poll_s=0.05)
+    state = tmp_path / "sharded"
+    state.mkdir()
+    fake_openai.freeze()  # batches stay in progress
+    proc = _spawn(p, state, n=30)
+    _wait_for(lambda: len(list(state.glob("batch-*.json"))) == 2, proc, state / "driver.log")
+    time.sleep(0.5)  # the token limit holds the third shard back
+    assert fake_openai.received["POST /v1/batches"] == 2 and len(list(state.glob("batch-*.json"))) == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    fake_openai.thaw()
+    results, _ = run_requests(OpenAIBackend(p, state_dir=state), requests, RequestCache(state / "cache.sqlite"),
+                              progress=False)
+    assert fake_openai.received["POST /v1/batches"] == 5  # 2 before the kill, 3 after: none twice
+    sizes = sorted(fake_openai.files[b["input_file_id"]].count(b"\n") for b in list(fake_openai.batches.values())[-5:])
+    assert sizes == [2, 7, 7, 7, 7]
+    assert [r.text for r in results] == [r.text for r in reference] and all(r.ok for r in results)
+    assert not list(state.glob("batch-*.json"))
 
 
 def test_batch_resubmits_only_failed_items(fake_openai, tmp_path):

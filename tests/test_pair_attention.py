@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from synthllm.pair_attention import (GemmaAttentionClassifier, GemmaAttentionParams,
-                                     TokenStateCache, load)
+                                     PairStateCache, load)
 
 
 @pytest.fixture(scope="module")
@@ -67,20 +67,30 @@ def test_probabilities_sum_to_one_in_the_given_label_order(tiny_lm, tmp_path):
     assert list(proba.argmax(1)) == [0, 1, 2]
 
 
-def test_cache_is_reused_from_disk_and_fills_new_texts(tiny_lm, tmp_path):
-    texts = ["اولین متن کوتاه", "دومین متن کمی بلندتر از اولی است"]
-    first = TokenStateCache(tiny_lm, [1, 2], 48, tmp_path / "cache")
-    states = first.get(texts)
-    assert states[0][0].shape == (len(states[0][1]), 2 * 64) and states[0][0].dtype == np.float16
-    again = TokenStateCache(tiny_lm, [1, 2], 48, tmp_path / "cache")
-    for (s1, t1), (s2, t2) in zip(states, again.get(texts)):
-        np.testing.assert_array_equal(s1, s2)
-        np.testing.assert_array_equal(t1, t2)
-    assert again._lm is None  # served from disk, the LM was never loaded
-    (new,) = again.get(["متنی که هنوز دیده نشده"])
-    assert len(new[1]) > 0 and again._lm is not None
+def test_cache_is_reused_from_disk_and_fills_new_pairs(tiny_lm, tmp_path):
+    premise = "اولین متن کوتاه درباره هوا"
+    hypotheses = ["هوا خوب است", "دومین جمله کمی بلندتر از اولی است"]
+    first = PairStateCache(tiny_lm, [1, 2], 48, tmp_path / "cache")
+    rows = first.get([premise] * 2, hypotheses)
+    p_states, p_ids, h_states, h_ids = rows[0]
+    assert p_states.shape == (len(p_ids), 2 * 64) and h_states.shape == (len(h_ids), 2 * 64)
+    assert p_states.dtype == np.float16 and len(p_ids) > 0 and len(h_ids) > 0
+    # causal LM: the premise's states do not depend on the hypothesis, the hypothesis's do
+    np.testing.assert_array_equal(rows[1][0], p_states)
+    alone = first.get([""], hypotheses[:1])[0]
+    np.testing.assert_array_equal(alone[3], h_ids)
+    assert len(alone[0]) == 0 and not np.array_equal(alone[2], h_states)
+    again = PairStateCache(tiny_lm, [1, 2], 48, tmp_path / "cache")
+    for old, new in zip(rows, again.get([premise] * 2, hypotheses)):
+        for a, b in zip(old, new):
+            np.testing.assert_array_equal(a, b)
+    assert again._lm is None  # served from disk: the LM was never loaded
+    (fresh,) = again.get([premise], ["جمله‌ای که هنوز دیده نشده"])
+    assert len(fresh[3]) > 0 and again._lm is not None
     # another layer set is another cache entry, never a stale hit
-    assert TokenStateCache(tiny_lm, [2], 48, tmp_path / "cache").get(texts[:1])[0][0].shape[1] == 64
+    other = PairStateCache(tiny_lm, [2], 48, tmp_path / "cache").get([premise], hypotheses[:1])[0]
+    np.testing.assert_allclose(other[2].astype(np.float32), h_states[:, 64:].astype(np.float32),
+                               atol=2e-2)
 
 
 def test_single_text_task(tiny_lm, tmp_path, rows):

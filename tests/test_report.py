@@ -4,7 +4,8 @@ import pytest
 from sklearn.metrics import f1_score
 
 from synthllm.params import NLI_LABELS
-from synthllm.report import item_correctness, macro_f1_ci, regime_comparisons
+from synthllm import stats
+from synthllm.report import correctness_matrix, item_correctness, macro_f1_ci, mcnemar_per_seed, regime_comparisons
 
 RNG = np.random.default_rng(0)
 GOLD = RNG.choice(NLI_LABELS, size=300)
@@ -45,5 +46,34 @@ def test_regime_comparisons_mark_a_real_difference_and_not_a_null_one():
     # mix and gold_only made identical predictions: no difference, not significant
     assert comp.loc[("mix", "gold_only"), "delta_accuracy"] == 0
     assert not comp.loc[("mix", "gold_only"), "significant"]
-    assert comp.loc[("mix", "gold_only"), "mcnemar_p_first_seed"] == 1.0
-    assert comp.loc[("warmup", "reversed"), "mcnemar_p_first_seed"] < 0.001
+    assert comp.loc[("mix", "gold_only"), "mcnemar_p_by_seed"] == "1: 1; 2: 1; 3: 1"
+    assert (comp["p_holm"] >= comp["p_value"]).all()  # adjusted over the 4 comparisons made
+    assert comp["p_holm"].tolist() == pytest.approx(stats.holm(comp["p_value"].tolist()))
+
+
+def test_mcnemar_is_reported_for_every_seed_in_numeric_order():
+    a, b = _preds(0.7, seeds=(2, 10, 1)), _preds(0.7, seeds=(10, 2, 1))
+    assert list(mcnemar_per_seed(a, b)) == [1, 2, 10]  # not 1, 10, 2 (string order)
+    assert correctness_matrix(a).shape == (3, 300)
+
+
+def test_two_level_bootstrap_widens_when_seeds_disagree():
+    """Same mean accuracy (0.7) and items; in one case the three seeds agree, in the other they
+    differ a lot (0.55, 0.70, 0.85): the item-only view cannot tell them apart, the two-level one can."""
+    rng = np.random.default_rng(0)
+    base = (rng.random(400) < 0.7).astype(float)
+    agree = np.vstack([base, base, base])
+    disagree = np.vstack([(rng.random(400) < q).astype(float) for q in (0.55, 0.70, 0.85)])
+    disagree += base.mean() - disagree.mean()  # same overall mean, to isolate the spread
+    narrow = stats.two_level_bootstrap(agree, n_resamples=1000, seed=1)
+    wide = stats.two_level_bootstrap(disagree, n_resamples=1000, seed=1)
+    assert wide["high"] - wide["low"] > 1.5 * (narrow["high"] - narrow["low"])
+    item_only = stats.bootstrap_ci(disagree.mean(0), n_resamples=1000, seed=1)
+    assert wide["high"] - wide["low"] > item_only[2] - item_only[1]
+
+
+def test_holm_on_a_hand_worked_p_vector():
+    # sorted: 0.01*4=0.04, 0.02*3=0.06, 0.03*2=0.06, 0.04*1=0.04 -> made non-decreasing: 0.04, 0.06, 0.06, 0.06
+    assert stats.holm([0.03, 0.01, 0.04, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # 0.5*2 caps at 1; monotone after
+    assert stats.holm([]) == []

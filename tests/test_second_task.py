@@ -35,6 +35,7 @@ def sentiment_params(repo_root: Path, tiny_lm: Path) -> dict:
                                    "tinylm": {**tinylm, "prompt": "fa/sentiment/annotate"}}
     params["annotator_training"]["gold_epochs"] = 4
     params["regimes"] = ["synthetic_only", "warmup"]
+    params["curves"] = {"budgets": [100], "pool_budget": 100, "pool_fractions": [1.0]}
     params["train"].update(gold_epochs=4, seeds=[1])
     return params
 

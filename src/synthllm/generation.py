@@ -7,7 +7,8 @@ premise).
 Pure functions: premises and shot pools in, :class:`~synthllm.backends.Request` objects out; backend
 results in, filtered provenance rows and filter counts out. The generator's intended label is kept
 as provenance only; labelling is the annotators' job. This module never reads gold val/test except
-as a set of texts to keep out (leakage).
+as a set of texts to keep out (leakage: exact after normalisation, or near — a character n-gram
+Jaccard similarity at or above ``filters.near_leakage_jaccard`` to any of them).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from synthllm.calls import Request, Result, stable_seed
 from synthllm.errors import InputDataError
 from synthllm.params import FilterParams, GenerateParams
 from synthllm.prompts import GeneratePrompt, pick_shots
-from synthllm.text import PERSIAN, TextProcessor
+from synthllm.text import PERSIAN, TextProcessor, near_duplicates
 
 
 def label_codes(labels: Sequence[str]) -> dict[str, str]:
@@ -101,14 +102,19 @@ def filter_generations(meta: Sequence[dict], results: Sequence[Result], filters:
     counts: Counter[str] = Counter(generated=len(meta))
     seen: set[tuple[str, str]] = set()
     kept = []
-    for m, res in zip(meta, results):
-        hyp = tp.normalize(res.text or "") if res.ok else ""
+    hyps = [tp.normalize(res.text or "") if res.ok else "" for res in results]
+    near = (near_duplicates([tp.dedup_key(h) for h in hyps], sorted(blocked), filters.near_leakage_ngram,
+                            filters.near_leakage_jaccard)
+            if filters.near_leakage_jaccard is not None else [False] * len(hyps))
+    for m, res, hyp, is_near in zip(meta, results, hyps, near):
         reason = _reject_reason(hyp, m["premise"], res, filters, tp)
         if reason is None:
             hyp_key = tp.dedup_key(hyp)
             key = (tp.dedup_key(m["premise"]), hyp_key)
             if hyp_key in blocked:
                 reason = "leakage"
+            elif is_near:
+                reason = "near_leakage"
             elif key in seen:
                 reason = "duplicate"
             seen.add(key)

@@ -76,6 +76,14 @@ class GoldParams(Strict):
         description="Environment variable naming a local directory that mirrors the upstream files.",
     )
     max_train: int | None = Field(None, ge=30, description="Cap on gold train rows (tiny configs).")
+    budget: int | None = Field(
+        None, ge=10, description="Gold train pairs whose labels the experiment may use (the classifier "
+        "annotator's and downstream training data): the first `budget` of one seeded, stratified order, "
+        "so budgets are nested. null: all.")
+    budget_seed: int = Field(5, description="Seed of that order.")
+    shot_pool: int = Field(
+        100, ge=10, description="Few-shot examples (generation and LLM annotation) come from the first "
+        "shot_pool pairs of the same order, which every budget contains.")
 
     @property
     def name(self) -> str:
@@ -86,6 +94,9 @@ class GoldParams(Strict):
     def _local_needs_path(self) -> "GoldParams":
         if self.source == "local" and not self.path:
             raise ValueError("gold.path is required when gold.source is 'local'")
+        if self.budget is not None and self.budget < self.shot_pool:
+            raise ValueError(f"gold.budget {self.budget} is below gold.shot_pool {self.shot_pool}: the few-shot "
+                             f"examples would use labels outside the budget; lower gold.shot_pool")
         return self
 
 
@@ -147,6 +158,11 @@ class OpenAIBackendParams(Strict):
         "vLLM's default cap is 20).")
     use_batch_api: bool = False
     batch_poll_s: float = Field(30.0, gt=0)
+    batch_max_requests: int = Field(50_000, ge=1, description="Requests per batch (OpenAI's cap: 50,000).")
+    batch_max_bytes: int = Field(200_000_000, ge=1_000, description="Input-file bytes per batch (OpenAI: 200 MB).")
+    batch_max_enqueued_tokens: int | None = Field(
+        2_000_000, ge=1, description="Prompt + output-cap tokens in batches in flight at once (OpenAI's queue "
+        "limit per model; 2M is gpt-4o-mini's tier-1 value, higher tiers allow far more). null: no limit.")
     budget_usd: float | None = Field(None, ge=0)
     price: PriceParams = PriceParams()
 
@@ -163,6 +179,10 @@ class FilterParams(Strict):
     max_premise_overlap: float = Field(
         0.9, ge=0, le=1, description="Hypotheses whose tokens are this share of the premise's are copies."
     )
+    near_leakage_jaccard: float | None = Field(
+        0.7, gt=0, le=1, description="Drop a hypothesis whose character n-gram Jaccard similarity to any "
+        "gold val/test premise or hypothesis reaches this (exact matches are always dropped); null: off.")
+    near_leakage_ngram: int = Field(4, ge=2, le=8, description="Character n-gram size of that check.")
 
     @model_validator(mode="after")
     def _bounds(self) -> "FilterParams":
@@ -229,6 +249,27 @@ class AggregateParams(Strict):
         "(an annotator whose server returned no logprobs). null: refuse such votes with an error.")
 
 
+class CascadeParams(Strict):
+    """A derived annotator: cheap annotators label every row; doubtful rows go to an expensive one."""
+
+    cheap: list[str] = Field(..., min_length=1, description="Active annotators; the first gives the label "
+                             "and the confidence the threshold applies to.")
+    expensive: str = Field(..., description="A key of annotator_configs (it need not be active); it is asked "
+                           "for escalated pool rows only, and for the whole audit sample (the frontier).")
+    expensive_reads: str = Field(..., description="What the expensive annotator reads (its model folder or "
+                                 "prompt file, as in `annotators`): the cascade stage's DVC dependency.")
+    threshold: float = Field(0.6, ge=0, le=1.01, description="Escalate when the first cheap annotator's "
+                             "confidence is below this (or absent, or its row failed).")
+    on_disagreement: bool = Field(True, description="Escalate when the cheap annotators disagree.")
+    on_flip: bool = Field(True, description="Escalate when the first cheap annotator's label flips under its "
+                          "stability_variant prompt (needs one).")
+    max_escalated: int | None = Field(None, ge=0, description="At most this many pool rows go to the expensive "
+                                      "annotator (least confident first); null: no cap.")
+    frontier_thresholds: list[float] = Field(
+        [0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01], description="Thresholds of the cost/accuracy frontier, "
+        "computed on the audit sample without extra calls (0: escalate only on disagreement/flip; 1.01: all).")
+
+
 class AnnotateParams(Strict):
     audit_size: int = Field(150, ge=10, description="Gold val pairs every annotator also labels.")
     seed: int = 7
@@ -246,6 +287,9 @@ class SplitParams(Strict):
         0.0, ge=0, le=1, description="Aggregated annotators only: least share of members that agree.")
     require_stable: bool = Field(
         False, description="Keep only pairs whose label survives the annotator's second prompt order.")
+    noise_filter: Literal["none", "cleanlab"] = Field(
+        "none", description="cleanlab: drop rows whose label confident learning finds likely wrong "
+        "(out-of-fold probabilities from a model on gold budget + the other synthetic folds).")
     seed: int = 11
 
 
@@ -302,6 +346,25 @@ class AnnotatorTrainingParams(Strict):
     seed: int = 0
 
 
+class CurvesParams(Strict):
+    """Learning curves (the `curve` stages): the experiment re-run at smaller gold budgets, and with
+    fractions of the synthetic pool at one small budget."""
+
+    budgets: list[int] = Field(
+        [100, 250, 500, 1000], description="Gold budgets of the learning curve (each re-runs the classifier "
+        "annotator, votes, splits and every regime × seed); the main experiment adds its own budget.")
+    pool_budget: int | None = Field(250, ge=10, description="Gold budget of the pool-fraction curve; null: none.")
+    pool_fractions: list[float] = Field([0.25, 0.5, 1.0], description="Shares of each synthetic train split.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "CurvesParams":
+        if self.budgets != sorted(set(self.budgets)):
+            raise ValueError(f"curves.budgets must be increasing without repeats: {self.budgets}")
+        if any(not 0 < f <= 1 for f in self.pool_fractions) or self.pool_fractions != sorted(set(self.pool_fractions)):
+            raise ValueError(f"curves.pool_fractions must be increasing shares in (0, 1]: {self.pool_fractions}")
+        return self
+
+
 class Params(Strict):
     task: TaskParams = TaskParams()
     gold: GoldParams = GoldParams()
@@ -315,6 +378,8 @@ class Params(Strict):
     annotator_configs: dict[str, AnnotatorParams]
     aggregates: dict[str, AggregateParams] = Field(
         default_factory=dict, description="Derived annotators (votes over active annotators).")
+    cascades: dict[str, CascadeParams] = Field(
+        default_factory=dict, description="Derived annotators: cheap labels, doubtful rows escalated.")
     branches: dict[str, str] = Field(
         ..., min_length=1,
         description="Labelled pools that are split, trained on and evaluated: name -> label file.")
@@ -323,6 +388,7 @@ class Params(Strict):
     split: SplitParams = SplitParams()
     regimes: list[Literal["synthetic_only", "warmup", "mix", "reversed"]] = list(SYNTHETIC_REGIMES)
     train: TrainParams = TrainParams()
+    curves: CurvesParams = CurvesParams()
     cache_dir: str = Field(".cache/synthllm", description="LLM request cache (outside DVC outputs).")
 
     @property
@@ -340,6 +406,11 @@ class Params(Strict):
 
     @model_validator(mode="after")
     def _annotators_known(self) -> "Params":
+        small = [b for b in self.curves.budgets + [self.curves.pool_budget or self.gold.shot_pool]
+                 if b < self.gold.shot_pool]
+        if small:
+            raise ValueError(f"curves budgets {small} are below gold.shot_pool {self.gold.shot_pool}: their few-shot "
+                             f"examples would use labels outside the budget")
         off_task = [lab for lab in self.generate.labels or [] if lab not in self.task.labels]
         if off_task:
             raise ValueError(f"generate.labels {off_task} are not in task.labels {self.task.labels}")
@@ -373,12 +444,26 @@ class Params(Strict):
             if off:
                 raise ValueError(f"aggregates.{name}.members {off} are not active annotators "
                                  f"(annotators: {list(self.annotators)})")
+        for name, c in self.cascades.items():
+            if name in self.annotator_configs or name in self.aggregates:
+                raise ValueError(f"cascades.{name} clashes with an annotator or aggregate of that name")
+            off = [m for m in c.cheap if m not in self.annotators]
+            if off:
+                raise ValueError(f"cascades.{name}.cheap {off} are not active annotators ({list(self.annotators)})")
+            if c.expensive not in self.annotator_configs:
+                raise ValueError(f"cascades.{name}.expensive {c.expensive!r} is not in annotator_configs")
+            if c.expensive_reads != self.annotator_reads(c.expensive):
+                raise ValueError(f"cascades.{name}.expensive_reads must be {self.annotator_reads(c.expensive)!r}")
+            if c.on_flip and not self.annotator_configs[c.cheap[0]].stability_variant:
+                raise ValueError(f"cascades.{name}.on_flip needs a stability_variant on {c.cheap[0]!r}; set on_flip: false")
         for name, path in self.branches.items():
             expected = (f"data/annotated/{name}.jsonl" if name in self.annotators else
-                        f"data/aggregated/{name}.jsonl" if name in self.aggregates else None)
+                        f"data/aggregated/{name}.jsonl" if name in self.aggregates else
+                        f"data/cascade/{name}.jsonl" if name in self.cascades else None)
             if expected is None:
-                raise ValueError(f"branches.{name} is neither an active annotator nor an aggregate "
-                                 f"(annotators: {list(self.annotators)}, aggregates: {sorted(self.aggregates)})")
+                raise ValueError(f"branches.{name} is neither an active annotator, an aggregate nor a cascade "
+                                 f"(annotators: {list(self.annotators)}, aggregates: {sorted(self.aggregates)}, "
+                                 f"cascades: {sorted(self.cascades)})")
             if path != expected:
                 raise ValueError(f"branches.{name} must be {expected!r} (the file its stage writes), "
                                  f"not {path!r}")

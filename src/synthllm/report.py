@@ -1,11 +1,13 @@
 """The results table and charts: annotator × regime, mean over seeds with confidence intervals.
 
-Two intervals per cell: a t-interval over seeds (training variability) and a percentile bootstrap
-over test items of the seed-averaged correctness (test-set sampling). Regimes are compared pairwise
-within an annotator by a paired bootstrap over test items; a difference is marked significant when
-its 95 % interval excludes zero, and McNemar's test on the first seed's predictions is shown beside
-it. No correction for multiple comparisons is applied (say so when quoting many of them). This
-module does not read files.
+Two intervals per cell: a t-interval over seeds (training variability alone), and a two-level
+percentile bootstrap over seeds *and* test items (:func:`synthllm.stats.two_level_bootstrap`), which
+covers both. Regimes are compared pairwise within an annotator by the two-level bootstrap of the
+accuracy difference (items paired, seeds drawn separately per regime); its p-values over the whole
+family of comparisons in the report are Holm–Bonferroni adjusted, and a difference is marked
+significant when the adjusted p is at most 0.05 (the raw p is kept). McNemar's test is shown for
+every seed, seeds paired in numeric order. The caller passes exactly the configured runs; this
+module does not read files or decide what is configured.
 """
 
 from __future__ import annotations
@@ -26,6 +28,18 @@ COMPARISONS = (("warmup", "mix"), ("warmup", "reversed"), ("warmup", "gold_only"
 def item_correctness(predictions: pd.DataFrame) -> pd.Series:
     """Per test item, the share of seeds that got it right."""
     return (predictions["label"] == predictions["predicted"]).groupby(predictions["id"]).mean().sort_index()
+
+
+def seed_number(seed: str) -> int:
+    """'seed-10' -> 10 (seeds sort numerically, not as strings)."""
+    return int(str(seed).rsplit("-", 1)[-1])
+
+
+def correctness_matrix(predictions: pd.DataFrame) -> np.ndarray:
+    """Seeds (numeric order) × test items (sorted by id) 0/1 correctness."""
+    right = (predictions["label"] == predictions["predicted"]).astype(float)
+    wide = right.groupby([predictions["seed"], predictions["id"]]).first().unstack("id").sort_index(axis=1)
+    return wide.loc[sorted(wide.index, key=seed_number)].to_numpy()
 
 
 def macro_f1_ci(predictions: pd.DataFrame, labels, n_resamples: int = 1000, seed: int = 0,
@@ -68,12 +82,11 @@ def results_table(metrics: Mapping[str, dict], predictions: Mapping[str, pd.Data
         seeds = m["seeds"]
         acc = [s["all"]["accuracy"] for s in seeds.values()]
         mean, lo, hi = stats.seed_mean_ci(acc)
-        point, blo, bhi = stats.bootstrap_ci(item_correctness(predictions[run]).to_numpy(),
-                                             n_resamples=n_resamples, seed=seed)
+        boot = stats.two_level_bootstrap(correctness_matrix(predictions[run]), n_resamples=n_resamples, seed=seed)
         rows.append({
             "annotator": annotator, "regime": regime, "seeds": len(acc),
             "accuracy": mean, "acc_seed_ci_low": lo, "acc_seed_ci_high": hi,
-            "acc_boot_ci_low": blo, "acc_boot_ci_high": bhi,
+            "acc_boot_ci_low": boot["low"], "acc_boot_ci_high": boot["high"],
             "macro_f1": float(np.mean([s["all"]["macro_f1"] for s in seeds.values()])),
             **dict(zip(("f1_boot_ci_low", "f1_boot_ci_high"),
                        macro_f1_ci(predictions[run], labels, seed=seed))),
@@ -83,15 +96,24 @@ def results_table(metrics: Mapping[str, dict], predictions: Mapping[str, pd.Data
     return pd.DataFrame(rows)
 
 
-def _first_seed(predictions: pd.DataFrame) -> pd.DataFrame:
-    first = sorted(predictions["seed"].unique())[0]
-    return predictions[predictions["seed"] == first].sort_values("id")
+def mcnemar_per_seed(a: pd.DataFrame, b: pd.DataFrame) -> dict[int, float]:
+    """McNemar's p for each seed both runs have, seeds paired by number."""
+    out = {}
+    for seed in sorted(set(a["seed"]) & set(b["seed"]), key=seed_number):
+        x, y = (df[df["seed"] == seed].sort_values("id") for df in (a, b))
+        out[seed_number(seed)] = stats.mcnemar(x["label"].to_numpy(), x["predicted"].to_numpy(),
+                                               y["predicted"].to_numpy())["p_value"]
+    return out
+
+
+COMPARISON_COLUMNS = ["annotator", "a", "b", "delta_accuracy", "ci_low", "ci_high", "p_value", "p_holm",
+                      "significant", "mcnemar_p_by_seed"]
 
 
 def regime_comparisons(predictions: Mapping[str, pd.DataFrame], seed: int = 0,
-                       n_resamples: int = 2000) -> pd.DataFrame:
-    """Paired bootstrap of seed-averaged per-item correctness between regimes of one annotator,
-    and, as a second opinion, McNemar's test on the first seed's predictions."""
+                       n_resamples: int = 2000, alpha: float = 0.05) -> pd.DataFrame:
+    """Two-level bootstrap of the accuracy difference between regimes of one annotator, Holm
+    adjusted over every comparison returned, with McNemar's test per seed beside it."""
     by_annotator: dict[str, dict[str, pd.DataFrame]] = {}
     gold_only = next((p for r, p in predictions.items() if r.endswith("__gold_only")), None)
     for run, preds in predictions.items():
@@ -104,16 +126,16 @@ def regime_comparisons(predictions: Mapping[str, pd.DataFrame], seed: int = 0,
         for a, b in COMPARISONS:
             if a not in regimes or b not in regimes:
                 continue
-            diff = (item_correctness(regimes[a]) - item_correctness(regimes[b])).to_numpy()
-            delta, lo, hi = stats.bootstrap_ci(diff, n_resamples=n_resamples, seed=seed)
-            first_a, first_b = _first_seed(regimes[a]), _first_seed(regimes[b])
-            mcnemar = stats.mcnemar(first_a["label"].to_numpy(), first_a["predicted"].to_numpy(),
-                                    first_b["predicted"].to_numpy())
-            rows.append({"annotator": annotator, "a": a, "b": b, "delta_accuracy": delta,
-                         "ci_low": lo, "ci_high": hi, "significant": bool(lo > 0 or hi < 0),
-                         "mcnemar_p_first_seed": mcnemar["p_value"]})
-    return pd.DataFrame(rows, columns=["annotator", "a", "b", "delta_accuracy", "ci_low", "ci_high",
-                                       "significant", "mcnemar_p_first_seed"])
+            boot = stats.two_level_bootstrap(correctness_matrix(regimes[a]), n_resamples=n_resamples, seed=seed,
+                                             other=correctness_matrix(regimes[b]))
+            mc = mcnemar_per_seed(regimes[a], regimes[b])
+            rows.append({"annotator": annotator, "a": a, "b": b, "delta_accuracy": boot["estimate"],
+                         "ci_low": boot["low"], "ci_high": boot["high"], "p_value": boot["p_value"],
+                         "mcnemar_p_by_seed": "; ".join(f"{k}: {v:.3g}" for k, v in mc.items())})
+    table = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c not in ("p_holm", "significant")])
+    table.insert(7, "p_holm", stats.holm(table["p_value"].tolist()) if len(table) else [])
+    table.insert(8, "significant", table["p_holm"] <= alpha)
+    return table[COMPARISON_COLUMNS]
 
 
 def markdown(table: pd.DataFrame, comparisons: pd.DataFrame, annotators: Mapping[str, dict],
@@ -122,14 +144,18 @@ def markdown(table: pd.DataFrame, comparisons: pd.DataFrame, annotators: Mapping
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
     codes = "/".join(label_codes(labels)[lab] for lab in labels)
     lines = ["# SynthLLM results", "", "## Annotators (gold-val audit sample)", "",
-             f"| annotator | audit n | accuracy | macro-F1 | ECE | failed (pool) | pool labels {codes} |",
-             "|---|---|---|---|---|---|---|"]
+             f"| annotator | audit n | accuracy | macro-F1 | ECE (rows with a confidence) | failed (pool) "
+             f"| failure reasons (pool) | pool labels {codes} |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, m in sorted(annotators.items()):
         a, pool = m["audit"], m["pool"]
         dist = "/".join(pct(pool["label_distribution"].get(l) or 0) for l in labels)
-        ece = "–" if a.get("ece") is None else f"{a['ece']:.3f}"
+        coverage = a.get("confidence_coverage")
+        ece = ("– (no confidences)" if a.get("ece") is None else
+               f"{a['ece']:.3f}" + (f" ({pct(coverage)} %)" if coverage is not None else ""))
+        reasons = ", ".join(f"{k} {v}" for k, v in (pool.get("failure_reasons") or {}).items()) or "–"
         lines.append(f"| {name} | {a['n']} | {pct(a['accuracy'])} | {pct(a['macro_f1'])} | {ece} | "
-                     f"{pool['failed']}/{pool['n']} | {dist} |")
+                     f"{pool['failed']}/{pool['n']} | {reasons} | {dist} |")
     for name, m in sorted(annotators.items()):
         flips = m["pool"].get("prompt_order_flip_rate")
         if flips:
@@ -143,30 +169,35 @@ def markdown(table: pd.DataFrame, comparisons: pd.DataFrame, annotators: Mapping
             + "."]
         vote = quality.get("vote_on_audit")
         if vote:
+            weighted = vote.get("weighted_majority_accuracy")
             lines.append(f"Majority vote of {', '.join(vote['members'])} on the audit sample: "
                          f"{pct(vote['majority_accuracy'])} % (confidence-weighted: "
-                         f"{pct(vote['weighted_majority_accuracy'])} %).")
+                         + (f"{pct(weighted)} %)." if weighted is not None else
+                            f"not computed: {vote.get('weighted_majority_unavailable')})."))
     hard = bool(table["hard_hypothesis_acc"].notna().any()) if len(table) else False
     lines += ["", f"## Test accuracy by annotator × regime ({gold_name} test, %)", "",
-              "Mean over seeds; [t-interval over seeds]; {bootstrap 95 % CI over test items}. "
-              f"Synthetic label distribution (split.strategy): {strategy}.", "",
-              "| annotator | strategy | regime | seeds | accuracy | seed CI | item CI | macro-F1 | macro-F1 item CI |"
-              + (" hard-hyp | hard-overlap |" if hard else ""),
-              "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if hard else "")]
+              "Mean over seeds; [t-interval over seeds]; {two-level bootstrap 95 % CI over seeds and test "
+              f"items}}. Synthetic label distribution (split.strategy): {strategy}.", "",
+              "| annotator | strategy | regime | passes | seeds | accuracy | seed CI | seed×item CI | macro-F1 "
+              "| macro-F1 item CI |" + (" hard-hyp | hard-overlap |" if hard else ""),
+              "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if hard else "")]
     for r in table.itertuples():
         shown = "–" if r.regime == "gold_only" else strategy
-        lines.append(f"| {r.annotator} | {shown} | {r.regime} | {r.seeds} | {pct(r.accuracy)} | "
+        lines.append(f"| {r.annotator} | {shown} | {r.regime} | {getattr(r, 'passes', '')} | {r.seeds} | {pct(r.accuracy)} | "
                      f"[{pct(r.acc_seed_ci_low)}, {pct(r.acc_seed_ci_high)}] | "
                      f"{{{pct(r.acc_boot_ci_low)}, {pct(r.acc_boot_ci_high)}}} | {pct(r.macro_f1)} | "
                      f"{{{pct(r.f1_boot_ci_low)}, {pct(r.f1_boot_ci_high)}}} |"
                      + (f" {pct(r.hard_hypothesis_acc)} | {pct(r.hard_overlap_acc)} |" if hard else ""))
-    lines += ["", "## Regime comparisons (paired bootstrap over test items, 95 % CI)", "",
-              "| annotator | a | b | Δ accuracy (a − b) | CI | significant | McNemar p (first seed) |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Regime comparisons", "",
+              "Two-level bootstrap (seeds and test items resampled; items paired between the two regimes) of "
+              "the accuracy difference, 95 % CI; p two-sided. Significant: Holm–Bonferroni adjusted p ≤ 0.05 "
+              f"over the {len(comparisons)} comparisons below. McNemar's p per seed (seeds paired by number).", "",
+              "| annotator | a | b | Δ accuracy (a − b) | CI | p | p (Holm) | significant | McNemar p by seed |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for c in comparisons.itertuples():
         lines.append(f"| {c.annotator} | {c.a} | {c.b} | {pct(c.delta_accuracy)} | "
-                     f"[{pct(c.ci_low)}, {pct(c.ci_high)}] | {'**yes**' if c.significant else 'no'} | "
-                     f"{c.mcnemar_p_first_seed:.3g} |")
+                     f"[{pct(c.ci_low)}, {pct(c.ci_high)}] | {c.p_value:.3g} | {c.p_holm:.3g} | "
+                     f"{'**yes**' if c.significant else 'no'} | {c.mcnemar_p_by_seed} |")
     return "\n".join(lines) + "\n"
 
 
@@ -199,3 +230,173 @@ def regime_chart(table: pd.DataFrame, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ---- learning curves ------------------------------------------------------------------------------
+
+def curve_table(points: Mapping[float, pd.DataFrame], n_resamples: int = 1000, seed: int = 0,
+                key: str = "budget") -> pd.DataFrame:
+    """Accuracy per point (gold budget, or pool fraction) × branch × regime: mean over seeds and test
+    items, two-level bootstrap 95 % CI. ``points`` maps a point to its per-seed predictions (with a
+    ``run`` column)."""
+    rows = []
+    for point, preds in sorted(points.items()):
+        for run, group in preds.groupby("run", sort=True):
+            annotator, regime = run.split("__")
+            boot = stats.two_level_bootstrap(correctness_matrix(group), n_resamples=n_resamples, seed=seed)
+            rows.append({key: point, "annotator": annotator, "regime": regime,
+                         "seeds": int(group["seed"].nunique()), "accuracy": boot["estimate"],
+                         "ci_low": boot["low"], "ci_high": boot["high"]})
+    return pd.DataFrame(rows, columns=[key, "annotator", "regime", "seeds", "accuracy", "ci_low", "ci_high"])
+
+
+def curve_comparisons(points: Mapping[int, pd.DataFrame], a: str = "warmup", b: str = "gold_only",
+                      n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+    """At each budget and for each branch: regime ``a`` minus ``b`` (two-level bootstrap), Holm
+    adjusted over the whole curve family."""
+    rows = []
+    for budget, preds in sorted(points.items()):
+        runs = {run: g for run, g in preds.groupby("run")}
+        base = runs.get(f"gold__{b}") if b == "gold_only" else None
+        for run, group in sorted(runs.items()):
+            annotator, regime = run.split("__")
+            other = base if base is not None else runs.get(f"{annotator}__{b}")
+            if regime != a or other is None:
+                continue
+            boot = stats.two_level_bootstrap(correctness_matrix(group), n_resamples=n_resamples, seed=seed,
+                                             other=correctness_matrix(other))
+            rows.append({"budget": int(budget), "annotator": annotator, "a": a, "b": b,
+                         "delta_accuracy": boot["estimate"], "ci_low": boot["low"], "ci_high": boot["high"],
+                         "p_value": boot["p_value"]})
+    table = pd.DataFrame(rows, columns=["budget", "annotator", "a", "b", "delta_accuracy", "ci_low", "ci_high", "p_value"])
+    table["p_holm"] = stats.holm(table["p_value"].tolist()) if len(table) else []
+    table["significant"] = table["p_holm"] <= alpha
+    return table
+
+
+def curve_markdown(table: pd.DataFrame, comparisons: pd.DataFrame, pool: pd.DataFrame | None,
+                   main_budget: int) -> str:
+    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
+    lines = ["", "## Learning curves: test accuracy by gold budget (%)", "",
+             f"Each budget re-trains the classifier annotator and every regime on that many gold pairs (nested "
+             f"subsets); {main_budget} is the main run above. Mean over seeds and test items "
+             f"{{two-level bootstrap 95 % CI}}.", ""]
+    wide = table.assign(cell=[f"{pct(r.accuracy)} {{{pct(r.ci_low)}, {pct(r.ci_high)}}}" for r in table.itertuples()])
+    budgets = sorted(table["budget"].unique())
+    lines += ["| annotator | regime | " + " | ".join(str(b) for b in budgets) + " |",
+              "|---|---|" + "---|" * len(budgets)]
+    for (annotator, regime), g in wide.groupby(["annotator", "regime"], sort=True):
+        cells = dict(zip(g["budget"], g["cell"]))
+        lines.append(f"| {annotator} | {regime} | " + " | ".join(cells.get(b, "–") for b in budgets) + " |")
+    wins = comparisons[comparisons["significant"] & (comparisons["delta_accuracy"] > 0)]
+    losses = comparisons[comparisons["significant"] & (comparisons["delta_accuracy"] < 0)]
+    lines += ["", f"Warm-up vs gold-only (two-level bootstrap, Holm over the {len(comparisons)} budget × annotator "
+                  "comparisons): " + (
+                      "warm-up is significantly better at " + ", ".join(
+                          f"{r.budget} ({r.annotator}, +{pct(r.delta_accuracy)})" for r in wins.itertuples())
+                      if len(wins) else "warm-up is significantly better at no budget")
+              + ("; significantly worse at " + ", ".join(f"{r.budget} ({r.annotator}, {pct(r.delta_accuracy)})"
+                                                          for r in losses.itertuples()) if len(losses) else "") + "."]
+    if pool is not None and len(pool):
+        lines += ["", f"## Synthetic-pool fractions at gold budget {int(pool['budget'].iloc[0])} (%)", "",
+                  "| annotator | regime | " + " | ".join(f"{f:g}" for f in sorted(pool["fraction"].unique())) + " |",
+                  "|---|---|" + "---|" * pool["fraction"].nunique()]
+        for (annotator, regime), g in pool.groupby(["annotator", "regime"], sort=True):
+            cells = dict(zip(g["fraction"], (f"{pct(r.accuracy)} {{{pct(r.ci_low)}, {pct(r.ci_high)}}}" for r in g.itertuples())))
+            lines.append(f"| {annotator} | {regime} | " + " | ".join(cells.get(f, "–") for f in sorted(pool["fraction"].unique())) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def curve_chart(table: pd.DataFrame, annotator: str, path, x: str = "budget") -> None:
+    """One PNG: accuracy against ``x`` for each regime of one branch (gold_only drawn in each)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    sub = table[(table["annotator"] == annotator) | (table["regime"] == "gold_only")]
+    for regime, g in sub.groupby("regime", sort=True):
+        g = g.sort_values(x)
+        ax.plot(g[x], 100 * g["accuracy"], marker="o", label=regime)
+        ax.fill_between(g[x], 100 * g["ci_low"], 100 * g["ci_high"], alpha=0.15)
+    if x == "budget":
+        ax.set_xscale("log")
+    ax.set_xlabel("gold train pairs" if x == "budget" else "share of the synthetic pool")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{annotator} labels: accuracy vs {'gold budget' if x == 'budget' else 'pool fraction'}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+# ---- cost / accuracy frontier ---------------------------------------------------------------------
+
+def frontier_table(metrics: Mapping[str, dict], annotators: Sequence[str], aggregates: Mapping[str, Sequence[str]],
+                   cascades: Mapping[str, tuple[Sequence[str], str]]) -> pd.DataFrame:
+    """Audit accuracy against the cost of labelling 1,000 pool rows (list-price dollars and measured
+    compute seconds) for every single annotator, every vote (its members' costs) and every cascade
+    at each of its frontier thresholds. ``cascades`` maps a cascade to (cheap members, expensive)."""
+    from synthllm.cascade import Cost, priced, request_cost, row_cost
+
+    def cost_of(names: Sequence[str]) -> Cost:
+        parts = [row_cost(metrics[n]) for n in names]
+        secs = [c.seconds for c in parts]
+        return Cost(sum(c.usd for c in parts), None if any(x is None for x in secs) else sum(secs))
+
+    rows = []
+    for name in annotators:
+        c = cost_of([name])
+        rows.append({"annotator": name, "kind": "single", "threshold": None, "escalated_share": None,
+                     "audit_accuracy": metrics[name]["audit"]["accuracy"], "usd_per_1000": round(1000 * c.usd, 6),
+                     "seconds_per_1000": None if c.seconds is None else round(1000 * c.seconds, 3)})
+    for name, members in aggregates.items():
+        c = cost_of(members)
+        rows.append({"annotator": name, "kind": "vote", "threshold": None, "escalated_share": None,
+                     "audit_accuracy": metrics[name]["audit"]["accuracy"], "usd_per_1000": round(1000 * c.usd, 6),
+                     "seconds_per_1000": None if c.seconds is None else round(1000 * c.seconds, 3)})
+    for name, (cheap, expensive) in cascades.items():
+        exp = request_cost((metrics.get(expensive) or metrics[name])["run"])
+        for pt in priced(metrics[name]["frontier"], [row_cost(metrics[n]) for n in cheap], exp):
+            rows.append({**pt, "kind": "cascade"})
+    return pd.DataFrame(rows, columns=["annotator", "kind", "threshold", "escalated_share", "audit_accuracy",
+                                       "usd_per_1000", "seconds_per_1000"])
+
+
+def frontier_markdown(table: pd.DataFrame) -> str:
+    fmt = lambda v, spec: "–" if v is None or v != v else format(v, spec)  # noqa: E731
+    lines = ["", "## Cost / accuracy frontier (gold-val audit sample)", "",
+             "Cost of labelling 1,000 pool rows: list-price dollars (params `price`; local models are $0) and "
+             "measured compute seconds (– where the cache served the run). A cascade's points come from labels "
+             "every annotator already gave on the audit sample: no extra calls.", "",
+             "| annotator | kind | threshold | escalated | audit accuracy | $ / 1,000 rows | seconds / 1,000 rows |",
+             "|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.annotator} | {r.kind} | {fmt(r.threshold, 'g')} | {fmt(r.escalated_share, '.1%')} | "
+                     f"{100 * r.audit_accuracy:.1f} % | {fmt(r.usd_per_1000, '.4f')} | {fmt(r.seconds_per_1000, '.0f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def frontier_chart(table: pd.DataFrame, path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    use_usd = bool((table["usd_per_1000"] > 0).any())
+    x = "usd_per_1000" if use_usd else "seconds_per_1000"
+    fig = Figure(figsize=(6.5, 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for kind, marker in (("single", "o"), ("vote", "s")):
+        sub = table[(table["kind"] == kind) & table[x].notna()]
+        ax.scatter(sub[x], 100 * sub["audit_accuracy"], marker=marker, label=kind)
+        for r in sub.itertuples():
+            ax.annotate(r.annotator, (getattr(r, x), 100 * r.audit_accuracy), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    for name, g in table[(table["kind"] == "cascade") & table[x].notna()].groupby("annotator"):
+        ax.plot(g[x], 100 * g["audit_accuracy"], marker=".", label=f"{name} (thresholds)")
+    ax.set_xlabel("list-price $ per 1,000 pool rows" if use_usd else "compute seconds per 1,000 pool rows")
+    ax.set_ylabel("audit accuracy (%)")
+    ax.set_title("Annotation cost vs accuracy")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

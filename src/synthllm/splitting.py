@@ -4,7 +4,8 @@ Strategies: ``natural`` keeps the annotator's distribution; ``balanced`` down-sa
 to the rarest one; ``gold_matched`` down-samples to the gold train proportions. Failed rows, rows
 under the confidence threshold and (optionally) rows whose label flips when the annotator sees the
 hypothesis first, or (aggregated annotators) on which too few members agree, are dropped first (and
-counted). The train/dev split is grouped by premise (``premise_id``: every hypothesis written for
+counted); optionally (``noise_filter: cleanlab``) rows whose label confident learning finds likely
+wrong (:mod:`synthllm.noise`). The train/dev split is grouped by premise (``premise_id``: every hypothesis written for
 one premise lands on the same side, so dev never shares a premise with train) and stratified by
 label where the groups allow it. This module never up-samples or relabels.
 """
@@ -12,7 +13,7 @@ label where the groups allow it. This module never up-samples or relabels.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, train_test_split
@@ -92,8 +93,10 @@ def _confident(ok: pd.DataFrame, params: SplitParams, stats: dict) -> pd.DataFra
     return ok[keep]
 
 
-def split_synthetic(annotated: pd.DataFrame, params: SplitParams,
-                    gold_shares: Mapping[str, float]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def split_synthetic(annotated: pd.DataFrame, params: SplitParams, gold_shares: Mapping[str, float],
+                    gold: pd.DataFrame | None = None, labels: Sequence[str] | None = None,
+                    pair: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """``gold`` (the budget's gold rows) and ``labels`` are needed by ``noise_filter: cleanlab``."""
     if annotated.empty:
         raise InputDataError("no annotated rows to split (did generation keep any hypotheses?)")
     stats: dict = {"annotated": int(len(annotated))}
@@ -114,6 +117,14 @@ def split_synthetic(annotated: pd.DataFrame, params: SplitParams,
         stable = kept[kept["label_variant"] == kept["label"]]
         stats["dropped_unstable"] = int(len(kept) - len(stable))
         kept = stable
+    if params.noise_filter == "cleanlab":
+        if gold is None or labels is None:
+            raise InputDataError("split.noise_filter 'cleanlab' needs the gold budget rows and the label set")
+        from synthllm.noise import likely_mislabelled
+
+        flags, per_class = likely_mislabelled(kept, gold, labels, params.seed, pair)
+        stats["dropped_noise"] = per_class
+        kept = kept[~flags]
     shaped = shape_distribution(kept, params.strategy, gold_shares, params.seed)
     stats["dropped_by_strategy"] = int(len(kept) - len(shaped))
     if params.max_size is not None and len(shaped) > params.max_size:

@@ -6,8 +6,8 @@ paired significance tests (paired bootstrap, McNemar), prompt-variant flip rates
 aggregation. A missing label is ``None`` (or a float NaN, as pandas writes it).
 
 This module deliberately does not read or write files, does not know the NLI label set (callers
-pass ``categories``), does not draw global random state (every resampling function takes a seed),
-and does not correct for multiple comparisons.
+pass ``categories``) and does not draw global random state (every resampling function takes a seed).
+Family-wise correction is :func:`holm`, applied by the caller to the family it reports.
 """
 
 from __future__ import annotations
@@ -271,6 +271,65 @@ def mcnemar(
     statistic = (abs(b - c) - 1) ** 2 / (b + c)
     return {"b": b, "c": c, "statistic": float(statistic),
             "p_value": float(sps.chi2.sf(statistic, df=1)), "method": "chi2"}
+
+
+def two_level_bootstrap(
+    correct: np.ndarray,
+    n_resamples: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    other: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Bootstrap over training seeds *and* test items of a seeds × items 0/1 correctness matrix.
+
+    Each resample draws seeds with replacement and, independently, items with replacement, and takes
+    the mean correctness of the drawn seeds on the drawn items — so the interval covers both the
+    run-to-run variance of training and the sampling variance of the test set (an item-only
+    bootstrap of seed-averaged correctness ignores the first). With ``other`` (a second system's
+    matrix on the same items, possibly another number of seeds) it resamples the difference
+    ``mean(correct) - mean(other)``: items are drawn once for both (paired), seeds separately for
+    each (different training runs). Returns ``estimate``, ``low``, ``high`` and, for a difference, a
+    two-sided ``p_value`` as in :func:`paired_bootstrap`.
+    """
+    a = np.asarray(correct, dtype=float)
+    if a.ndim != 2 or a.size == 0:
+        raise ValueError("correct must be a non-empty seeds × items matrix")
+    b = None if other is None else np.asarray(other, dtype=float)
+    if b is not None and (b.ndim != 2 or b.shape[1] != a.shape[1]):
+        raise ValueError("other must be a seeds × items matrix over the same items")
+    rng = np.random.default_rng(seed)
+    n_items = a.shape[1]
+    draws = np.empty(n_resamples)
+    for r in range(n_resamples):
+        items = rng.integers(0, n_items, n_items)
+        value = a[rng.integers(0, a.shape[0], a.shape[0])][:, items].mean()
+        if b is not None:
+            value -= b[rng.integers(0, b.shape[0], b.shape[0])][:, items].mean()
+        draws[r] = value
+    estimate = float(a.mean() - (b.mean() if b is not None else 0.0))
+    low, high = _percentiles(draws, alpha)
+    out = {"estimate": estimate, "low": low, "high": high}
+    if b is not None:
+        tail = min(int(np.sum(draws <= 0)), int(np.sum(draws >= 0)))
+        out["p_value"] = min(1.0, 2 * (tail + 1) / (n_resamples + 1))
+    return out
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (family-wise error control), in the input order.
+
+    Sorted ascending, the k-th smallest (k from 0) becomes ``min(1, (m - k) * p)``, made
+    non-decreasing along the sorted order; reject at level alpha where the adjusted p <= alpha.
+    """
+    p = np.asarray(p_values, dtype=float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.empty(m)
+    running = 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
 
 
 def seed_mean_ci(values: Sequence[float], alpha: float = 0.05) -> tuple[float, float, float]:

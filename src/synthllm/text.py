@@ -105,3 +105,32 @@ dedup_key = PERSIAN.dedup_key
 script_ratio = PERSIAN.script_ratio
 words = PERSIAN.words
 overlap = PERSIAN.overlap
+
+
+def near_duplicates(texts: list[str], reference: list[str], ngram: int, threshold: float,
+                    chunk: int = 4096) -> list[bool]:
+    """For each text, whether its character n-gram set (of the already-normalised text) has a
+    Jaccard similarity of at least ``threshold`` with some reference text. Sets are hashed into
+    2^20 buckets and intersected by one sparse product per chunk, so 100k texts against a few
+    thousand references take seconds, not a quadratic Python loop (a bucket collision can only
+    raise a similarity, so nothing above the threshold is missed)."""
+    if not texts or not reference:
+        return [False] * len(texts)
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    vec = HashingVectorizer(analyzer="char", ngram_range=(ngram, ngram), n_features=2**20, binary=True,
+                            norm=None, alternate_sign=False, lowercase=False)
+    ref = vec.transform(reference).tocsr()
+    ref_sizes = ref.sum(axis=1).A1
+    flags: list[bool] = []
+    for start in range(0, len(texts), chunk):
+        part = vec.transform(texts[start:start + chunk]).tocsr()
+        sizes = part.sum(axis=1).A1
+        inter = (part @ ref.T).tocoo()
+        best = [0.0] * part.shape[0]
+        for i, j, v in zip(inter.row, inter.col, inter.data):
+            union = sizes[i] + ref_sizes[j] - v
+            if union and v / union > best[i]:
+                best[i] = v / union
+        flags += [b >= threshold for b in best]
+    return flags

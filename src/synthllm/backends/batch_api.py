@@ -1,15 +1,19 @@
 """OpenAI Batch API mode of :class:`~synthllm.backends.openai_http.OpenAIBackend`.
 
-Requests are written as JSONL whose ``custom_id`` is the request's cache key, uploaded, run as one
-batch, polled every ``batch_poll_s`` and mapped back by ``custom_id``. Items that failed
-retryably (429, 5xx, expired, missing from the output) are resubmitted in a new batch, at most
-``max_retries`` times; the rest end as error results. Only the first base URL is used.
+Requests are written as JSONL whose ``custom_id`` is the request's cache key and split into
+*shards* that respect OpenAI's limits (``batch_max_requests`` per batch, ``batch_max_bytes`` per
+input file); a shard is submitted only while the batches in flight hold at most
+``batch_max_enqueued_tokens`` (prompt tokens + output caps), so a 200k-request run queues itself
+instead of being rejected. Batches are polled every ``batch_poll_s`` under one progress bar and
+mapped back by ``custom_id``. Items that failed retryably (429, 5xx, expired, missing from the
+output) are resubmitted in new batches, at most ``max_retries`` times; the rest end as error
+results. Only the first base URL is used.
 
-The batch id is written to a state file in ``state_dir`` (beside the request cache) *before*
-polling starts, together with the keys it answers. A killed process re-attaches on the next run to
-any unfinished batch whose keys cover what is still missing, instead of paying for a second batch.
-The state file is removed once every answer of its batch has been handed to the caller (and so
-cached). This module does not cache, price or parse answers; the backend and runner do. Answers come
+Each batch id is written to its own state file in ``state_dir`` (beside the request cache) as soon as
+the batch is created, with the keys it answers. A killed process re-attaches on the next run to
+every unfinished batch whose keys are all still missing, and shards only the rest, so no request is
+paid for twice. A state file is removed once every answer of its batch has been handed to the caller
+(and so cached). This module does not cache, price or parse answers; the backend and runner do. Answers come
 back with the raw record the online path builds, so the cache holds the same thing either way.
 """
 
@@ -19,6 +23,7 @@ import hashlib
 import io
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
@@ -27,6 +32,7 @@ from tqdm.auto import tqdm
 
 from synthllm.backends.base import Request, Result
 from synthllm.backends.http_errors import Failure, is_retryable
+from synthllm.estimate import approx_tokens
 
 if TYPE_CHECKING:
     from synthllm.backends.openai_http import OpenAIBackend
@@ -39,39 +45,59 @@ def _state_path(state_dir: Path, keys: Sequence[str]) -> Path:
     return state_dir / f"batch-{hashlib.sha256(''.join(sorted(keys)).encode()).hexdigest()[:16]}.json"
 
 
-def _find_state(state_dir: Path, identity: str, keys: set[str]) -> tuple[Path, str] | None:
-    """An earlier, unfinished batch of this backend that answers every key still missing."""
+@dataclass
+class Shard:
+    keys: list[str]
+    tokens: int
+    path: Path | None = None
+    batch_id: str | None = None
+
+
+def _attached(state_dir: Path, identity: str, missing: set[str]) -> list[Shard]:
+    """Earlier, unfinished batches of this backend whose keys are all still missing."""
+    found = []
     for path in sorted(state_dir.glob("batch-*.json")):
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # a half-written file from a kill during the write: that batch is lost
-        if state.get("identity") == identity and keys <= set(state.get("keys", ())):
-            return path, state["batch_id"]
-    return None
+        keys = state.get("keys", ())
+        if state.get("identity") == identity and keys and set(keys) <= missing:
+            found.append(Shard(list(keys), int(state.get("tokens", 0)), path, state["batch_id"]))
+            missing = missing - set(keys)
+    return found
 
 
-def _submit(client: openai.OpenAI, backend: "OpenAIBackend", items: dict[str, Request]) -> str:
-    lines = (json.dumps({"custom_id": key, "method": "POST", "url": backend.url_path,
-                         "body": backend.body(request)}, ensure_ascii=False)
-             for key, request in items.items())
-    data = ("\n".join(lines) + "\n").encode("utf-8")
-    upload = client.files.create(file=("requests.jsonl", io.BytesIO(data)), purpose="batch")
-    batch = client.batches.create(input_file_id=upload.id, endpoint=backend.url_path,
-                                  completion_window="24h")
-    return batch.id
+def _line(backend: "OpenAIBackend", key: str, request: Request) -> bytes:
+    return (json.dumps({"custom_id": key, "method": "POST", "url": backend.url_path,
+                        "body": backend.body(request)}, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _wait(client: openai.OpenAI, batch_id: str, poll_s: float, total: int):
-    with tqdm(total=total, desc=f"batch {batch_id}", unit="req") as bar:
-        while True:
-            batch = client.batches.retrieve(batch_id)
-            counts = batch.request_counts
-            done = (counts.completed + counts.failed) if counts is not None else 0
-            bar.update(max(0, done - bar.n))
-            if batch.status in TERMINAL:
-                return batch
-            time.sleep(poll_s)
+def plan_shards(items: Sequence[tuple[str, int, int]], max_requests: int, max_bytes: int,
+                max_tokens: int | None) -> list[Shard]:
+    """Consecutive shards of (key, line bytes, tokens) items within every per-batch limit (a single
+    item over a limit gets a shard of its own, which the API will judge)."""
+    shards, keys, size, tokens = [], [], 0, 0
+    for key, nbytes, ntokens in items:
+        if keys and (len(keys) >= max_requests or size + nbytes > max_bytes
+                     or (max_tokens is not None and tokens + ntokens > max_tokens)):
+            shards.append(Shard(keys, tokens))
+            keys, size, tokens = [], 0, 0
+        keys.append(key)
+        size, tokens = size + nbytes, tokens + ntokens
+    return shards + ([Shard(keys, tokens)] if keys else [])
+
+
+def _submit(client: openai.OpenAI, backend: "OpenAIBackend", shard: Shard, lines: dict[str, bytes],
+            state_dir: Path) -> None:
+    upload = client.files.create(file=("requests.jsonl", io.BytesIO(b"".join(lines[k] for k in shard.keys))),
+                                 purpose="batch")
+    batch = client.batches.create(input_file_id=upload.id, endpoint=backend.url_path, completion_window="24h")
+    shard.batch_id, shard.path = batch.id, _state_path(state_dir, shard.keys)
+    tmp = shard.path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"identity": backend.identity, "batch_id": batch.id, "keys": shard.keys,
+                               "tokens": shard.tokens}), encoding="utf-8")
+    tmp.replace(shard.path)  # atomic: a kill leaves the old state or the new, never half
 
 
 def _outcome(line: dict) -> Outcome:
@@ -106,6 +132,11 @@ def _missing(batch) -> Outcome:
     return None, f"batch {batch.status}: {detail}", batch.status in ("completed", "expired")
 
 
+def _tokens(request: Request) -> int:
+    text = request.prompt or "".join(str(m.get("content") or "") for m in request.messages or ())
+    return approx_tokens(text) + (1 if request.kind == "score" else request.max_new_tokens)
+
+
 def run_batch(backend: "OpenAIBackend", requests: Sequence[Request]) -> Iterator[tuple[int, Result]]:
     params, state_dir = backend.params, backend.state_dir
     assert state_dir is not None  # checked when the backend is built
@@ -115,35 +146,45 @@ def run_batch(backend: "OpenAIBackend", requests: Sequence[Request]) -> Iterator
     for i, request in enumerate(requests):
         indices.setdefault(request.cache_key(backend.identity), []).append(i)
     remaining = {key: requests[idxs[0]] for key, idxs in indices.items()}
+    limit = params.batch_max_enqueued_tokens
     try:
-        for round_ in range(params.max_retries + 1):
-            found = _find_state(state_dir, backend.identity, set(remaining))
-            if found is None:
-                path = _state_path(state_dir, list(remaining))
-                batch_id = _submit(client, backend, remaining)
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"identity": backend.identity, "batch_id": batch_id,
-                                           "keys": sorted(remaining)}), encoding="utf-8")
-                tmp.replace(path)  # atomic: a kill leaves the old state or the new, never half
-            else:
-                path, batch_id = found
-            batch = _wait(client, batch_id, params.batch_poll_s, len(remaining))
-            outcomes = _collect(client, batch)
-            retry: dict[str, Request] = {}
-            missing = _missing(batch)
-            for key, request in remaining.items():
-                body, error, retryable = outcomes.get(key, missing)
-                if error and retryable and round_ < params.max_retries:
-                    retry[key] = request
-                    continue
-                result = Result(error=backend.redact(error), retryable=retryable) if error else _parse(
-                    backend, body, request)
-                for i in indices[key]:
-                    yield i, result
-            path.unlink(missing_ok=True)
-            remaining = retry
-            if not remaining:
-                return
+        with tqdm(total=len(remaining), desc="batch API", unit="req") as bar:
+            for round_ in range(params.max_retries + 1):
+                active = _attached(state_dir, backend.identity, set(remaining))
+                covered = {k for shard in active for k in shard.keys}
+                lines = {k: _line(backend, k, r) for k, r in remaining.items() if k not in covered}
+                queue = plan_shards([(k, len(lines[k]), _tokens(remaining[k])) for k in lines],
+                                    params.batch_max_requests, params.batch_max_bytes, limit)
+                retry: dict[str, Request] = {}
+                while active or queue:
+                    while queue and (not active or limit is None
+                                     or sum(s.tokens for s in active) + queue[0].tokens <= limit):
+                        _submit(client, backend, queue[0], lines, state_dir)
+                        active.append(queue.pop(0))
+                    finished = []
+                    for shard in active:
+                        batch = client.batches.retrieve(shard.batch_id)
+                        if batch.status in TERMINAL:
+                            finished.append((shard, batch))
+                    for shard, batch in finished:
+                        active.remove(shard)
+                        outcomes, missing = _collect(client, batch), _missing(batch)
+                        for key in shard.keys:
+                            body, error, retryable = outcomes.get(key, missing)
+                            if error and retryable and round_ < params.max_retries:
+                                retry[key] = remaining[key]
+                                continue
+                            result = (Result(error=backend.redact(error), retryable=retryable) if error
+                                      else _parse(backend, body, remaining[key]))
+                            for i in indices[key]:
+                                yield i, result
+                            bar.update(1)
+                        shard.path.unlink(missing_ok=True)
+                    if active and not finished:
+                        time.sleep(params.batch_poll_s)
+                remaining = retry
+                if not remaining:
+                    return
     finally:
         client.close()
 

@@ -98,6 +98,9 @@ class RunStats:
     cost_usd: float = 0.0
     wall_s: float = 0.0
     failure_reasons: dict[str, int] = field(default_factory=dict)
+    # what one answer costs at list price, over every result (cached ones too): traceable per-row
+    # costs for the report, whatever part of the run the cache served
+    usd_per_request: float = 0.0
 
     def as_dict(self) -> dict:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -109,6 +112,9 @@ class RunStats:
                               "cost_usd", "wall_s")})
         merged.failures = other.failures  # failures are a property of the final answers
         merged.failure_reasons = dict(other.failure_reasons)
+        n = self.requests + other.requests
+        merged.usd_per_request = ((self.usd_per_request * self.requests + other.usd_per_request * other.requests) / n
+                                  if n else 0.0)
         return merged
 
 
@@ -195,6 +201,8 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
             kind = failure_kind(res.error if res is not None else "not answered")
             stats.failure_reasons[kind] = stats.failure_reasons.get(kind, 0) + 1
     stats.wall_s = time.perf_counter() - started
+    if cost is not None and results:
+        stats.usd_per_request = sum(cost(r) for r in results if r is not None) / len(results)
     final = [r if r is not None else Result(error="not answered: the backend stopped early")
              for r in results]
     return final, stats

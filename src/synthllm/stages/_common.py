@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from synthllm.budget import subset
 from synthllm.errors import SynthLLMError
 from synthllm.io import read_frame
 from synthllm.params import Params, load_params
@@ -29,8 +30,31 @@ def cache_path(params: Params) -> Path:
     return Path(os.environ.get("SYNTHLLM_CACHE_DIR") or params.cache_dir) / "requests.sqlite"
 
 
+def annotator_backend(cfg, state_dir: Path):
+    """The backend of one annotator config (a trained classifier, or an LLM backend)."""
+    if cfg.kind == "classifier":
+        from synthllm.backends.classifier_annotator import ClassifierBackend
+
+        return ClassifierBackend(cfg.model_dir)
+    from synthllm.backends import make_backend
+
+    return make_backend(cfg.backend, state_dir=state_dir)
+
+
 def load_gold(gold_dir: Path, split: str):
     return read_frame(gold_dir / f"{split}.jsonl", required=("id", "premise", "hypothesis", "label"))
+
+
+def budget_gold(gold_dir: Path, params: Params, size: int | None = None, whole: bool = False):
+    """The gold-train rows whose labels may be used: gold.budget (or ``size``) of the nested order."""
+    train = load_gold(gold_dir, "train")
+    return train if whole else subset(train, size if size is not None else params.gold.budget,
+                                      params.gold.budget_seed)
+
+
+def shot_pool(gold_dir: Path, params: Params) -> list[dict]:
+    """Labelled few-shot examples: the first gold.shot_pool rows of the budget order."""
+    return budget_gold(gold_dir, params, params.gold.shot_pool).to_dict("records")
 
 
 def entry(main: Callable[[list[str] | None], None]) -> Callable[[list[str] | None], None]:

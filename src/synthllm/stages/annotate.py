@@ -11,17 +11,7 @@ from synthllm.errors import ParamsError
 from synthllm.io import read_jsonl, write_json, write_jsonl
 from synthllm.prompts import load_annotate_prompt
 from synthllm.quality import audit_metrics, failure_counts
-from synthllm.stages._common import cache_path, entry, load_gold, params_of, parser
-
-
-def _backend(cfg, state_dir: Path):
-    if cfg.kind == "classifier":
-        from synthllm.backends.classifier_annotator import ClassifierBackend
-
-        return ClassifierBackend(cfg.model_dir)
-    from synthllm.backends import make_backend
-
-    return make_backend(cfg.backend, state_dir=state_dir)
+from synthllm.stages._common import annotator_backend, cache_path, entry, load_gold, params_of, parser, shot_pool
 
 
 @entry
@@ -43,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     prompt = None if cfg.kind == "classifier" else load_annotate_prompt(args.prompts, cfg.prompt, task)
     fmt = annotation.answer_format(cfg, prompt, task.labels, task.name)
     pool = read_jsonl(args.pool, required=("id", "premise", "hypothesis"))
-    train = load_gold(args.gold, "train").to_dict("records")
+    shots = shot_pool(args.gold, params)
     val = load_gold(args.gold, "val")
     audit = val.sample(n=min(params.annotate.audit_size, len(val)), random_state=seed)
     audit = audit.rename(columns={"label": "gold_label"}).to_dict("records")
@@ -54,9 +44,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def build(attempt: int):
         return [r for _, job_rows, variant in jobs for r in annotation.build_requests(
-            job_rows, cfg, prompt, train, seed, variant, task.labels, task.name, attempt)]
+            job_rows, cfg, prompt, shots, seed, variant, task.labels, task.name, attempt)]
 
-    backend = _backend(cfg, cache_path(params).parent)
+    backend = annotator_backend(cfg, cache_path(params).parent)
     cache = RequestCache(cache_path(params))
     try:
         answers, attempts, run = annotation.ask_until_parsed(

@@ -9,7 +9,7 @@ from synthllm import generation
 from synthllm.backends import RequestCache, make_backend, run_requests
 from synthllm.io import write_json, write_jsonl
 from synthllm.prompts import load_generate_prompt
-from synthllm.stages._common import cache_path, entry, load_gold, params_of, parser
+from synthllm.stages._common import cache_path, entry, load_gold, params_of, parser, shot_pool
 from synthllm.text import TextProcessor
 
 
@@ -28,14 +28,15 @@ def main(argv: list[str] | None = None) -> None:
     cfg, task, labels = params.generate, params.task, params.generate_labels
     tp = TextProcessor.for_task(task)
     prompt = load_generate_prompt(args.prompts, cfg.prompt, labels, task)
-    train = load_gold(args.gold, "train").to_dict("records")
+    train = load_gold(args.gold, "train").to_dict("records")  # premises: unlabelled text, all of train
+    shots = shot_pool(args.gold, params)  # labelled examples: only from the budget's shot pool
     blocked = generation.blocked_texts(
         (load_gold(args.gold, s).to_dict("records") for s in ("val", "test")), tp)
     if task.input == "pair":
         premises, leaked = generation.select_premises(train, cfg.num_premises, cfg.seed, blocked, tp)
     else:
         premises, leaked = generation.prompt_seeds(cfg.num_premises), 0
-    requests, meta = generation.plan_requests(premises, train, prompt, cfg, labels)
+    requests, meta = generation.plan_requests(premises, shots, prompt, cfg, labels)
 
     cache = RequestCache(cache_path(params))
     backend = make_backend(cfg.backend, state_dir=cache_path(params).parent)

@@ -1,4 +1,4 @@
-"""Stage quality: agreement between annotators on the shared synthetic pool."""
+"""Stage quality: agreement between the configured annotators on the shared synthetic pool."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--plots", type=Path, required=True,
                    help="folder for <a>__<b>.json rows (dvc plots, template confusion)")
     args = p.parse_args(argv)
-    labels = params_of(args).task.labels
-    pools = {f.stem: read_jsonl(f) for f in sorted(args.annotated.glob("*.jsonl"))}
-    audits = {f.stem: read_jsonl(f) for f in sorted(args.audit.glob("*.jsonl"))}
+    params = params_of(args)
+    labels, names = params.task.labels, sorted(params.annotators)  # the configured ones, not a glob
+    pools = {n: read_jsonl(args.annotated / f"{n}.jsonl") for n in names}
+    audits = {n: read_jsonl(args.audit / f"{n}.jsonl") for n in names}
     if len(pools) < 2:
         write_json({"annotators": sorted(pools)}, args.metrics)
         args.plots.mkdir(parents=True, exist_ok=True)

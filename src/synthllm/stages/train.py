@@ -21,7 +21,7 @@ from synthllm.classifier import train_regime
 from synthllm.gold import sha256_of
 from synthllm.io import read_frame, write_json
 from synthllm.regimes import REGIMES, Monitor, is_main_process, passes
-from synthllm.stages._common import cache_path, entry, load_gold, params_of, parser
+from synthllm.stages._common import budget_gold, cache_path, entry, load_gold, params_of, parser
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,14 @@ def main(argv: list[str] | None = None) -> None:
         cfg = params.train
         clf_params, gold_epochs, syn_epochs, seeds, select = (
             cfg.classifier, cfg.gold_epochs, cfg.synthetic_epochs, cfg.seeds, cfg.select_synthetic_epoch)
-    gold, val = load_gold(args.gold, "train"), load_gold(args.gold, "val")
+    gold, val = budget_gold(args.gold, params), load_gold(args.gold, "val")
     synthetic = dev = None
-    inputs = [sha256_of(args.gold / "train.jsonl")]
+    inputs = [sha256_of(args.gold / "train.jsonl"), params.gold.budget, params.gold.budget_seed]
     if args.synthetic:
         synthetic, dev = read_frame(args.synthetic / "train.jsonl"), read_frame(args.synthetic / "dev.jsonl")
         inputs.append(sha256_of(args.synthetic / "train.jsonl"))
-    report = {"regime": args.regime, "classifier": clf_params.kind, "seeds": {},
+    report = {"regime": args.regime, "classifier": clf_params.kind, "seeds": {}, "gold_rows": int(len(gold)),
+              "gold_ids_sha256": hashlib.sha256("\n".join(sorted(gold["id"])).encode()).hexdigest(),
               "passes": passes(args.regime, gold_epochs, syn_epochs)}
     checkpoints = []
     for seed in seeds:

@@ -1,0 +1,88 @@
+"""The cascade stage with the fault-injecting OpenAI-protocol server as the expensive annotator:
+only escalated pool rows (and the audit sample) reach it, the threshold moves that count as it
+should, and the frontier computed from the audit equals a cascade actually run at that threshold."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from fake_openai import fake_openai_fixture, label_for  # noqa: F401  (the fixture)
+from synthllm.io import read_jsonl, write_jsonl
+from synthllm.stages import cascade as cascade_stage
+
+N_POOL, N_AUDIT = 20, 12
+CONFIDENCES = [round(0.3 + 0.6 * i / (N_POOL - 1), 4) for i in range(N_POOL)]  # 0.30 … 0.90
+
+
+@pytest.fixture
+def work(tmp_path, repo_root, gold_dir, fake_openai):
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    params["annotators"] = {"classifier": "models/annotators/classifier"}
+    params["annotator_configs"] = {
+        "classifier": {"kind": "classifier", "model_dir": "models/annotators/classifier"},
+        "remote": {"kind": "llm", "method": "instruct", "backend": {
+            "kind": "openai", "model": "m", "base_urls": [fake_openai.url], "api_key_env": "NO_KEY",
+            "concurrency": 4, "timeout_s": 5, "max_retries": 1}}}
+    params["aggregates"] = {}
+    params["cascades"] = {"casc": {"cheap": ["classifier"], "expensive": "remote",
+                                   "expensive_reads": "prompts/fa/nli/annotate.yaml", "threshold": 0.5,
+                                   "on_flip": False, "frontier_thresholds": [0.0, 0.5, 0.7, 1.01]}}
+    params["branches"] = {"classifier": "data/annotated/classifier.jsonl"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    train, val = read_jsonl(gold_dir / "train.jsonl"), read_jsonl(gold_dir / "val.jsonl")
+    pool = [{"id": f"syn-{i}", "premise": r["premise"], "hypothesis": r["hypothesis"], "label": "neutral",
+             "confidence": c, "confidence_source": "classifier", "status": "ok", "reason": None}
+            for i, (r, c) in enumerate(zip(train, CONFIDENCES))]
+    audit = [{"id": r["id"], "premise": r["premise"], "hypothesis": r["hypothesis"], "gold_label": r["label"],
+              "label": "neutral", "confidence": CONFIDENCES[i], "confidence_source": "classifier",
+              "status": "ok", "reason": None} for i, r in enumerate(val[:N_AUDIT])]
+    write_jsonl(pool, tmp_path / "annotated" / "classifier.jsonl")
+    write_jsonl(audit, tmp_path / "audit" / "classifier.jsonl")
+    return tmp_path
+
+
+def run(work, repo_root, gold_dir, threshold: float, tag: str) -> dict:
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["cascades"]["casc"]["threshold"] = threshold
+    (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    cascade_stage.main(["--params", str(work / "params.yaml"), "--name", "casc", "--annotated", str(work / "annotated"),
+                        "--audit", str(work / "audit"), "--gold", str(gold_dir), "--prompts", str(repo_root / "prompts"),
+                        "--out", str(work / tag / "pool.jsonl"), "--audit-out", str(work / tag / "audit.jsonl"),
+                        "--metrics", str(work / tag / "metrics.json")])
+    return json.loads((work / tag / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7])
+def test_only_escalated_rows_reach_the_expensive_annotator(work, repo_root, gold_dir, fake_openai, monkeypatch,
+                                                           threshold):
+    monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(work / f"cache-{threshold}"))
+    metrics = run(work, repo_root, gold_dir, threshold, f"t{threshold}")
+    escalated = sum(c < threshold for c in CONFIDENCES)
+    assert metrics["escalation"]["escalated"] == escalated
+    pool_asked = {b["messages"][-1]["content"] for b in fake_openai.bodies}
+    assert sum(fake_openai.received.values()) == escalated + N_AUDIT == metrics["escalation"]["expensive_requests_sent"]
+    rows = read_jsonl(work / f"t{threshold}" / "pool.jsonl")
+    for row, conf in zip(rows, CONFIDENCES):
+        asked = any(row["hypothesis"] in q for q in pool_asked)
+        assert row["escalated"] == (conf < threshold) == asked
+        assert row["label_from"] == ("remote" if conf < threshold else "classifier")
+        if row["escalated"]:
+            assert row["label"] == label_for(f"متن: {row['premise']}\nجمله: {row['hypothesis']}\n\n"
+                                             "Label (entailment, contradiction or neutral):")
+
+
+def test_frontier_from_the_audit_equals_a_cascade_run_at_that_threshold(work, repo_root, gold_dir, monkeypatch):
+    monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(work / "cache"))
+    frontier = {p["threshold"]: p for p in run(work, repo_root, gold_dir, 0.5, "a")["frontier"]}
+    for threshold in (0.0, 0.5, 0.7, 1.01):
+        metrics = run(work, repo_root, gold_dir, threshold, f"r{threshold}")
+        audit = read_jsonl(work / f"r{threshold}" / "audit.jsonl")
+        accuracy = sum(r["label"] == r["gold_label"] for r in audit) / len(audit)
+        assert frontier[threshold]["audit_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+        assert frontier[threshold]["escalated_share"] == pytest.approx(
+            sum(r["escalated"] for r in audit) / len(audit), abs=1e-6)
+        assert metrics["audit"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    assert frontier[1.01]["escalated_share"] == 1.0 and frontier[0.0]["escalated_share"] == 0.0
