@@ -32,7 +32,7 @@ def workdir(tmp_path, repo_root, gold_dir, fake_openai):
         "backend": {"kind": "openai", "model": "fake-model", "base_urls": [fake_openai.url],
                     "api_key_env": "SYNTHLLM_TEST_KEY", "concurrency": 4, "timeout_s": 2.0,
                     "max_retries": 3, "retry_backoff_s": 0.01}}}
-    params["aggregates"] = {}
+    params["aggregates"], params["cascades"] = {}, {}
     params["branches"] = {"remote": "data/annotated/remote.jsonl"}
     params["annotate"]["audit_size"] = 10
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))

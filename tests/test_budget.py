@@ -42,7 +42,8 @@ def budget_work(tmp_path, repo_root, gold_dir, fake_openai):
     params["generate"].update(num_premises=20, shots=3, backend=remote)
     params["annotators"] = {"writer": "prompts/fa/nli/annotate.yaml"}
     params["annotator_configs"] = {"writer": {"kind": "llm", "method": "instruct", "shots": 3, "backend": remote}}
-    params["aggregates"], params["branches"] = {}, {"writer": "data/annotated/writer.jsonl"}
+    params["aggregates"], params["cascades"] = {}, {}
+    params["branches"] = {"writer": "data/annotated/writer.jsonl"}
     params["annotate"]["audit_size"] = 10
     params["annotator_training"]["gold_epochs"] = 1
     params["train"].update(gold_epochs=1, synthetic_epochs=1, seeds=[1])

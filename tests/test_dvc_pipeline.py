@@ -184,9 +184,11 @@ def test_metrics_are_readable_by_dvc(tiny_repo, pipeline_env):
 def test_train_param_change_stales_only_train_evaluate_report(tiny_repo, pipeline_env):
     changed, stale = stale_after(tiny_repo, pipeline_env, lambda p: p["train"].update(gold_epochs=2))
     assert changed == {"train_gold_only", "train@classifier-warmup", "train@classifier-mix",
-                       "train@tinylm-warmup", "train@tinylm-mix", "train@vote-warmup", "train@vote-mix"}
-    assert all(s.split("@")[0] in {"train", "train_gold_only", "evaluate", "evaluate_gold_only", "report"}
-               for s in stale), stale
+                       "train@tinylm-warmup", "train@tinylm-mix", "train@vote-warmup", "train@vote-mix",
+                       "curve@100", "curve@200", "curve_pool",  # the curves re-train every regime too
+                       "report"}  # the report prints each regime's passes
+    assert all(s.split("@")[0] in {"train", "train_gold_only", "evaluate", "evaluate_gold_only", "curve",
+                                   "curve_pool", "report"} for s in stale), stale
     assert {"train_gold_only", "train@tinylm-warmup", "evaluate@classifier-mix", "report"} <= stale
 
 
@@ -200,7 +202,7 @@ def test_generate_param_change_stales_generate_and_downstream_not_gold(tiny_repo
 
 def test_retraining_one_annotator_reruns_no_other(tiny_repo, pipeline_env):
     changed, stale = stale_after(tiny_repo, pipeline_env, lambda p: p["annotator_training"].update(gold_epochs=2))
-    assert changed == {"train_annotator"}
+    assert changed == {"train_annotator", "curve@100", "curve@200", "curve_pool"}  # curves re-train it per budget
     assert "annotate@classifier" in stale and "annotate@tinylm" not in stale
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import zlib
 from contextlib import closing
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def llama_url(tmp_path_factory):
 
 def raw_bodies(cache_file: Path) -> list[dict]:
     with closing(sqlite3.connect(cache_file)) as db:
-        return [json.loads(raw)["body"] for (raw,) in db.execute("SELECT raw FROM responses")]
+        return [json.loads(zlib.decompress(raw))["body"] for (raw,) in db.execute("SELECT raw FROM responses")]
 
 
 def _fits(written: str, word: str) -> bool:
@@ -79,7 +80,7 @@ def workdir(tmp_path: Path, repo_root: Path, gold_dir: Path, annotators: dict) -
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
     params["annotators"] = {name: "prompts/fa/nli/annotate.yaml" for name in annotators}
     params["annotator_configs"] = annotators
-    params["aggregates"] = {}
+    params["aggregates"], params["cascades"] = {}, {}
     params["branches"] = {name: f"data/annotated/{name}.jsonl" for name in annotators}
     params["annotate"]["audit_size"] = N_AUDIT
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))

@@ -36,8 +36,9 @@ def test_phases_continue_the_same_weights(tiny_lm, tmp_path, rows):
     assert alone[0]["weights_end"] == log[0]["weights_end"]
 
 
-def test_same_seed_same_predictions_and_save_load_round_trip(tiny_lm, tmp_path, rows):
-    params = tiny_params(tiny_lm, tmp_path / "cache")
+@pytest.mark.parametrize("head", ["align", "pooled"])
+def test_same_seed_same_predictions_and_save_load_round_trip(tiny_lm, tmp_path, rows, head):
+    params = tiny_params(tiny_lm, tmp_path / "cache", head=head)
     a, b = GemmaAttentionClassifier(params), GemmaAttentionClassifier(params)
     a.fit_phases([(rows, 2)], seed=7)
     b.fit_phases([(rows, 2)], seed=7)
@@ -87,10 +88,10 @@ def test_cache_is_reused_from_disk_and_fills_new_pairs(tiny_lm, tmp_path):
     assert again._lm is None  # served from disk: the LM was never loaded
     (fresh,) = again.get([premise], ["جمله‌ای که هنوز دیده نشده"])
     assert len(fresh[3]) > 0 and again._lm is not None
-    # another layer set is another cache entry, never a stale hit
-    other = PairStateCache(tiny_lm, [2], 48, tmp_path / "cache").get([premise], hypotheses[:1])[0]
-    np.testing.assert_allclose(other[2].astype(np.float32), h_states[:, 64:].astype(np.float32),
-                               atol=2e-2)
+    # each layer has its own folder: a model on layer 2 alone reuses layer 2 of this one
+    only_two = PairStateCache(tiny_lm, [2], 48, tmp_path / "cache")
+    np.testing.assert_array_equal(only_two.get([premise], hypotheses[:1])[0][2], h_states[:, 64:])
+    assert only_two._lm is None
 
 
 def test_single_text_task(tiny_lm, tmp_path, rows):

@@ -28,9 +28,11 @@ def sentiment_params(repo_root: Path, tiny_lm: Path) -> dict:
     params = tiny_params(repo_root, tiny_lm)
     params["task"] = {"name": "sentiment", "language": "fa", "input": "single", "labels": LABELS,
                       "text_column": "text", "script": "arabic", "normalizer": "hazm"}
-    params["gold"] = {"source": "local", "path": str(repo_root / "tests/fixtures/sentiment_fa")}
+    params["gold"] = {"source": "local", "path": str(repo_root / "tests/fixtures/sentiment_fa"), "budget": None,
+                      "budget_seed": 5, "shot_pool": 100}  # dvc.yaml reads these keys
     params["generate"].update(prompt="fa/sentiment/generate", num_premises=10, shots=2, max_new_tokens=24)
     tinylm = {k: v for k, v in params["annotator_configs"]["tinylm"].items() if k != "stability_variant"}
+    params["cascades"] = {}  # the NLI cascade's expensive annotator is not configured here
     params["annotator_configs"] = {"classifier": params["annotator_configs"]["classifier"],
                                    "tinylm": {**tinylm, "prompt": "fa/sentiment/annotate"}}
     params["annotator_training"]["gold_epochs"] = 4

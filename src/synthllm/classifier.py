@@ -21,8 +21,10 @@ see :mod:`synthllm.evaluation`.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import pickle
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -55,6 +57,9 @@ class PairClassifier(Protocol):
     def save(self, out_dir: Path) -> None: ...
 
 
+_FEATURES: "OrderedDict[tuple, object]" = OrderedDict()
+
+
 class HashingSGDClassifier:
     kind = "sklearn_sgd"
 
@@ -71,6 +76,21 @@ class HashingSGDClassifier:
         self.model = SGDClassifier(loss="log_loss", alpha=params.alpha)
 
     def features(self, premises: Sequence[str], hypotheses: Sequence[str]):
+        """Hashed n-gram features; the same texts (gold val each epoch, gold test each run) are
+        hashed once per process (a small LRU keyed by their content): features depend on the texts
+        and ``n_features`` only, never on the weights."""
+        key = (self.params.n_features, self.pair, hashlib.sha1("\x1e".join(
+            f"{p}\x1f{h}" for p, h in zip(premises, hypotheses)).encode()).hexdigest())
+        if key in _FEATURES:
+            _FEATURES.move_to_end(key)
+            return _FEATURES[key]
+        matrix = self._features(premises, hypotheses)
+        _FEATURES[key] = matrix
+        while len(_FEATURES) > 8:
+            _FEATURES.popitem(last=False)
+        return matrix
+
+    def _features(self, premises: Sequence[str], hypotheses: Sequence[str]):
         from scipy.sparse import csr_matrix, hstack
 
         if not self.pair:
@@ -117,6 +137,20 @@ class HashingSGDClassifier:
         with (out_dir / "model.pkl").open("wb") as f:
             pickle.dump({"params": self.params.model_dump(), "model": self.model,
                          "labels": list(self.labels), "pair": self.pair}, f)
+
+
+def _last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest epoch checkpoint a killed run left whole; a half-written one (the kill landed while
+    it was being saved: no trainer_state.json yet, which the Trainer writes last) is removed."""
+    import shutil
+
+    complete = []
+    for ckpt in folder.glob("checkpoint-*"):
+        if (ckpt / "trainer_state.json").is_file():
+            complete.append(ckpt)
+        else:
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return str(max(complete, key=lambda c: int(c.name.rsplit("-", 1)[-1]))) if complete else None
 
 
 class HFClassifier:
@@ -180,9 +214,9 @@ class HFClassifier:
             callbacks = [EpochEnd()] + ([PhaseLive(live=self.live)] if self.live is not None else [])
             trainer = Trainer(model=self.model, args=args, train_dataset=self._dataset(rows),
                               data_collator=DataCollatorWithPadding(self.tokenizer), callbacks=callbacks)
-            resume = bool(work_dir) and any(out.glob("checkpoint-*"))
-            result = trainer.train(resume_from_checkpoint=True if resume else None)
-        return {"train_loss": round(float(result.training_loss), 6), "resumed": resume,
+            resume = _last_complete_checkpoint(out) if work_dir else None
+            result = trainer.train(resume_from_checkpoint=resume)
+        return {"train_loss": round(float(result.training_loss), 6), "resumed": resume is not None,
                 "samples_per_second": result.metrics.get("train_samples_per_second")}
 
     def snapshot(self) -> object:

@@ -27,13 +27,14 @@ What this module deliberately does not do:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 import random
 import uuid
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,7 +45,7 @@ from tqdm.auto import tqdm
 
 from synthllm.params import NLI_LABELS, SklearnClassifierParams
 
-Phase = tuple[pd.DataFrame, int]
+Phase = tuple[pd.DataFrame, int]  # or synthllm.regimes.Phase: anything with .rows and .epochs
 # premise states, premise exact-match flags, hypothesis states, hypothesis flags (None: no premise)
 Encoded = tuple[np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray | None]
 # premise states, premise token ids, hypothesis states (given the premise), hypothesis token ids
@@ -65,6 +66,11 @@ class GemmaAttentionParams(BaseModel):
         "outside DVC outputs so it survives re-runs; null keeps states in memory only.")
     layers: list[int] = Field([6], min_length=1, max_length=8, description="Hidden-state layers "
                               "(0 = input embeddings) mixed by learned softmax weights.")
+    condition_on_premise: bool = Field(True, description="Read the hypothesis after the premise "
+                                       "(false, an ablation: read it alone).")
+    head: Literal["align", "pooled"] = Field(
+        "align", description="align: soft alignment of premise and hypothesis tokens (ESIM-like); "
+        "pooled: an MLP on the mean hypothesis state (the fast variant).")
     max_tokens: int = Field(128, ge=8, le=1024, description="Tokens kept per text (after BOS).")
     hidden: int = Field(200, ge=8, le=2048, description="Width of the projection and comparison.")
     dropout: float = Field(0.3, ge=0, lt=1)
@@ -112,35 +118,41 @@ class PairStateCache:
 
     One forward pass reads ``<bos> premise \\n hypothesis``. Because the LM is causal, the premise
     tokens' states do not depend on the hypothesis: they are stored once per premise. The
-    hypothesis tokens' states do depend on the premise (that is what makes them useful): they are
-    stored per (premise, hypothesis). A single-text task has an empty premise and no separator.
+    hypothesis tokens' states depend on the premise (that is what makes them useful): they are
+    stored per (premise, hypothesis). With ``condition_on_premise=False`` (an ablation) the
+    hypothesis is read alone, as is a single-text task's text.
 
-    A shard is ``<id>.states.npy`` (float16, tokens × layers·hidden), ``<id>.tokens.npy`` (int32
-    token ids) and ``<id>.index.json`` (entry key → token span), the index written last so that an
-    interrupted write leaves no visible shard.
+    Each layer has its own folder, so a model mixing layers 4 and 6 reuses what models on layer 4 or
+    layer 6 cached. A shard is ``<id>.states.npy`` (float16, tokens × hidden), ``<id>.tokens.npy``
+    (int32 token ids) and ``<id>.index.json`` (entry key → token span), the index written last so
+    that an interrupted write leaves no visible shard.
     """
 
-    FORMAT = "pair-v1"  # bump when the input layout changes: it is part of every cache key
+    FORMAT = "pair-v1"  # bump when the input layout changes: it is part of every folder's key
 
     def __init__(self, model_dir: str | Path, layers: Sequence[int], max_tokens: int,
-                 cache_dir: str | Path | None, batch_tokens: int = 2048):
+                 cache_dir: str | Path | None, condition_on_premise: bool = True,
+                 batch_tokens: int = 2048):
         self.model_dir = Path(model_dir)
         self.layers, self.max_tokens, self.batch_tokens = list(layers), max_tokens, batch_tokens
+        self.condition_on_premise = condition_on_premise
         if not (self.model_dir / "config.json").is_file():
             raise FileNotFoundError(f"{self.model_dir}: no model folder (config.json); build it with "
                                     "the generator_model stage or set model_dir")
-        spec = f"{self.FORMAT}|{_model_fingerprint(self.model_dir)}|{self.layers}|{max_tokens}"
-        self.dir = Path(cache_dir) / hashlib.sha256(spec.encode()).hexdigest()[:16] if cache_dir else None
-        self._mem: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._disk: dict[str, tuple[str, int, int]] = {}
-        self._shards: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        model = _model_fingerprint(self.model_dir)
+        self.dirs = {layer: Path(cache_dir) / hashlib.sha256(
+            f"{self.FORMAT}|{model}|{layer}|{max_tokens}".encode()).hexdigest()[:16]
+            for layer in self.layers} if cache_dir else {}
+        self._mem: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {l: {} for l in self.layers}
+        self._disk: dict[int, dict[str, tuple[str, int, int]]] = {l: {} for l in self.layers}
+        self._shards: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
         self._lm = None
         self._tokenizer = None
-        if self.dir and self.dir.is_dir():
-            for index in sorted(self.dir.glob("*.index.json")):
+        for layer, folder in self.dirs.items():
+            for index in sorted(folder.glob("*.index.json")) if folder.is_dir() else []:
                 shard = index.name.removesuffix(".index.json")
                 for key, (a, b) in json.loads(index.read_text()).items():
-                    self._disk[key] = (shard, a, b)
+                    self._disk[layer][key] = (shard, a, b)
 
     @staticmethod
     def premise_key(premise: str) -> str:
@@ -151,29 +163,39 @@ class PairStateCache:
         return "h" + hashlib.sha1(f"{premise}\x00{hypothesis}".encode("utf-8")).hexdigest()
 
     def _has(self, key: str) -> bool:
-        return key in self._mem or key in self._disk
+        return all(key in self._mem[l] or key in self._disk[l] for l in self.layers)
 
     def get(self, premises: Sequence[str], hypotheses: Sequence[str]) -> list[PairStates]:
         """(premise states, premise token ids, hypothesis states, hypothesis token ids) per pair,
-        in order; pairs the cache lacks are computed (and stored) first."""
+        in order, states of the layers side by side; what the cache lacks is computed first."""
         pairs = list(zip(premises, hypotheses))
-        missing = list(dict.fromkeys(
-            (p, h) for p, h in pairs
-            if not self._has(self.hypothesis_key(p, h)) or not self._has(self.premise_key(p))))
-        if missing:
-            self._compute(missing)
-        return [self._lookup(self.premise_key(p)) + self._lookup(self.hypothesis_key(p, h))
+        context = (lambda p: p) if self.condition_on_premise else (lambda p: "")
+        passes: dict[tuple[str, str], None] = {}
+        for p, h in pairs:
+            if not self._has(self.hypothesis_key(context(p), h)):
+                passes[(context(p), h)] = None
+            if not self._has(self.premise_key(p)):
+                passes[(p, h) if self.condition_on_premise else (p, "")] = None
+        if passes:
+            self._compute(list(passes))
+        return [self._lookup(self.premise_key(p)) + self._lookup(self.hypothesis_key(context(p), h))
                 for p, h in pairs]
 
     def _lookup(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        if key in self._mem:
-            return self._mem[key]
-        shard, a, b = self._disk[key]
-        if shard not in self._shards:
-            self._shards[shard] = (np.load(self.dir / f"{shard}.states.npy", mmap_mode="r"),
-                                   np.load(self.dir / f"{shard}.tokens.npy", mmap_mode="r"))
-        states, tokens = self._shards[shard]
-        return states[a:b], tokens[a:b]
+        parts = []
+        for layer in self.layers:
+            if key in self._mem[layer]:
+                parts.append(self._mem[layer][key])
+                continue
+            shard, a, b = self._disk[layer][key]
+            if (layer, shard) not in self._shards:
+                folder = self.dirs[layer]
+                self._shards[layer, shard] = (np.load(folder / f"{shard}.states.npy", mmap_mode="r"),
+                                              np.load(folder / f"{shard}.tokens.npy", mmap_mode="r"))
+            states, tokens = self._shards[layer, shard]
+            parts.append((states[a:b], tokens[a:b]))
+        states = parts[0][0] if len(parts) == 1 else np.concatenate([s for s, _ in parts], axis=1)
+        return states, parts[0][1]
 
     def _load_lm(self):
         if self._lm is None:
@@ -189,22 +211,19 @@ class PairStateCache:
 
     def _input_ids(self, pairs: list[tuple[str, str]]) -> list[tuple[list[int], int, int]]:
         """Token ids of each pass, where the premise ends and where the hypothesis starts (after
-        BOS; the separator lies between). Premise and
-        hypothesis are tokenised apart, so the premise's tokens (and states) are the same whatever
-        hypothesis follows it, and the hypothesis's tokens the same whatever premise precedes."""
+        BOS; the separator lies between). Premise and hypothesis are tokenised apart, so a text's
+        tokens are the same whatever it is paired with."""
         tok = self._tokenizer
         bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
         sep = tok("\n", add_special_tokens=False)["input_ids"]
-        unique = list(dict.fromkeys(p for p, _ in pairs if p))
-        enc = tok(unique, add_special_tokens=False, truncation=True, max_length=self.max_tokens)
-        prem = dict(zip(unique, enc["input_ids"])) if unique else {}
-        hyp = tok([h for _, h in pairs], add_special_tokens=False, truncation=True,
-                  max_length=self.max_tokens)["input_ids"]
+        texts = list(dict.fromkeys(t for pair in pairs for t in pair if t))
+        ids = dict(zip(texts, tok(texts, add_special_tokens=False, truncation=True,
+                                  max_length=self.max_tokens)["input_ids"])) if texts else {}
         out = []
-        for (p, _), h_ids in zip(pairs, hyp):
-            p_ids = prem[p] if p else []
-            between = sep if p else []
-            out.append((bos + p_ids + between + h_ids, len(p_ids), len(p_ids) + len(between)))
+        for p, h in pairs:
+            p_ids, between = (ids[p], sep) if p else ([], [])
+            out.append((bos + p_ids + between + (ids[h] if h else []), len(p_ids),
+                        len(p_ids) + len(between)))
         return out
 
     def _compute(self, pairs: list[tuple[str, str]]) -> None:
@@ -219,7 +238,7 @@ class PairStateCache:
                 cur = []
             cur.append(i)
         batches.append(cur)
-        new: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        new: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {l: {} for l in self.layers}
         pad = tokenizer.pad_token_id or 0
         with torch.inference_mode():
             for batch in tqdm(batches, desc="gemma pair states", unit="batch",
@@ -231,42 +250,48 @@ class PairStateCache:
                     ids[r, :len(inputs[i][0])] = torch.tensor(inputs[i][0])
                     mask[r, :len(inputs[i][0])] = 1
                 hidden = lm(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-                # RMS-normalised per token (as each layer's input norm does), so float16 holds them
-                per_layer = []
                 for layer in self.layers:
                     h = hidden[min(layer, len(hidden) - 1)].float()
-                    per_layer.append(h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6))
-                states = torch.cat(per_layer, -1).numpy().astype(np.float16)
-                for r, i in enumerate(batch):
-                    (premise, hypothesis), (seq, p_end, h_start) = pairs[i], inputs[i]
-                    ids_np = np.asarray(seq, np.int32)
-                    p_end, h_start = p_end + drop, h_start + drop
-                    new.setdefault(self.premise_key(premise),
-                                   (states[r, drop:p_end], ids_np[drop:p_end]))
-                    new[self.hypothesis_key(premise, hypothesis)] = (
-                        states[r, h_start:len(seq)], ids_np[h_start:])
-        self._mem.update(new)
-        if self.dir:
-            self._write_shard(new)
+                    # RMS-normalised per token (as the next layer's input norm does): a few of
+                    # Gemma's dimensions are ~100x the rest, and float16 must hold them
+                    h = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)).numpy()
+                    for r, i in enumerate(batch):
+                        (premise, hypothesis), (seq, p_end, h_start) = pairs[i], inputs[i]
+                        seq_np = np.asarray(seq, np.int32)
+                        p_end, h_start = p_end + drop, h_start + drop
+                        new[layer].setdefault(self.premise_key(premise), (
+                            h[r, drop:p_end].astype(np.float16), seq_np[drop:p_end]))
+                        new[layer][self.hypothesis_key(premise, hypothesis)] = (
+                            h[r, h_start:len(seq)].astype(np.float16), seq_np[h_start:])
+        for layer, entries in new.items():
+            # a pass runs every layer; a layer that already holds an entry keeps it, so the
+            # cache never stores one twice
+            entries = {k: v for k, v in entries.items()
+                       if k not in self._mem[layer] and k not in self._disk[layer]}
+            if not entries:
+                continue
+            self._mem[layer].update(entries)
+            if layer in self.dirs:
+                self._write_shard(layer, entries)
 
-    def _write_shard(self, entries: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def _write_shard(self, layer: int, entries: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        folder = self.dirs[layer]
+        folder.mkdir(parents=True, exist_ok=True)
         shard = uuid.uuid4().hex[:12]
         items = list(entries.values())
-        states = np.concatenate([s for s, _ in items])
-        tokens = np.concatenate([t for _, t in items]).astype(np.int32)
         bounds = np.concatenate([[0], np.cumsum([len(t) for _, t in items])])
-        for name, arr in (("states", states), ("tokens", tokens)):
-            tmp = self.dir / f".{shard}.{name}.tmp.npy"
+        for name, arr in (("states", np.concatenate([s for s, _ in items])),
+                          ("tokens", np.concatenate([t for _, t in items]).astype(np.int32))):
+            tmp = folder / f".{shard}.{name}.tmp.npy"
             np.save(tmp, arr)
-            os.replace(tmp, self.dir / f"{shard}.{name}.npy")
+            os.replace(tmp, folder / f"{shard}.{name}.npy")
         index = {k: [int(bounds[i]), int(bounds[i + 1])] for i, k in enumerate(entries)}
-        tmp = self.dir / f".{shard}.index.tmp"
+        tmp = folder / f".{shard}.index.tmp"
         tmp.write_text(json.dumps(index))
-        os.replace(tmp, self.dir / f"{shard}.index.json")
+        os.replace(tmp, folder / f"{shard}.index.json")
         for k, (a, b) in index.items():
-            self._disk[k] = (shard, a, b)
-            self._mem.pop(k, None)
+            self._disk[layer][k] = (shard, a, b)
+            self._mem[layer].pop(k, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,6 +344,33 @@ class AlignHead(nn.Module):
         return self.out(torch.cat([_pool(va, p_mask), _pool(vb, h_mask)], -1))
 
 
+class PooledHead(nn.Module):
+    """The mean of the hypothesis token states — which, read after the premise, already carry the
+    comparison — standardised, layer-mixed, then an MLP. An order of magnitude cheaper to train
+    than :class:`AlignHead`: the pooled vectors are computed once per phase."""
+
+    def __init__(self, n_layers: int, dim: int, hidden: int, dropout: float, n_labels: int):
+        super().__init__()
+        self.n_layers, self.dim = n_layers, dim
+        # standardisation of the pooled vectors, set from the first phase (see AlignHead)
+        self.register_buffer("hypothesis_mean", torch.zeros(n_layers, dim))
+        self.register_buffer("hypothesis_std", torch.ones(n_layers, dim))
+        self.mix = nn.Parameter(torch.zeros(n_layers))
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, hidden), nn.GELU(),
+                                 nn.Dropout(dropout), nn.Linear(hidden, n_labels))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        x = (pooled.view(-1, self.n_layers, self.dim) - self.hypothesis_mean) / self.hypothesis_std
+        return self.out((x * torch.softmax(self.mix, 0)[:, None]).sum(1))
+
+
+def _make_head(params: "GemmaAttentionParams", n_layers: int, dim: int, n_labels: int,
+               pair: bool) -> nn.Module:
+    if params.head == "pooled":
+        return PooledHead(n_layers, dim, params.hidden, params.dropout, n_labels)
+    return AlignHead(n_layers, dim, params.hidden, params.dropout, params.exact_match, n_labels, pair)
+
+
 def _pool(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.unsqueeze(-1)
     mean = (v * m).sum(1) / m.sum(1).clamp(min=1)
@@ -337,6 +389,11 @@ def _pad(items: Sequence[np.ndarray], width: int, fill: float = 0.0) -> tuple[to
     return out, mask
 
 
+def _mean_state(states: np.ndarray) -> np.ndarray:
+    x = np.asarray(states, np.float32)
+    return x.mean(0) if len(x) else np.zeros(x.shape[1], np.float32)
+
+
 def _exact_match(tokens: np.ndarray, other: np.ndarray) -> np.ndarray:
     return np.isin(tokens, other).astype(np.float32)
 
@@ -353,17 +410,26 @@ def _weights_digest(module: nn.Module) -> str:
 # The classifier
 
 
+def _noop(epoch: int) -> None:
+    pass
+
+
 class GemmaAttentionClassifier:
+    """The :class:`synthllm.classifier.PairClassifier` contract (``fit_phase`` per phase,
+    ``snapshot``/``restore``, ``predict_proba``, ``save``), plus ``fit_phases`` for a whole regime."""
+
     kind = "gemma_attention"
 
     def __init__(self, params: GemmaAttentionParams, labels: Sequence[str] = NLI_LABELS,
-                 pair: bool = True):
-        self.params, self.labels, self.pair = params, tuple(labels), pair
+                 pair: bool = True, seed: int | None = None):
+        self.params, self.labels, self.pair, self.seed = params, tuple(labels), pair, seed
         self.states = PairStateCache(params.model_dir, params.layers, params.max_tokens,
-                                      params.feature_cache, params.extract_batch_tokens)
-        self.head: AlignHead | None = None
+                                     params.feature_cache, params.condition_on_premise,
+                                     params.extract_batch_tokens)
+        self.head: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.ngram = None
+        self.live = None  # set by the train stage; nothing is logged to it here
         if params.ngram_weight > 0:
             from synthllm.classifier import HashingSGDClassifier
 
@@ -390,108 +456,151 @@ class GemmaAttentionClassifier:
         h_match, _ = _pad([r[3][:, None] for r in rows], 1)
         return p, p_mask, p_match.squeeze(-1), h, h_mask, h_match.squeeze(-1)
 
-    def _build(self, rows: pd.DataFrame) -> None:
-        encoded = self._encode(list(rows["premise"]), list(rows["hypothesis"]))
+    def _inputs(self, encoded: list[Encoded]) -> Callable[[np.ndarray], tuple[torch.Tensor, ...]]:
+        """The head's input tensors for a batch of row indices."""
+        if self.params.head == "pooled":
+            pooled = torch.from_numpy(np.stack([_mean_state(r[2]) for r in encoded]))
+            return lambda idx: (pooled[idx],)
+        return lambda idx: self._batch([encoded[i] for i in idx])
+
+    def _build(self, rows: pd.DataFrame, encoded: list[Encoded]) -> None:
         n_layers = len(self.params.layers)
         dim = encoded[0][2].shape[1] // n_layers
-        self.head = AlignHead(n_layers, dim, self.params.hidden, self.params.dropout,
-                              self.params.exact_match, len(self.labels), self.pair)
+        self.head = _make_head(self.params, n_layers, dim, len(self.labels), self.pair)
         # premise and hypothesis states come from different positions and contexts, so each side
         # gets its own standardisation; a premise counts once however many hypotheses it has
-        sides = {"hypothesis": [r[2] for r in encoded]}
-        if self.pair:
-            sides["premise"] = list({p: r[0] for p, r in zip(rows["premise"], encoded)}.values())
+        if self.params.head == "pooled":
+            sides = {"hypothesis": [_mean_state(r[2])[None] for r in encoded]}
+        else:
+            sides = {"hypothesis": [r[2] for r in encoded]}
+            if self.pair:
+                sides["premise"] = list({p: r[0] for p, r in zip(rows["premise"], encoded)}.values())
         for side, arrays in sides.items():
             x = torch.from_numpy(np.concatenate([np.asarray(a, np.float32) for a in arrays]))
             x = x.view(-1, n_layers, dim)
             getattr(self.head, f"{side}_mean").copy_(x.mean(0))
             getattr(self.head, f"{side}_std").copy_(x.std(0) + 1e-3)
-        self.optimizer = torch.optim.AdamW(self.head.parameters(), lr=self.params.learning_rate,
-                                           weight_decay=self.params.weight_decay)
+        self.optimizer = _optimizer(self.head, self.params)
 
     # -- training
 
     def fit_phases(self, phases: Sequence[Phase], seed: int) -> list[dict]:
-        if self.params.threads:
-            torch.set_num_threads(self.params.threads)
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        phases = [(rows.reset_index(drop=True), epochs) for rows, epochs in phases if len(rows)]
-        if not phases:
-            raise ValueError("fit_phases needs at least one phase with rows")
-        if self.head is None:
-            self._build(phases[0][0])
-        if self.ngram is not None:
-            self.ngram.fit_phases(phases, seed)
+        """A whole regime: each (rows, epochs) phase in order, on the same weights."""
         log = []
-        for k, (rows, epochs) in enumerate(phases):
-            start = _weights_digest(self.head)
-            steps, loss = self._train_phase(rows, epochs, rng, f"phase {k}")
-            log.append({"phase": k, "rows": int(len(rows)), "epochs": epochs, "steps": steps,
-                        "train_loss": round(loss, 6), "weights_start": start,
-                        "weights_end": _weights_digest(self.head)})
+        for k, phase in enumerate(phases):
+            rows, epochs = (phase.rows, phase.epochs) if hasattr(phase, "rows") else phase
+            entry = self.fit_phase(rows, epochs, seed, k, _noop)
+            log.append({"phase": k, "rows": int(len(rows)), "epochs": epochs, **entry})
         return log
 
-    def _train_phase(self, rows: pd.DataFrame, epochs: int, rng: np.random.Generator,
-                     desc: str) -> tuple[int, float]:
+    def fit_phase(self, rows: pd.DataFrame, epochs: int, seed: int, phase: int,
+                  after_epoch: Callable[[int], None] = _noop, work_dir: Path | None = None) -> dict:
+        """``epochs`` passes (times ``epoch_scale``) over ``rows``, continuing the current weights
+        and optimiser state. Randomness depends on (seed, phase) only, so a run resumed from a
+        phase checkpoint is the same run. ``work_dir`` is unused: a phase takes minutes at most."""
+        if self.params.threads:
+            torch.set_num_threads(self.params.threads)
+        if len(rows) == 0:
+            raise ValueError(f"phase {phase} has no rows")
+        rows = rows.reset_index(drop=True)
         encoded = self._encode(list(rows["premise"]), list(rows["hypothesis"]))
+        if self.head is None:
+            # built here rather than in __init__: its input width and standardisation come from
+            # the first rows it is given; seeded first, so a seed always builds the same head
+            torch.manual_seed(seed)
+            self._build(rows, encoded)
+        phase_seed = int(np.random.SeedSequence([seed, phase]).generate_state(1)[0])
+        random.seed(phase_seed)
+        torch.manual_seed(phase_seed)
+        rng = np.random.default_rng([seed, phase])
+        start = _weights_digest(self.head)
+        steps, loss = self._train(rows, encoded, epochs, seed, phase, rng, after_epoch)
+        return {"steps": steps, "train_loss": round(loss, 6), "weights_start": start,
+                "weights_end": _weights_digest(self.head)}
+
+    def _train(self, rows: pd.DataFrame, encoded: list[Encoded], epochs: int, seed: int,
+               phase: int, rng: np.random.Generator, after_epoch: Callable[[int], None]
+               ) -> tuple[int, float]:
         y = torch.tensor([self.labels.index(lab) for lab in rows["label"]])
+        inputs = self._inputs(encoded)
         lengths = np.array([len(r[2]) + (len(r[0]) if self.pair else 0) for r in encoded], float)
         bs = self.params.batch_size
         steps_per_epoch = (len(rows) + bs - 1) // bs
-        total = max(1, round(self.params.epoch_scale * epochs * steps_per_epoch))
+        total = max(epochs, round(self.params.epoch_scale * epochs * steps_per_epoch))
         warm = max(1, int(self.params.warmup_fraction * total))
         for group in self.optimizer.param_groups:  # each phase restarts its schedule from the peak
             group["lr"] = group["initial_lr"] = self.params.learning_rate
         schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warm) * max(0.0, 1.0 - s / total))
-        self.head.train()
-        losses: list[float] = []
-        with tqdm(total=total, desc=desc, unit="step", mininterval=5) as bar:
-            while len(losses) < total:
-                # batches of similar length (jittered, so they differ between epochs): less padding
+
+        def batches():
+            while True:  # passes of batches of similar length (jittered, so passes differ): less padding
                 order = np.argsort(lengths + rng.uniform(0, 10, len(lengths)))
-                batches = [order[i:i + bs] for i in range(0, len(order), bs)]
-                for b in rng.permutation(len(batches))[:total - len(losses)]:
-                    idx = batches[b]
-                    logits = self.head(*self._batch([encoded[i] for i in idx]))
-                    loss = nn.functional.cross_entropy(logits, y[idx])
+                chunks = [order[i:i + bs] for i in range(0, len(order), bs)]
+                yield from (chunks[b] for b in rng.permutation(len(chunks)))
+
+        stream, losses = batches(), []
+        # a scaled epoch is total/epochs steps, so after_epoch is called once per requested epoch
+        bounds = np.linspace(0, total, epochs + 1).round().astype(int)
+        with tqdm(total=total, desc=f"phase {phase}", unit="step", mininterval=5) as bar:
+            for epoch in range(epochs):
+                if self.ngram is not None:  # one n-gram pass per epoch: snapshots stay in step
+                    self.ngram.fit_phase(rows, 1, seed, phase * 1000 + epoch, _noop)
+                self.head.train()
+                for _ in range(bounds[epoch + 1] - bounds[epoch]):
+                    idx = next(stream)
+                    loss = nn.functional.cross_entropy(self.head(*inputs(idx)), y[idx])
                     self.optimizer.zero_grad()
                     loss.backward()
                     self.optimizer.step()
                     schedule.step()
-                    losses.append(float(loss))
+                    losses.append(loss.item())
                     bar.update(1)
+                after_epoch(epoch)
         return total, float(np.mean(losses[-steps_per_epoch:]))
+
+    def snapshot(self) -> object:
+        return copy.deepcopy({"head": self.head.state_dict(), "optimizer": self.optimizer.state_dict(),
+                              "ngram": self.ngram.snapshot() if self.ngram is not None else None})
+
+    def restore(self, snapshot: object) -> None:
+        state = copy.deepcopy(snapshot)
+        self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ngram is not None:
+            self.ngram.restore(state["ngram"])
 
     # -- prediction
 
     def head_proba(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
         if self.head is None:
-            raise RuntimeError("the classifier is not trained: call fit_phases or load first")
+            raise RuntimeError("the classifier is not trained: call fit_phase or load first")
         premises, hypotheses = list(premises), list(hypotheses)
         self.head.eval()
         out = []
         with torch.inference_mode():
-            for i in range(0, len(hypotheses), 256):
-                rows = self._encode(premises[i:i + 256], hypotheses[i:i + 256])
-                out.append(torch.softmax(self.head(*self._batch(rows)), -1).numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
+            for i in tqdm(range(0, len(hypotheses), 256), desc="predict", unit="batch",
+                          disable=len(hypotheses) < 2048):
+                inputs = self._inputs(self._encode(premises[i:i + 256], hypotheses[i:i + 256]))
+                idx = np.arange(min(256, len(hypotheses) - i))
+                out.append(torch.softmax(self.head(*inputs(idx)), -1).numpy())
+        return np.concatenate(out).astype(np.float64) if out else np.zeros((0, len(self.labels)))
 
     def predict_proba(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
         proba = self.head_proba(premises, hypotheses)
         w = self.params.ngram_weight
-        if self.ngram is not None and w > 0 and len(proba):
+        if self.ngram is not None and len(proba):
             proba = (1 - w) * proba + w * self.ngram.predict_proba(list(premises), list(hypotheses))
-        return proba.astype(np.float64) / proba.sum(1, keepdims=True)
+        return proba / proba.sum(1, keepdims=True)
 
     # -- persistence
 
     def save(self, out_dir: Path) -> None:
+        """The head, its optimiser state (so a resumed regime continues exactly) and the n-gram
+        member; the feature cache stays where it is."""
         out_dir.mkdir(parents=True, exist_ok=True)
         torch.save(self.head.state_dict(), out_dir / "head.pt")
+        torch.save(self.optimizer.state_dict(), out_dir / "optimizer.pt")
         if self.ngram is not None:
             self.ngram.save(out_dir / "ngram")
         (out_dir / META_FILE).write_text(json.dumps(
@@ -499,8 +608,13 @@ class GemmaAttentionClassifier:
              "pair": self.pair}, ensure_ascii=False, indent=1))
 
 
+def _optimizer(head: nn.Module, params: GemmaAttentionParams) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(head.parameters(), lr=params.learning_rate,
+                             weight_decay=params.weight_decay)
+
+
 def load(model_dir: Path) -> GemmaAttentionClassifier:
-    """A saved classifier; the Gemma folder (``params.model_dir``) is only read for texts that are
+    """A saved classifier; the Gemma folder (``params.model_dir``) is read only for pairs that are
     not in the feature cache yet."""
     from synthllm.classifier import load_classifier
 
@@ -509,10 +623,11 @@ def load(model_dir: Path) -> GemmaAttentionClassifier:
     clf = GemmaAttentionClassifier(params, info["labels"], info["pair"])
     state = torch.load(model_dir / "head.pt", weights_only=True)
     n_layers, dim = state["hypothesis_mean"].shape
-    clf.head = AlignHead(n_layers, dim, params.hidden, params.dropout, params.exact_match,
-                         len(clf.labels), clf.pair)
+    clf.head = _make_head(params, n_layers, dim, len(clf.labels), clf.pair)
     clf.head.load_state_dict(state)
     clf.head.eval()
+    clf.optimizer = _optimizer(clf.head, params)
+    clf.optimizer.load_state_dict(torch.load(model_dir / "optimizer.pt", weights_only=True))
     if clf.ngram is not None:
         clf.ngram = load_classifier(model_dir / "ngram")
     return clf

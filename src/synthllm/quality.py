@@ -89,17 +89,26 @@ def cross_annotator(pools: Mapping[str, Sequence[dict]],
     return out
 
 
-def agreement_rows(pools: Mapping[str, Sequence[dict]]) -> dict[tuple[str, str], list[dict]]:
-    """Per annotator pair, one row per shared pair labelled by both: ``actual`` is the first
-    annotator's label, ``predicted`` the second's (the field names of dvc's confusion template)."""
+MAX_PLOT_ROWS = 10_000  # plots files live in git: a 100k-row pool is drawn from a seeded sample
+
+
+def agreement_rows(pools: Mapping[str, Sequence[dict]], max_rows: int = MAX_PLOT_ROWS,
+                   seed: int = 0) -> dict[tuple[str, str], list[dict]]:
+    """Per annotator pair, one row per shared pair labelled by both (at most ``max_rows``, a seeded
+    sample beyond that; the κ and confusion counts in the metrics use every row): ``actual`` is the
+    first annotator's label, ``predicted`` the second's (the field names of dvc's confusion template)."""
+    import random
+
     names = sorted(pools)
     by_id = {n: {r["id"]: r["label"] for r in pools[n]} for n in names}
     out = {}
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            ids = sorted(set(by_id[a]) & set(by_id[b]))
-            out[(a, b)] = [{"actual": by_id[a][k], "predicted": by_id[b][k]} for k in ids
-                           if by_id[a][k] is not None and by_id[b][k] is not None]
+            ids = [k for k in sorted(set(by_id[a]) & set(by_id[b]))
+                   if by_id[a][k] is not None and by_id[b][k] is not None]
+            if len(ids) > max_rows:
+                ids = sorted(random.Random(seed).sample(ids, max_rows))
+            out[(a, b)] = [{"actual": by_id[a][k], "predicted": by_id[b][k]} for k in ids]
     return out
 
 

@@ -15,7 +15,10 @@ servers use (``content`` lists as in chat, and the legacy completions ``tokens``
 
 This module owns transport only: bounded, adaptive concurrency (halved on 429, regrown on success),
 ``Retry-After``, timeouts, and retries of *retryable* failures (429, 408/409, 5xx, timeouts, dropped
-connections, unparseable bodies) with exponential backoff and jitter. It does not cache, total
+connections, unparseable bodies) with exponential backoff and jitter. Requests go out as pre-built
+JSON over one aiohttp keep-alive pool, not through the OpenAI SDK's client, whose per-request
+models and httpx stack cost several times the CPU of the exchange itself (measured in
+``benchmarks/results/http_client.md``); the SDK still serves the Batch API's control calls. It does not cache, total
 costs or show progress (:mod:`synthllm.backends.runner` does), stream, or interpret answers. The
 cache identity leaves out ``base_urls``: replicas of one served model share answers, and
 ``served_identity`` names what they serve. The API key is read from the named environment variable and kept out of identity, results and
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import collections
 import itertools
 import json
 import logging
@@ -34,8 +38,10 @@ import random
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import aiohttp
 import httpx2
 import openai
+import yarl
 
 from synthllm.backends.base import Backend, Request, Result, TokenChoice, TokenStep, Usage
 from synthllm.backends.http_errors import Failure, is_retryable
@@ -48,38 +54,62 @@ OPENAI_URL = "https://api.openai.com/v1"
 PLACEHOLDER_KEY = "EMPTY"  # local servers accept any key; the SDK refuses an empty one
 FALLBACK_FEATURES = ("response_format", "logprobs")  # optional request fields some servers reject
 MAX_RETRY_AFTER_S = 120.0  # a longer server-asked pause is capped, as the SDK does
+Target = tuple[yarl.URL, "yarl.URL | None", "aiohttp.BasicAuth | None"]  # an endpoint, its proxy, proxy auth
 
 
 class AdaptiveLimit:
     """AIMD concurrency: at most ``limit`` requests in flight; a 429 halves the limit (once per
     cool-down, not once per throttled request) and pauses all senders for ``Retry-After``; each
-    success adds ``1/limit``, so the limit regrows by about one slot per window of successes."""
+    success adds ``1/limit``, so the limit regrows by about one slot per window of successes.
+
+    Waiters queue in order and a release hands its slot to exactly one of them: waking every
+    waiter to re-check (a condition's ``notify_all``) costs O(waiters) per request, which at a
+    concurrency of 512 was most of the client's CPU."""
 
     def __init__(self, ceiling: int):
         self.ceiling, self.limit, self.active = ceiling, float(ceiling), 0
-        self._cond = asyncio.Condition()
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._resume_at = self._cooldown_until = 0.0
 
     async def acquire(self) -> None:
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.active < int(self.limit))
+        if self._waiters or self.active >= int(self.limit):
+            slot = asyncio.get_running_loop().create_future()
+            self._waiters.append(slot)
+            try:
+                await slot  # resolved by _hand_over, which has counted us in
+            except asyncio.CancelledError:
+                if slot.done() and not slot.cancelled():  # a slot was handed over as we were cancelled
+                    self.active -= 1
+                    self._hand_over()
+                elif slot in self._waiters:  # (a hand-over may have dropped it already)
+                    self._waiters.remove(slot)
+                raise
+        else:
             self.active += 1
-        delay = self._resume_at - asyncio.get_running_loop().time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        if self._resume_at:
+            delay = self._resume_at - asyncio.get_running_loop().time()
+            if delay > 0:
+                await asyncio.sleep(delay)
 
     async def release(self, ok: bool, throttled: bool = False, retry_after: float | None = None) -> None:
-        now = asyncio.get_running_loop().time()
-        async with self._cond:
-            self.active -= 1
-            if throttled and now >= self._cooldown_until:
+        self.active -= 1
+        if throttled:
+            now = asyncio.get_running_loop().time()
+            if now >= self._cooldown_until:
                 self.limit = max(1.0, self.limit / 2)
                 self._cooldown_until = now + max(retry_after or 0.0, 1.0)
-            if throttled and retry_after:
-                self._resume_at = max(self._resume_at, now + retry_after)
-            elif ok:
-                self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
-            self._cond.notify_all()
+        if throttled and retry_after:
+            self._resume_at = max(self._resume_at, asyncio.get_running_loop().time() + retry_after)
+        elif ok:
+            self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        while self._waiters and self.active < int(self.limit):
+            slot = self._waiters.popleft()
+            if not slot.done():  # a cancelled waiter is skipped
+                self.active += 1
+                slot.set_result(None)
 
 
 def retry_after_s(headers: Any) -> float | None:
@@ -270,24 +300,33 @@ class OpenAIBackend(Backend):
             yield from run_batch(self, requests)
             return
         loop = asyncio.new_event_loop()
-        http = httpx2.AsyncClient(limits=httpx2.Limits(max_connections=self.params.concurrency,
-                                                       max_keepalive_connections=self.params.concurrency))
+        http = loop.run_until_complete(self._session())
         # one connection pool for all replicas; each attempt takes the next replica in turn
-        clients = itertools.cycle([openai.AsyncOpenAI(api_key=self._key, base_url=url, max_retries=0,
-                                                      timeout=self.params.timeout_s, http_client=http)
-                                   for url in self._urls])
+        targets = itertools.cycle([_target(url + self.url_path.removeprefix("/v1")) for url in self._urls])
         limit = AdaptiveLimit(self.params.concurrency)
-        todo, pending = iter(enumerate(requests)), set()
+        todo, pending, finished = iter(enumerate(requests)), set(), collections.deque()
+        wake = loop.create_future()
+
+        def on_done(task: asyncio.Task) -> None:  # answers queue up here; one wake-up takes them all
+            finished.append(task)
+            if not wake.done():
+                wake.set_result(None)
+
         try:
             while True:
                 # a bounded window of tasks: 100k requests are not 100k coroutines at once
                 for i, request in itertools.islice(todo, 2 * self.params.concurrency - len(pending)):
-                    pending.add(loop.create_task(self._answer(i, request, clients, limit)))
+                    task = loop.create_task(self._answer(i, request, http, targets, limit))
+                    task.add_done_callback(on_done)
+                    pending.add(task)
                 if not pending:
                     return
-                done, pending = loop.run_until_complete(
-                    asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED))
-                for task in done:
+                if not finished:  # not asyncio.wait: it hooks every pending task, O(window) per call
+                    wake = loop.create_future()
+                    loop.run_until_complete(wake)
+                while finished:
+                    task = finished.popleft()
+                    pending.discard(task)
                     yield task.result()
         finally:
             for task in pending:  # the caller stopped early (budget, error, kill): drop what is in flight
@@ -295,12 +334,30 @@ class OpenAIBackend(Backend):
             loop.run_until_complete(_drain(pending, http))
             loop.close()
 
-    async def _answer(self, index: int, request: Request, clients: Iterator[openai.AsyncOpenAI],
-                      limit: AdaptiveLimit) -> tuple[int, Result]:
+    async def _session(self) -> aiohttp.ClientSession:
+        """One aiohttp session (opened inside the loop) whose pool holds ``concurrency`` keep-alive
+        connections over all replicas, with a wall-clock bound per attempt (pool wait, connect and
+        the whole body, not per read). The headers are those the OpenAI SDK sends; no cookies are
+        kept (nothing in the protocol uses them, and a jar costs a lookup per request). TLS trust
+        is the SDK's (``httpx2.create_ssl_context``: certifi, or ``SSL_CERT_FILE``); proxies come
+        from the environment, resolved once per replica in :func:`_target`, as httpx does."""
+        headers = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json",
+                   "Accept": "application/json", "User-Agent": f"synthllm (openai-python/{openai.__version__})"}
+        for header, variable in (("OpenAI-Organization", "OPENAI_ORG_ID"), ("OpenAI-Project", "OPENAI_PROJECT_ID")):
+            if os.environ.get(variable):  # as the SDK does
+                headers[header] = os.environ[variable]
+        tls = httpx2.create_ssl_context() if any(u.startswith("https:") for u in self._urls) else True
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.params.concurrency, limit_per_host=0, ssl=tls),
+            headers=headers, timeout=aiohttp.ClientTimeout(total=self.params.timeout_s),
+            cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False)
+
+    async def _answer(self, index: int, request: Request, http: aiohttp.ClientSession,
+                      targets: Iterator[Target], limit: AdaptiveLimit) -> tuple[int, Result]:
         for attempt in range(self.params.max_retries + 1):
             await limit.acquire()
             try:
-                result = await self._send(request, next(clients))
+                result = await self._send(request, http, next(targets))
             except Failure as failure:
                 await limit.release(ok=False, throttled=failure.status == 429, retry_after=failure.retry_after)
                 if not failure.retryable or attempt == self.params.max_retries:
@@ -314,46 +371,66 @@ class OpenAIBackend(Backend):
                 return index, result
         raise AssertionError("unreachable: the loop returns on its last attempt")
 
-    async def _send(self, request: Request, client: openai.AsyncOpenAI) -> Result:
+    async def _send(self, request: Request, http: aiohttp.ClientSession, target: Target) -> Result:
         body = self.body(request)
+        # Plain JSON bytes over aiohttp, without the SDK's request and response models: their
+        # per-request validation and copying cost more CPU than the HTTP exchange itself.
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        url, proxy, proxy_auth = target
         try:
-            # The body is plain JSON already: posting it skips the SDK's per-request TypedDict
-            # transform and model build, which cost ~2 ms of CPU each (a third of our throughput).
-            response = await asyncio.wait_for(  # a wall-clock bound: httpx's timeouts are per read
-                client.post(self.url_path.removeprefix("/v1"), body=body, cast_to=object), self.params.timeout_s)
-        except openai.APIStatusError as err:
-            message = _error_message(err)
+            async with http.post(url, data=payload, proxy=proxy, proxy_auth=proxy_auth,
+                                 allow_redirects=False) as response:
+                status, content = response.status, await response.read()
+                headers = response.headers
+        except TimeoutError:  # aiohttp's ServerTimeoutError is one too
+            raise Failure(f"timeout after {self.params.timeout_s:g} s", retryable=True) from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError,
+                OSError) as err:
+            # refused, dropped or cut connections and garbled HTTP: another attempt may succeed
+            raise Failure(f"connection error: {type(err).__name__}", retryable=True) from None
+        except aiohttp.ClientError as err:  # anything else (a bad URL, say) fails this row, not the run
+            raise Failure(f"client error: {type(err).__name__}: {err}", retryable=False) from None
+        if status >= 300:
+            message = _error_message(status, content)
             rejected = [f for f in FALLBACK_FEATURES if f in body and f in message]
-            if err.status_code == 400 and rejected:
+            if status == 400 and rejected:
                 log.warning("%s rejected %s (%s); sending requests without it from now on",
                             self.identity, rejected, self.redact(message))
                 self._unsupported.update(rejected)  # remembered: later requests go without it
-                return await self._send(request, client)
-            retryable = is_retryable(err.status_code)
-            raise Failure(f"http {err.status_code}: {message}", retryable,
-                          retry_after_s(err.response.headers), err.status_code) from None
-        except (openai.APITimeoutError, TimeoutError):
-            raise Failure(f"timeout after {self.params.timeout_s:g} s", retryable=True) from None
-        except openai.APIConnectionError as err:
-            raise Failure(f"connection error: {type(err.__cause__).__name__}", retryable=True) from None
-        except (ValueError, openai.APIResponseValidationError) as err:  # json.JSONDecodeError included
+                return await self._send(request, http, target)
+            raise Failure(f"http {status}: {message}", is_retryable(status), retry_after_s(headers), status)
+        try:
+            data = json.loads(content)
+        except ValueError as err:  # json.JSONDecodeError and undecodable bytes
             raise Failure(f"malformed response body: {type(err).__name__}", retryable=True) from None
-        except openai.OpenAIError as err:  # anything else the SDK raises fails this row, not the run
-            raise Failure(f"client error: {type(err).__name__}: {err}", retryable=False) from None
-        if not isinstance(response, dict):  # the SDK hands back a non-JSON body as text
+        if not isinstance(data, dict):
             raise Failure("malformed response body: not a JSON object", retryable=True)
-        return self.parse(response, request, self.record(response, body))
+        return self.parse(data, request, self.record(data, body))
 
 
-async def _drain(tasks: set[asyncio.Task], http: httpx2.AsyncClient) -> None:
+def _target(url: str) -> Target:
+    """An endpoint URL with the proxy the environment names for it (``HTTPS_PROXY``, ``NO_PROXY``...)."""
+    endpoint = yarl.URL(url)
+    try:
+        return (endpoint, *aiohttp.helpers.get_env_proxy_for_url(endpoint))
+    except LookupError:
+        return endpoint, None, None
+
+
+async def _drain(tasks: set[asyncio.Task], http: aiohttp.ClientSession) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
-    await http.aclose()
+    await http.close()
 
 
-def _error_message(err: openai.APIStatusError) -> str:
-    body = err.body
+def _error_message(status: int, content: bytes) -> str:
+    """The ``error.message`` of an error body, else the body's text (as the SDK reads it)."""
+    text = content.decode("utf-8", "replace").strip()
+    try:
+        body: Any = json.loads(text)
+    except ValueError:
+        body = text
     if isinstance(body, dict):
         body = body.get("error", body)
         body = body.get("message", body) if isinstance(body, dict) else body
-    text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False) if body else err.message
+    text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False) if body else f"Error code: {status}"
     return str(text)[:300]

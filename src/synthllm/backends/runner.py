@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -46,7 +47,8 @@ class RequestCache:
         self._db = sqlite3.connect(self.path or ":memory:", timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process kill
-        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, raw TEXT NOT NULL)")
+        # raw bodies (with 20 alternatives per token) are kilobytes each: stored zlib-compressed
+        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, raw BLOB NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS spend (id INTEGER PRIMARY KEY AUTOINCREMENT, "
                          "scope TEXT NOT NULL, key TEXT NOT NULL, usd REAL NOT NULL, at REAL NOT NULL)")
         self._db.commit()
@@ -58,13 +60,13 @@ class RequestCache:
             chunk = unique[i:i + 500]
             q = f"SELECT key, raw FROM responses WHERE key IN ({','.join('?' * len(chunk))})"
             for key, payload in self._db.execute(q, chunk):
-                found[key] = json.loads(payload)
+                found[key] = json.loads(zlib.decompress(payload))
         return found
 
     def put(self, key: str, raw: dict, spend: tuple[str, float] | None = None) -> None:
         """Store one raw response (and, when it cost money, its ledger line) in one commit."""
         self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)",
-                         (key, json.dumps(raw, ensure_ascii=False)))
+                         (key, zlib.compress(json.dumps(raw, ensure_ascii=False).encode("utf-8"), 1)))
         if spend is not None:
             self.charge(spend[0], key, spend[1], commit=False)
         self._db.commit()

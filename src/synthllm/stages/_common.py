@@ -30,17 +30,6 @@ def cache_path(params: Params) -> Path:
     return Path(os.environ.get("SYNTHLLM_CACHE_DIR") or params.cache_dir) / "requests.sqlite"
 
 
-def annotator_backend(cfg, state_dir: Path):
-    """The backend of one annotator config (a trained classifier, or an LLM backend)."""
-    if cfg.kind == "classifier":
-        from synthllm.backends.classifier_annotator import ClassifierBackend
-
-        return ClassifierBackend(cfg.model_dir)
-    from synthllm.backends import make_backend
-
-    return make_backend(cfg.backend, state_dir=state_dir)
-
-
 def load_gold(gold_dir: Path, split: str):
     return read_frame(gold_dir / f"{split}.jsonl", required=("id", "premise", "hypothesis", "label"))
 
@@ -57,10 +46,31 @@ def shot_pool(gold_dir: Path, params: Params) -> list[dict]:
     return budget_gold(gold_dir, params, params.gold.shot_pool).to_dict("records")
 
 
+def _record_resources(stage: str, argv: list[str] | None, started: float) -> None:
+    """With SYNTHLLM_STAGE_STATS set, append this stage's wall time and peak RSS to that JSONL file
+    (benchmarks read it; nothing else does)."""
+    path = os.environ.get("SYNTHLLM_STAGE_STATS")
+    if not path:
+        return
+    import json
+    import resource
+    import time
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    row = {"stage": stage, "argv": list(argv if argv is not None else sys.argv[1:]),
+           "wall_s": round(time.perf_counter() - started, 3), "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+           "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}  # Linux reports KiB
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def entry(main: Callable[[list[str] | None], None]) -> Callable[[list[str] | None], None]:
     """Run a stage main; a SynthLLMError becomes one clear line on stderr and exit status 2."""
 
     def wrapped(argv: list[str] | None = None) -> None:
+        import time
+
+        started = time.perf_counter()
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
         logging.getLogger("synthllm").setLevel(logging.INFO)
         try:
@@ -68,5 +78,7 @@ def entry(main: Callable[[list[str] | None], None]) -> Callable[[list[str] | Non
         except SynthLLMError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
+        spec = getattr(sys.modules.get(main.__module__), "__spec__", None)  # "__main__" under python -m
+        _record_resources(spec.name if spec else main.__module__, argv, started)
 
     return wrapped

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from synthllm import annotation, cascade
-from synthllm.backends import RequestCache, run_requests
+from synthllm.backends import RequestCache, annotator_backend, run_requests
 from synthllm.errors import ParamsError
 from synthllm.io import read_jsonl, write_json, write_jsonl
 from synthllm.prompts import load_annotate_prompt
 from synthllm.quality import audit_metrics
-from synthllm.stages._common import annotator_backend, cache_path, entry, params_of, parser, shot_pool
+from synthllm.stages._common import cache_path, entry, params_of, parser, shot_pool
 
 
 def _aligned(folder: Path, names: list[str]) -> tuple[list[dict], list[dict]]:

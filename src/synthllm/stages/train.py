@@ -23,7 +23,7 @@ from synthllm.io import read_frame, write_json
 from synthllm.regimes import REGIMES, Monitor, is_main_process, passes
 from synthllm.stages._common import budget_gold, cache_path, entry, load_gold, params_of, parser
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("synthllm.stages.train")  # __name__ is "__main__" under python -m
 
 
 def _checkpoint_key(*parts: object) -> str:
