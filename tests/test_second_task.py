@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 import pytest
-import yaml
 
 from test_dvc_pipeline import dvc, make_repo, tiny_params
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from synthllm.backends.base import Backend, Request, Result, Usage
 from synthllm.backends.runner import RequestCache, RunStats, run_requests
-from synthllm.params import AnnotatorParams, OpenAIBackendParams, TransformersBackendParams
+from synthllm.params import OpenAIBackendParams, TransformersBackendParams
 
 __all__ = ["Backend", "Request", "Result", "Usage", "RequestCache", "RunStats", "run_requests",
-           "make_backend", "annotator_backend"]
+           "make_backend"]
 
 
 def make_backend(params: TransformersBackendParams | OpenAIBackendParams,
@@ -28,11 +28,3 @@ def make_backend(params: TransformersBackendParams | OpenAIBackendParams,
 
     return OpenAIBackend(params, state_dir=state_dir)
 
-
-def annotator_backend(cfg: AnnotatorParams, state_dir: Path | None = None) -> Backend:
-    """The backend of one annotator config: its trained classifier, or its LLM backend."""
-    if cfg.kind == "classifier":
-        from synthllm.backends.classifier_annotator import ClassifierBackend
-
-        return ClassifierBackend(cfg.model_dir)
-    return make_backend(cfg.backend, state_dir=state_dir)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from synthllm import annotation, cascade
-from synthllm.backends import RequestCache, annotator_backend, run_requests
+from synthllm.backends import RequestCache, run_requests
+from synthllm.backends.annotator import annotator_backend
 from synthllm.errors import ParamsError
 from synthllm.io import read_jsonl, write_json, write_jsonl
 from synthllm.prompts import load_annotate_prompt

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from synthllm import charts, report
+from synthllm import charts, curve_report, report
 from synthllm.errors import InputDataError
 from synthllm.io import read_frame, write_json
 from synthllm.regimes import passes
@@ -65,31 +65,31 @@ def main(argv: list[str] | None = None) -> None:
     main_budget = min(params.gold.budget or gold["rows"], gold["rows"])
     points = {b: _frame(args.curves / f"budget-{b}.jsonl") for b in params.curves.budgets if b < main_budget}
     points[main_budget] = pd.concat([df.assign(run=run) for run, df in predictions.items()], ignore_index=True)
-    curve = report.curve_table(points)
-    curve_vs = report.curve_comparisons(points)
+    curve = curve_report.curve_table(points)
+    curve_vs = curve_report.curve_comparisons(points)
     pool = None
     if params.curves.pool_budget is not None:
         pooled = _frame(args.curves / "pool.jsonl")
-        pool = report.curve_table({f: g for f, g in pooled.groupby("fraction")}, key="fraction").assign(
+        pool = curve_report.curve_table({f: g for f, g in pooled.groupby("fraction")}, key="fraction").assign(
             budget=min(params.curves.pool_budget, gold["rows"]))
     (args.out / "results.md").write_text(report.markdown(
         table, comparisons, annotators, json.loads(args.quality.read_text(encoding="utf-8")), strategy,
-        labels, gold_name) + report.curve_markdown(curve, curve_vs, pool, main_budget), encoding="utf-8")
-    frontier = report.frontier_table(every, list(params.annotators),
+        labels, gold_name) + curve_report.curve_markdown(curve, curve_vs, pool, main_budget), encoding="utf-8")
+    frontier = curve_report.frontier_table(every, list(params.annotators),
                                      {n: a.members for n, a in params.aggregates.items()},
                                      {n: (c.cheap, c.expensive) for n, c in params.cascades.items()})
     with (args.out / "results.md").open("a", encoding="utf-8") as f:
-        f.write(report.frontier_markdown(frontier))
+        f.write(curve_report.frontier_markdown(frontier))
     frontier.to_csv(args.out / "frontier.csv", index=False)
-    report.frontier_chart(frontier, args.out / "frontier.png")
+    curve_report.frontier_chart(frontier, args.out / "frontier.png")
     curve.round(6).to_csv(args.out / "learning_curves.csv", index=False)
     curve_vs.round(6).to_csv(args.out / "learning_curve_comparisons.csv", index=False)
     args.plots.mkdir(parents=True, exist_ok=True)
     (args.out / "curves").mkdir(exist_ok=True)
     for branch in params.branches:
-        report.curve_chart(curve, branch, args.out / "curves" / f"learning_curve_{branch}.png")
+        curve_report.curve_chart(curve, branch, args.out / "curves" / f"learning_curve_{branch}.png")
         if pool is not None:
-            report.curve_chart(pool, branch, args.out / "curves" / f"pool_fractions_{branch}.png", x="fraction")
+            curve_report.curve_chart(pool, branch, args.out / "curves" / f"pool_fractions_{branch}.png", x="fraction")
     for (branch, regime), g in curve.groupby(["annotator", "regime"]):
         write_json(g[["budget", "accuracy", "ci_low", "ci_high"]].round(6).to_dict("records"),
                    args.plots / f"{branch}__{regime}.json")
