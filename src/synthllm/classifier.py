@@ -26,13 +26,13 @@ import json
 import pickle
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from synthllm.params import NLI_LABELS, HFClassifierParams, SklearnClassifierParams
-from synthllm.regimes import Monitor, run_phases
+from synthllm.regimes import Monitor, Trainable, run_phases
 
 
 
@@ -45,16 +45,7 @@ def device() -> str:
     return "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu"
 
 
-class PairClassifier(Protocol):
-    labels: tuple[str, ...]
-    pair: bool
-
-    def fit_phase(self, rows: pd.DataFrame, epochs: int, seed: int, phase: int,
-                  after_epoch: Callable[[int], None], work_dir: Path | None = None) -> dict: ...
-    def predict_proba(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray: ...
-    def snapshot(self) -> object: ...
-    def restore(self, snapshot: object) -> None: ...
-    def save(self, out_dir: Path) -> None: ...
+PairClassifier = Trainable  # what every classifier implements (see synthllm.regimes)
 
 
 _FEATURES: "OrderedDict[tuple, object]" = OrderedDict()

@@ -70,7 +70,11 @@ def regime_phases(regime: str, gold: pd.DataFrame, synthetic: pd.DataFrame | Non
 
 
 class Trainable(Protocol):
+    """What every classifier implements: one ``fit_phase`` per phase on the same weights, class
+    probabilities in ``labels`` order, weight snapshots (epoch selection) and saving."""
+
     labels: tuple[str, ...]
+    pair: bool
 
     def fit_phase(self, rows: pd.DataFrame, epochs: int, seed: int, phase: int,
                   after_epoch: Callable[[int], None], work_dir: Path | None = None) -> dict: ...
