@@ -73,8 +73,18 @@ def test_killed_train_stage_resumes_from_its_checkpoints(stage_dir):
     proc = subprocess.Popen([sys.executable, "-m", "synthllm.stages.train", *argv(work, "killed")],
                             env=env(work, "c-kill"), stdout=log, stderr=log)
     deadline = time.monotonic() + 300
-    # wait until the gold phase (phase 1) has saved an epoch checkpoint, then kill mid-phase
-    while not list((work / "c-kill").glob("checkpoints/*/phase-1/work/checkpoint-*")):
+    # wait until the gold phase (phase 1) has saved a whole epoch checkpoint (its trainer_state.json,
+    # which the Trainer writes last, parses), then kill mid-phase
+    def whole_checkpoint() -> bool:
+        for state in (work / "c-kill").glob("checkpoints/*/phase-1/work/checkpoint-*/trainer_state.json"):
+            try:
+                json.loads(state.read_text())
+                return True
+            except ValueError:
+                pass
+        return False
+
+    while not whole_checkpoint():
         assert proc.poll() is None, (work / "kill.log").read_text()[-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.02)

@@ -137,9 +137,10 @@ def _last_complete_checkpoint(folder: Path) -> str | None:
 
     complete = []
     for ckpt in folder.glob("checkpoint-*"):
-        if (ckpt / "trainer_state.json").is_file():
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
             complete.append(ckpt)
-        else:
+        except (OSError, ValueError):  # absent, or torn mid-write
             shutil.rmtree(ckpt, ignore_errors=True)
     return str(max(complete, key=lambda c: int(c.name.rsplit("-", 1)[-1]))) if complete else None
 
