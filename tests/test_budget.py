@@ -45,8 +45,8 @@ def budget_work(tmp_path, repo_root, gold_dir, fake_openai):
     params["aggregates"], params["cascades"] = {}, {}
     params["branches"] = {"writer": "data/annotated/writer.jsonl"}
     params["annotate"]["audit_size"] = 10
-    params["annotator_training"]["gold_epochs"] = 1
-    params["train"].update(gold_epochs=1, synthetic_epochs=1, seeds=[1])
+    params["annotator_training"].update(gold_epochs=1, classifier={"kind": "sklearn_sgd"})
+    params["train"].update(gold_epochs=1, synthetic_epochs=1, seeds=[1], classifier={"kind": "sklearn_sgd"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     return tmp_path
 

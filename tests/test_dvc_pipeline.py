@@ -41,7 +41,9 @@ def tiny_params(repo_root: Path, tiny_lm: Path) -> dict:
     params["branches"] = {"classifier": "data/annotated/classifier.jsonl",
                           "tinylm": "data/annotated/tinylm.jsonl", "vote": "data/aggregated/vote.jsonl"}
     params["annotate"]["audit_size"] = 20
-    params["annotator_training"]["gold_epochs"] = 1
+    # the default's kind, on the tiny LM: the classifier annotator reads models/generator's states
+    params["annotator_training"] = {"gold_epochs": 1, "seed": 0, "classifier": {
+        "kind": "gemma_attention", "layers": [1], "hidden": 16, "max_tokens": 48, "batch_size": 32}}
     params["split"]["dev_fraction"] = 0.2
     params["regimes"] = ["warmup", "mix"]
     params["curves"] = {"budgets": [100, 200], "pool_budget": 100, "pool_fractions": [0.5, 1.0]}

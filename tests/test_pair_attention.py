@@ -109,3 +109,55 @@ def test_params_forbid_unknown_keys_and_bad_layers():
     with pytest.raises(ValidationError):
         GemmaAttentionParams(layers=[6, 6])
     assert GemmaAttentionParams().model_dir == "models/generator"
+
+
+def test_regime_driver_resumes_from_a_phase_checkpoint_exactly(tiny_lm, tmp_path, rows):
+    from synthllm.regimes import Monitor, run_phases
+
+    params = tiny_params(tiny_lm, tmp_path / "cache", head="pooled")
+    gold, synthetic = rows.iloc[:40], rows.iloc[40:]
+    seen: list[dict] = []
+
+    def train(checkpoints):
+        return run_phases("warmup", gold, synthetic, build=lambda seed: GemmaAttentionClassifier(
+            params, seed=seed), load=load, gold_epochs=2, synthetic_epochs=2, seed=4,
+            monitor=Monitor(val=gold.iloc[:10], dev=synthetic, log=seen.append),
+            select_synthetic_epoch=True, checkpoint_dir=checkpoints)
+
+    clf, log = train(tmp_path / "run")
+    assert [e["source"] for e in log] == ["synthetic", "gold"] and "selected_epoch" in log[0]
+    assert len(seen) == 4  # the monitor saw every epoch of both phases
+    (tmp_path / "run" / "phase-1" / "done.json").unlink()  # as if killed during the gold phase
+    resumed, _ = train(tmp_path / "run")
+    premises, hypotheses = list(rows.premise[:8]), list(rows.hypothesis[:8])
+    np.testing.assert_array_equal(clf.predict_proba(premises, hypotheses),
+                                  resumed.predict_proba(premises, hypotheses))
+
+
+def test_pipeline_driver_warmup_continues_the_weights_and_loads_through_load_classifier(
+        tiny_lm, tmp_path, rows):
+    """The train stage's path (``train_regime`` → ``build_classifier`` → ``load_classifier``)."""
+    import shutil
+
+    from synthllm.classifier import build_classifier, load_classifier, train_regime
+
+    lm = tmp_path / "lm"
+    shutil.copytree(tiny_lm, lm)
+    params = tiny_params(lm, tmp_path / "cache", head="pooled", ngram_weight=0.0)
+    assert isinstance(build_classifier(params), GemmaAttentionClassifier)
+    gold, synthetic = rows.iloc[:40], rows.iloc[40:]
+    clf, log = train_regime("warmup", gold, synthetic, params, gold_epochs=1, synthetic_epochs=2, seed=5)
+    assert [e["source"] for e in log] == ["synthetic", "gold"]
+    # warm-up: the gold phase starts from the weights the synthetic phase ended with
+    assert log[1]["weights_start"] == log[0]["weights_end"] != log[0]["weights_start"]
+    _, rev = train_regime("reversed", gold, synthetic, params, gold_epochs=1, synthetic_epochs=2, seed=5)
+    assert [e["source"] for e in rev] == ["gold", "synthetic"]
+    assert rev[1]["weights_start"] == rev[0]["weights_end"]
+    clf.save(tmp_path / "model")
+    premises, hypotheses = list(rows.premise[:6]), list(rows.hypothesis[:6])
+    np.testing.assert_array_equal(load_classifier(tmp_path / "model").predict_proba(premises, hypotheses),
+                                  clf.predict_proba(premises, hypotheses))
+    # other weights in the LM folder: the saved head would read states it was not trained on
+    (lm / "added.bin").write_bytes(b"\0")
+    with pytest.raises(ValueError, match="retrain it"):
+        load_classifier(tmp_path / "model")

@@ -14,7 +14,9 @@ def base(repo_root):
 def test_repository_params_validate(repo_root):
     params = load_params(repo_root / "params.yaml")
     assert list(params.annotators) == ["classifier", "gemma"]
-    assert params.train.classifier.kind == "sklearn_sgd"
+    assert (params.train.classifier.kind, params.train.classifier.head) == ("gemma_attention", "pooled")
+    assert (params.annotator_training.classifier.kind, params.annotator_training.classifier.head) == (
+        "gemma_attention", "align")
     assert set(params.regimes) == {"synthetic_only", "warmup", "mix", "reversed"}
 
 
@@ -109,3 +111,9 @@ def test_sentiment_preset_validates_and_its_prompts_match_the_task(repo_root):
         cfg = preset.annotator_configs[name]
         if cfg.kind == "llm":
             load_annotate_prompt(repo_root / "prompts", cfg.prompt, preset.task)
+
+
+def test_gemma_attention_must_read_the_tracked_generator_folder(base):
+    base["annotator_training"]["classifier"]["model_dir"] = "models/other-lm"
+    with pytest.raises(ParamsError, match=r"annotator_training.classifier.model_dir is 'models/other-lm'.*models/generator"):
+        parse_params(base)

@@ -12,8 +12,12 @@ share that contract:
   ``AutoModelForSequenceClassification`` and the HF ``Trainer``, one ``train()`` per phase; seeded
   before its classification head is built, placed on the accelerator when there is one, saving a
   checkpoint each epoch when given a work folder (and resuming from it), logging to DVCLive.
+* :class:`synthllm.pair_attention.GemmaAttentionClassifier` (kind ``gemma_attention``) — a small
+  attention or pooling head over frozen, cached token states of the generator LM (Gemma 3 270M),
+  the hypothesis read after the premise; trained by AdamW per phase on the same weights. The offline
+  default: no downloaded encoder, minutes (align head) or seconds (pooled head) per run on CPU.
 
-Both take the task's label set and input kind (pair or single) and save them with the model, so a
+All take the task's label set and input kind (pair or single) and save them with the model, so a
 loaded classifier knows what it predicts. This module does not pick hyper-parameters or evaluate;
 see :mod:`synthllm.evaluation`.
 """
@@ -31,7 +35,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from synthllm.params import NLI_LABELS, HFClassifierParams, SklearnClassifierParams
+from synthllm.params import (NLI_LABELS, ClassifierParams, GemmaAttentionParams, HFClassifierParams,
+                             SklearnClassifierParams)
 from synthllm.regimes import Monitor, Trainable, run_phases
 
 
@@ -236,11 +241,15 @@ class HFClassifier:
             {"params": self.params.model_dump(), "labels": list(self.labels), "pair": self.pair}))
 
 
-def build_classifier(params: SklearnClassifierParams | HFClassifierParams,
-                     labels: Sequence[str] = NLI_LABELS, pair: bool = True, seed: int | None = None) -> PairClassifier:
+def build_classifier(params: ClassifierParams, labels: Sequence[str] = NLI_LABELS, pair: bool = True,
+                     seed: int | None = None) -> PairClassifier:
     """A fresh classifier; ``seed`` is set before anything random is built."""
     if isinstance(params, SklearnClassifierParams):
         return HashingSGDClassifier(params, labels, pair)
+    if isinstance(params, GemmaAttentionParams):
+        from synthllm.pair_attention import GemmaAttentionClassifier
+
+        return GemmaAttentionClassifier(params, labels, pair)
     return HFClassifier(params, labels=labels, pair=pair, seed=seed)
 
 
@@ -252,6 +261,10 @@ def load_classifier(model_dir: Path) -> PairClassifier:
                                    state.get("labels", NLI_LABELS), state.get("pair", True))
         clf.model = state["model"]
         return clf
+    if (model_dir / "pair_attention.json").is_file():
+        from synthllm.pair_attention import load
+
+        return load(model_dir)
     meta = model_dir / "synthllm_classifier.json"
     if meta.is_file():
         info = json.loads(meta.read_text())
@@ -259,11 +272,12 @@ def load_classifier(model_dir: Path) -> PairClassifier:
             info = {"params": info}
         return HFClassifier(HFClassifierParams(**info["params"]), model_dir=str(model_dir),
                             labels=info.get("labels", NLI_LABELS), pair=info.get("pair", True))
-    raise FileNotFoundError(f"{model_dir}: no trained classifier (model.pkl or synthllm_classifier.json)")
+    raise FileNotFoundError(f"{model_dir}: no trained classifier (model.pkl, pair_attention.json or "
+                            "synthllm_classifier.json); run the stage that trains it (dvc repro)")
 
 
 def train_regime(regime: str, gold: pd.DataFrame, synthetic: pd.DataFrame | None,
-                 params: SklearnClassifierParams | HFClassifierParams, *, gold_epochs: int,
+                 params: ClassifierParams, *, gold_epochs: int,
                  synthetic_epochs: int, seed: int, labels: Sequence[str] = NLI_LABELS,
                  pair: bool = True, monitor: Monitor | None = None, select_synthetic_epoch: bool = False,
                  checkpoint_dir: Path | None = None, live=None) -> tuple[PairClassifier, list[dict]]:

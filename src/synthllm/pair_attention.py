@@ -28,22 +28,22 @@ What this module deliberately does not do:
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
 import random
 import uuid
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 from tqdm.auto import tqdm
 
-from synthllm.params import NLI_LABELS, SklearnClassifierParams
+from synthllm.params import NLI_LABELS, GemmaAttentionParams
 
 Phase = tuple[pd.DataFrame, int]  # or synthllm.regimes.Phase: anything with .rows and .epochs
 # premise states, premise exact-match flags, hypothesis states, hypothesis flags (None: no premise)
@@ -53,61 +53,33 @@ PairStates = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 META_FILE = "pair_attention.json"
 
 
-class GemmaAttentionParams(BaseModel):
-    """Hyper-parameters chosen on FarsTail val (see ``benchmarks/results/classifier_candidates.md``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["gemma_attention"] = "gemma_attention"
-    model_dir: str = Field("models/generator", description="Folder of the causal LM whose token "
-                           "states are the features (the generator_model stage's output).")
-    feature_cache: str | None = Field(
-        ".cache/synthllm/gemma-features", description="Folder of the on-disk token-state cache, "
-        "outside DVC outputs so it survives re-runs; null keeps states in memory only.")
-    layers: list[int] = Field([6], min_length=1, max_length=8, description="Hidden-state layers "
-                              "(0 = input embeddings) mixed by learned softmax weights.")
-    condition_on_premise: bool = Field(True, description="Read the hypothesis after the premise "
-                                       "(false, an ablation: read it alone).")
-    head: Literal["align", "pooled"] = Field(
-        "align", description="align: soft alignment of premise and hypothesis tokens (ESIM-like); "
-        "pooled: an MLP on the mean hypothesis state (the fast variant).")
-    max_tokens: int = Field(128, ge=8, le=1024, description="Tokens kept per text (after BOS).")
-    hidden: int = Field(200, ge=8, le=2048, description="Width of the projection and comparison.")
-    dropout: float = Field(0.3, ge=0, lt=1)
-    learning_rate: float = Field(5e-4, gt=0, le=1, description="AdamW peak rate of each phase.")
-    weight_decay: float = Field(0.01, ge=0, le=1)
-    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="Of each phase's steps.")
-    batch_size: int = Field(64, ge=1, le=4096)
-    epoch_scale: float = Field(1.0, gt=0, le=10, description="Multiplies every phase's epoch count: "
-                               "the regimes' epochs (train.gold_epochs…) are set for the n-gram model.")
-    exact_match: bool = Field(True, description="Add a 'token occurs in the other text' input flag.")
-    ngram_weight: float = Field(0.4, ge=0, le=1, description="Weight of the n-gram model in the "
-                                "probability average; 0 trains and uses the attention head alone.")
-    ngram: SklearnClassifierParams = Field(default_factory=SklearnClassifierParams,
-                                           description="The n-gram ensemble member.")
-    extract_batch_tokens: int = Field(2048, ge=64, le=1 << 20, description="Padded tokens per "
-                                      "Gemma forward pass when filling the cache.")
-    threads: int | None = Field(None, ge=1, le=256, description="torch threads; null: torch's default.")
-
-    @field_validator("layers")
-    @classmethod
-    def _layers_ok(cls, v: list[int]) -> list[int]:
-        if any(x < 0 for x in v) or len(set(v)) != len(v):
-            raise ValueError(f"layers {v}: distinct non-negative layer numbers")
-        return sorted(v)
-
-
 # ---------------------------------------------------------------------------------------------
 # Token-state cache
 
 
+def feature_dir(params: GemmaAttentionParams) -> Path | None:
+    """Where the token states are cached: ``feature_cache``, a relative one under
+    ``$SYNTHLLM_CACHE_DIR`` when that is set (as the request cache moves with it)."""
+    if params.feature_cache is None:
+        return None
+    path, root = Path(params.feature_cache), os.environ.get("SYNTHLLM_CACHE_DIR")
+    return Path(root) / path if root and not path.is_absolute() else path
+
+
 def _model_fingerprint(model_dir: Path) -> str:
     """A hash of every file of the model folder: the folder is rebuilt in place by DVC, so its path
-    says nothing about which weights it holds. Hashing 0.5 GB takes about a second."""
+    says nothing about which weights it holds. Hashing 0.5 GB takes about a second, once per
+    process and folder state."""
+    files = sorted(p for p in model_dir.iterdir() if p.is_file())
+    return _hash_files(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@functools.lru_cache(maxsize=8)
+def _hash_files(files: tuple[tuple[str, int, int], ...]) -> str:
     h = hashlib.sha256()
-    for f in sorted(p for p in model_dir.iterdir() if p.is_file()):
-        h.update(f.name.encode())
-        with f.open("rb") as fh:
+    for name, _, _ in files:
+        h.update(Path(name).name.encode())
+        with open(name, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 22), b""):
                 h.update(chunk)
     return h.hexdigest()[:20]
@@ -128,7 +100,7 @@ class PairStateCache:
     that an interrupted write leaves no visible shard.
     """
 
-    FORMAT = "pair-v1"  # bump when the input layout changes: it is part of every folder's key
+    FORMAT = "pair-v2"  # bump when what is stored changes: it is part of every folder's key
 
     def __init__(self, model_dir: str | Path, layers: Sequence[int], max_tokens: int,
                  cache_dir: str | Path | None, condition_on_premise: bool = True,
@@ -139,7 +111,7 @@ class PairStateCache:
         if not (self.model_dir / "config.json").is_file():
             raise FileNotFoundError(f"{self.model_dir}: no model folder (config.json); build it with "
                                     "the generator_model stage or set model_dir")
-        model = _model_fingerprint(self.model_dir)
+        self.fingerprint = model = _model_fingerprint(self.model_dir)
         self.dirs = {layer: Path(cache_dir) / hashlib.sha256(
             f"{self.FORMAT}|{model}|{layer}|{max_tokens}".encode()).hexdigest()[:16]
             for layer in self.layers} if cache_dir else {}
@@ -204,8 +176,14 @@ class PairStateCache:
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
             lm = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
             body = lm.model if hasattr(lm, "model") else lm
+            if max(self.layers) > len(body.layers):
+                raise ValueError(f"layers {self.layers}: {self.model_dir} has {len(body.layers)} "
+                                 "layers (0 is the input embeddings)")
             # the layers above the deepest one used cost time and change nothing
             body.layers = body.layers[:max(1, max(self.layers))]
+            # transformers reports the last layer's state after the final norm; without it every
+            # layer's state is the raw residual stream, whichever layer happens to be the deepest
+            body.norm = nn.Identity()
             self._lm = body.eval()
         return self._lm, self._tokenizer
 
@@ -241,7 +219,7 @@ class PairStateCache:
         new: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {l: {} for l in self.layers}
         pad = tokenizer.pad_token_id or 0
         with torch.inference_mode():
-            for batch in tqdm(batches, desc="gemma pair states", unit="batch",
+            for batch in tqdm(batches, desc="gemma pair states", unit="batch", mininterval=10,
                               disable=len(batches) < 4):
                 width = max(len(inputs[i][0]) for i in batch)
                 ids = torch.full((len(batch), width), pad, dtype=torch.long)
@@ -251,7 +229,7 @@ class PairStateCache:
                     mask[r, :len(inputs[i][0])] = 1
                 hidden = lm(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
                 for layer in self.layers:
-                    h = hidden[min(layer, len(hidden) - 1)].float()
+                    h = hidden[layer].float()
                     # RMS-normalised per token (as the next layer's input norm does): a few of
                     # Gemma's dimensions are ~100x the rest, and float16 must hold them
                     h = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)).numpy()
@@ -416,15 +394,18 @@ def _noop(epoch: int) -> None:
 
 class GemmaAttentionClassifier:
     """The :class:`synthllm.classifier.PairClassifier` contract (``fit_phase`` per phase,
-    ``snapshot``/``restore``, ``predict_proba``, ``save``), plus ``fit_phases`` for a whole regime."""
+    ``snapshot``/``restore``, ``predict_proba``, ``save``), plus ``fit_phases`` for a whole regime.
+
+    ``seed`` is accepted for ``build_classifier``'s signature and not needed: the head is built at
+    the first ``fit_phase``, right after seeding with that phase's seed."""
 
     kind = "gemma_attention"
 
     def __init__(self, params: GemmaAttentionParams, labels: Sequence[str] = NLI_LABELS,
                  pair: bool = True, seed: int | None = None):
-        self.params, self.labels, self.pair, self.seed = params, tuple(labels), pair, seed
+        self.params, self.labels, self.pair = params, tuple(labels), pair
         self.states = PairStateCache(params.model_dir, params.layers, params.max_tokens,
-                                     params.feature_cache, params.condition_on_premise,
+                                     feature_dir(params), params.condition_on_premise,
                                      params.extract_batch_tokens)
         self.head: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -596,8 +577,9 @@ class GemmaAttentionClassifier:
     # -- persistence
 
     def save(self, out_dir: Path) -> None:
-        """The head, its optimiser state (so a resumed regime continues exactly) and the n-gram
-        member; the feature cache stays where it is."""
+        """The head, its optimiser state (so a resumed regime continues exactly), the n-gram
+        member and the fingerprint of the LM whose states it reads (so a folder trained on other
+        weights differs, for DVC, and is refused at load); the feature cache stays where it is."""
         out_dir.mkdir(parents=True, exist_ok=True)
         torch.save(self.head.state_dict(), out_dir / "head.pt")
         torch.save(self.optimizer.state_dict(), out_dir / "optimizer.pt")
@@ -605,7 +587,7 @@ class GemmaAttentionClassifier:
             self.ngram.save(out_dir / "ngram")
         (out_dir / META_FILE).write_text(json.dumps(
             {"kind": self.kind, "params": self.params.model_dump(), "labels": list(self.labels),
-             "pair": self.pair}, ensure_ascii=False, indent=1))
+             "pair": self.pair, "lm_fingerprint": self.states.fingerprint}, ensure_ascii=False, indent=1))
 
 
 def _optimizer(head: nn.Module, params: GemmaAttentionParams) -> torch.optim.Optimizer:
@@ -621,6 +603,11 @@ def load(model_dir: Path) -> GemmaAttentionClassifier:
     info = json.loads((model_dir / META_FILE).read_text())
     params = GemmaAttentionParams(**info["params"])
     clf = GemmaAttentionClassifier(params, info["labels"], info["pair"])
+    if info.get("lm_fingerprint") != clf.states.fingerprint:
+        # the head was trained on another LM's states: its predictions would be noise
+        raise ValueError(f"{model_dir} was trained on the token states of another {params.model_dir} "
+                         f"(fingerprint {info.get('lm_fingerprint')}, now {clf.states.fingerprint}); "
+                         "retrain it (dvc repro re-runs the stages that depend on the generator)")
     state = torch.load(model_dir / "head.pt", weights_only=True)
     n_layers, dim = state["hypothesis_mean"].shape
     clf.head = _make_head(params, n_layers, dim, len(clf.labels), clf.pair)

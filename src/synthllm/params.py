@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from synthllm.errors import ParamsError
 
 NLI_LABELS = ("entailment", "contradiction", "neutral")
+GENERATOR_DIR = "models/generator"  # the generator_model stage's output (dvc.yaml)
 Regime = Literal["gold_only", "synthetic_only", "warmup", "mix", "reversed"]
 SYNTHETIC_REGIMES = ("synthetic_only", "warmup", "mix", "reversed")
 
@@ -313,8 +314,51 @@ class HFClassifierParams(Strict):
     bf16: bool = False
 
 
+class GemmaAttentionParams(Strict):
+    """Hyper-parameters chosen on FarsTail val (see ``benchmarks/results/classifier_candidates.md``)."""
+
+    kind: Literal["gemma_attention"] = "gemma_attention"
+    model_dir: str = Field("models/generator", description="Folder of the causal LM whose token "
+                           "states are the features (the generator_model stage's output).")
+    feature_cache: str | None = Field(
+        ".cache/synthllm/gemma-features", description="Folder of the on-disk token-state cache, "
+        "outside DVC outputs so it survives re-runs (a relative path lies under $SYNTHLLM_CACHE_DIR "
+        "when that is set, as the request cache does); null keeps states in memory only.")
+    layers: list[int] = Field([8], min_length=1, max_length=8, description="Hidden-state layers "
+                              "(0 = input embeddings) mixed by learned softmax weights.")
+    condition_on_premise: bool = Field(True, description="Read the hypothesis after the premise "
+                                       "(false, an ablation: read it alone).")
+    head: Literal["align", "pooled"] = Field(
+        "align", description="align: soft alignment of premise and hypothesis tokens (ESIM-like); "
+        "pooled: an MLP on the mean hypothesis state (the fast variant).")
+    max_tokens: int = Field(128, ge=8, le=1024, description="Tokens kept per text (after BOS).")
+    hidden: int = Field(200, ge=8, le=2048, description="Width of the projection and comparison.")
+    dropout: float = Field(0.3, ge=0, lt=1)
+    learning_rate: float = Field(5e-4, gt=0, le=1, description="AdamW peak rate of each phase.")
+    weight_decay: float = Field(0.01, ge=0, le=1)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="Of each phase's steps.")
+    batch_size: int = Field(64, ge=1, le=4096)
+    epoch_scale: float = Field(1.0, gt=0, le=10, description="Multiplies every phase's epoch count: "
+                               "the regimes' epochs (train.gold_epochs…) are set for the n-gram model.")
+    exact_match: bool = Field(True, description="Add a 'token occurs in the other text' input flag.")
+    ngram_weight: float = Field(0.0, ge=0, le=1, description="Weight of the n-gram model in the "
+                                "probability average; 0 trains and uses the attention head alone.")
+    ngram: SklearnClassifierParams = Field(default_factory=SklearnClassifierParams,
+                                           description="The n-gram ensemble member.")
+    extract_batch_tokens: int = Field(2048, ge=64, le=1 << 20, description="Padded tokens per "
+                                      "Gemma forward pass when filling the cache.")
+    threads: int | None = Field(None, ge=1, le=256, description="torch threads; null: torch's default.")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_ok(cls, v: list[int]) -> list[int]:
+        if any(x < 0 for x in v) or len(set(v)) != len(v):
+            raise ValueError(f"layers {v}: distinct non-negative layer numbers")
+        return sorted(v)
+
+
 ClassifierParams = Annotated[
-    Union[SklearnClassifierParams, HFClassifierParams], Field(discriminator="kind")
+    Union[SklearnClassifierParams, HFClassifierParams, GemmaAttentionParams], Field(discriminator="kind")
 ]
 
 
@@ -467,6 +511,18 @@ class Params(Strict):
             if path != expected:
                 raise ValueError(f"branches.{name} must be {expected!r} (the file its stage writes), "
                                  f"not {path!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _feature_models_tracked(self) -> "Params":
+        # dvc.yaml lists the generator_model stage's output as a dependency of every stage that
+        # trains or runs a classifier; states of any other folder would be an untracked input
+        for key, clf in (("train.classifier", self.train.classifier),
+                         ("annotator_training.classifier", self.annotator_training.classifier)):
+            if isinstance(clf, GemmaAttentionParams) and Path(clf.model_dir) != Path(GENERATOR_DIR):
+                raise ValueError(f"{key}.model_dir is {clf.model_dir!r}: a gemma_attention classifier reads "
+                                 f"the generator_model stage's output, {GENERATOR_DIR!r} (the folder dvc.yaml "
+                                 f"tracks); change generator_model to use another LM")
         return self
 
 
