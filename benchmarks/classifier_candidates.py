@@ -41,29 +41,34 @@ from synthllm.params import NLI_LABELS, SklearnClassifierParams
 GOLD_EPOCHS = 8
 NGRAM_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
-# Gemma head candidates: overrides of GemmaAttentionParams (head alone; the ensemble is stage 3)
+# Gemma candidates: overrides of GemmaAttentionParams (no n-gram member; that is stage 3)
 GEMMA_CANDIDATES: dict[str, dict] = {
     "attn_apart_l0": dict(layers=[0], condition_on_premise=False),
     "attn_apart_l6": dict(layers=[6], condition_on_premise=False),
     "attn_cond_l4": dict(layers=[4]),
     "attn_cond_l6": dict(layers=[6]),
     "attn_cond_l8": dict(layers=[8]),
-    "attn_cond_l6_h64_e2": dict(layers=[6], hidden=64, learning_rate=1e-3, dropout=0.2,
-                                epoch_scale=0.25),
-    "attn_cond_l6_h100_e1": dict(layers=[6], hidden=100, learning_rate=1e-3, dropout=0.2,
-                                 epoch_scale=0.125),
+    "attn_cond_l8_e2": dict(layers=[8], epoch_scale=0.25),
+    "pooled_cond_l6": dict(layers=[6], head="pooled", hidden=256, learning_rate=1e-3),
+    "pooled_cond_l8": dict(layers=[8], head="pooled", hidden=256, learning_rate=1e-3),
 }
+# the Gemma passes that fill the cache: one pass up to layer 8 stores the conditioned layers 4, 6
+# and 8 (the compute of layer 8 alone: the layers below run anyway), one up to layer 6 the
+# texts read apart
+FILLS: dict[str, dict] = {"cond": dict(layers=[4, 6, 8]),
+                          "apart": dict(layers=[0, 6], condition_on_premise=False)}
 DESCRIPTIONS = {
-    "tfidf_lr": "TF-IDF word 1-2 + char 2-4 (hypothesis, novel words) + LogisticRegression (closed form)",
+    "tfidf_lr": "TF-IDF word 1-2 + char 2-4 (hypothesis) + words new to the premise, LogisticRegression",
     "sklearn_sgd": "project default: hashed n-grams + overlap, SGD logistic (HashingSGDClassifier)",
     "pooled_lr_apart_l6": "mean-pooled Gemma layer-6 states, texts read apart, [p,h,|p-h|,p*h] + LR",
-    "attn_apart_l0": "attention head on Gemma input embeddings (layer 0), texts read apart",
-    "attn_apart_l6": "attention head on Gemma layer-6 states, texts read apart",
-    "attn_cond_l4": "attention head, layer 4, hypothesis read after the premise",
-    "attn_cond_l6": "attention head, layer 6, hypothesis read after the premise",
-    "attn_cond_l8": "attention head, layer 8, hypothesis read after the premise",
-    "attn_cond_l6_h64_e2": "as attn_cond_l6, hidden 64, 2 of 8 epochs (epoch_scale 0.25)",
-    "attn_cond_l6_h100_e1": "as attn_cond_l6, hidden 100, 1 of 8 epochs (epoch_scale 0.125)",
+    "attn_apart_l0": "align head on Gemma input embeddings (layer 0), texts read apart",
+    "attn_apart_l6": "align head on Gemma layer-6 states, texts read apart",
+    "attn_cond_l4": "align head, layer 4, hypothesis read after the premise",
+    "attn_cond_l6": "align head, layer 6, hypothesis read after the premise",
+    "attn_cond_l8": "align head, layer 8, hypothesis read after the premise",
+    "attn_cond_l8_e2": "as attn_cond_l8, 2 of the 8 epochs (epoch_scale 0.25)",
+    "pooled_cond_l6": "MLP on the mean layer-6 hypothesis state read after the premise",
+    "pooled_cond_l8": "MLP on the mean layer-8 hypothesis state read after the premise",
 }
 
 
@@ -237,6 +242,15 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        return f"{name} ({sum(line.startswith('processor') for line in lines)} cores)"
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gold", type=Path, default=Path("data/gold"))
@@ -248,7 +262,6 @@ def main() -> None:
                     help="comma-separated candidate names (default: all)")
     ap.add_argument("--json", type=Path, default=None, help="write every number here too")
     args = ap.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     gold = {s: read_frame(args.gold / f"{s}.jsonl") for s in ("train", "val", "test")}
     wanted = set(args.only or ["tfidf_lr", "sklearn_sgd", "pooled_lr_apart_l6", *GEMMA_CANDIDATES])
     results: list[Result] = []
@@ -257,19 +270,18 @@ def main() -> None:
     if "sklearn_sgd" in wanted:
         results.append(sklearn_sgd(gold, args.seeds))
 
-    # one-off features: condition-free layer 6 first (the pooled probe and its head), then the
-    # conditioned states, the chosen layer alone first so its cost is measured on its own
-    feature_s: dict[str, float] = {}
-    for name in ("attn_apart_l0", "attn_apart_l6", "attn_cond_l6", "attn_cond_l4", "attn_cond_l8"):
-        if name in wanted or (name == "attn_apart_l6" and "pooled_lr_apart_l6" in wanted):
-            feature_s[name] = fill_cache(args, GEMMA_CANDIDATES[name], gold)
-            print(f"features for {name}: {feature_s[name]:.0f} s", flush=True)
-    for name in GEMMA_CANDIDATES:  # the fast variants read the layer-6 conditioned cache
-        feature_s.setdefault(name, feature_s.get("attn_cond_l6", 0.0))
+    # one-off features: each candidate is charged the Gemma pass that stored its states
+    gemma = [n for n in (*GEMMA_CANDIDATES, "pooled_lr_apart_l6") if n in wanted]
+    fill_s = {}
+    for group, overrides in FILLS.items():
+        if any(("apart" in n) == (group == "apart") for n in gemma):
+            fill_s[group] = fill_cache(args, overrides, gold)
+            print(f"features, {group} pass: {fill_s[group]:.0f} s", flush=True)
+    feature_s = {n: fill_s.get("apart" if "apart" in n else "cond", 0.0) for n in gemma}
     if "pooled_lr_apart_l6" in wanted:
         p = gemma_params(args, GEMMA_CANDIDATES["attn_apart_l6"], 0.0)
         cache = PairStateCache(p.model_dir, p.layers, p.max_tokens, p.feature_cache, False)
-        results.append(pooled_lr(gold, cache, feature_s["attn_apart_l6"]))
+        results.append(pooled_lr(gold, cache, feature_s["pooled_lr_apart_l6"]))
 
     singles: dict[str, Result] = {}
     for name, overrides in GEMMA_CANDIDATES.items():
@@ -286,8 +298,7 @@ def main() -> None:
         for name in dict.fromkeys(names):
             results.extend(finalist(args, name, gold, feature_s[name]))
 
-    header = (f"{platform.node()} · {platform.processor() or platform.machine()} · "
-              f"{torch.get_num_threads()} torch threads · {time.strftime('%Y-%m-%d')}")
+    header = f"{cpu_model()} · {torch.get_num_threads()} torch threads · {time.strftime('%Y-%m-%d')}"
     print(header)
     print(table(results))
     if args.json:
