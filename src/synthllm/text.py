@@ -116,6 +116,7 @@ def near_duplicates(texts: list[str], reference: list[str], ngram: int, threshol
     raise a similarity, so nothing above the threshold is missed)."""
     if not texts or not reference:
         return [False] * len(texts)
+    import numpy as np
     from sklearn.feature_extraction.text import HashingVectorizer
 
     vec = HashingVectorizer(analyzer="char", ngram_range=(ngram, ngram), n_features=2**20, binary=True,
@@ -127,10 +128,12 @@ def near_duplicates(texts: list[str], reference: list[str], ngram: int, threshol
         part = vec.transform(texts[start:start + chunk]).tocsr()
         sizes = part.sum(axis=1).A1
         inter = (part @ ref.T).tocoo()
-        best = [0.0] * part.shape[0]
-        for i, j, v in zip(inter.row, inter.col, inter.data):
-            union = sizes[i] + ref_sizes[j] - v
-            if union and v / union > best[i]:
-                best[i] = v / union
-        flags += [b >= threshold for b in best]
+        # the best Jaccard per text, vectorised: a Python loop over the product's entries (about
+        # 1,400 per text against FarsTail's val/test) cost half a millisecond per generated row
+        best = np.zeros(part.shape[0])
+        if inter.nnz:
+            union = sizes[inter.row] + ref_sizes[inter.col] - inter.data
+            sim = np.divide(inter.data, union, out=np.zeros(inter.nnz), where=union > 0)
+            np.maximum.at(best, inter.row, sim)
+        flags += (best >= threshold).tolist()
     return flags

@@ -337,8 +337,8 @@ class OpenAIBackend(Backend):
     async def _session(self) -> aiohttp.ClientSession:
         """One aiohttp session (opened inside the loop) whose pool holds ``concurrency`` keep-alive
         connections over all replicas, with a wall-clock bound per attempt (pool wait, connect and
-        the whole body, not per read). The headers are those the OpenAI SDK sends; no cookies are
-        kept (nothing in the protocol uses them, and a jar costs a lookup per request). TLS trust
+        the whole body, not per read). The headers are those the OpenAI SDK sends, and cookies are
+        kept per run as its httpx client keeps them. TLS trust
         is the SDK's (``httpx2.create_ssl_context``: certifi, or ``SSL_CERT_FILE``); proxies come
         from the environment, resolved once per replica in :func:`_target`, as httpx does."""
         headers = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json",
@@ -350,7 +350,7 @@ class OpenAIBackend(Backend):
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.params.concurrency, limit_per_host=0, ssl=tls),
             headers=headers, timeout=aiohttp.ClientTimeout(total=self.params.timeout_s),
-            cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False)
+            raise_for_status=False)
 
     async def _answer(self, index: int, request: Request, http: aiohttp.ClientSession,
                       targets: Iterator[Target], limit: AdaptiveLimit) -> tuple[int, Result]:
