@@ -1,11 +1,12 @@
 """A cheap OpenAI-protocol load server for client benchmarks: one process, one asyncio event loop.
 
-``POST /v1/chat/completions`` and ``POST /v1/completions`` are answered after a fixed latency with a
-small canned, valid body (``choices[0].message.content`` or ``choices[0].text``, ``finish_reason``
-``stop``, ``usage``), over HTTP/1.1 keep-alive. Each request costs the server one header scan, one
-timer and one write of pre-built bytes, so at C up to 512 the client, not the server, is what a
-throughput run measures (the stdlib threaded server in ``tests/fake_openai.py`` spends a thread and
-a JSON round-trip per request, and tops out near 260 req/s on 2 cores).
+``POST /v1/chat/completions`` and ``POST /v1/completions`` are answered after a fixed latency
+(``--jitter`` spreads it, since a real server's answers do not arrive in lockstep) with a small
+canned, valid body (``choices[0].message.content`` or ``choices[0].text``, ``finish_reason`` ``stop``,
+``usage``), over HTTP/1.1 keep-alive. Each request costs the server one header scan, one timer and
+one write of pre-built bytes, so at C up to 512 the client, not the server, is what a throughput run
+measures (the stdlib threaded server in ``tests/fake_openai.py`` spends a thread and a JSON
+round-trip per request, and tops out near 260 req/s on 2 cores).
 
 It does not read request bodies beyond their length, validate schemas, inject faults, stream, or
 speak TLS or HTTP/2; every other path gets 404. For fault behaviour use ``tests/fake_openai.py``.
@@ -14,8 +15,8 @@ speak TLS or HTTP/2; every other path gets 404. For fault behaviour use ``tests/
 
 prints its URL (``http://127.0.0.1:PORT/v1``) and serves until its standard input closes; it then
 prints one JSON line with the CPU seconds it spent serving (``resource.getrusage``, user + system,
-from the moment it listens; start-up is not counted), the requests
-answered and the most requests it held at once.
+from the moment it listens; start-up is not counted), the requests answered and the most requests
+it held at once.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import resource
 import socket
 import sys
@@ -62,8 +64,8 @@ class LoadProtocol(asyncio.Protocol):
     """One connection: requests are parsed as bytes arrive and answered in order after the latency
     (pipelined requests keep their order: each answer waits for the one before it)."""
 
-    def __init__(self, latency_s: float, stats: Stats):
-        self.latency_s, self.stats = latency_s, stats
+    def __init__(self, latency_s: float, jitter_s: float, stats: Stats):
+        self.latency_s, self.jitter_s, self.stats = latency_s, jitter_s, stats
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.queue: list[list] = []  # [answer bytes or None while waiting, close after?]
@@ -112,7 +114,8 @@ class LoadProtocol(asyncio.Protocol):
         self.queue.append(item)
         self.stats.in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
-        asyncio.get_running_loop().call_later(self.latency_s, self._ready, item, answer)
+        delay = self.latency_s + random.uniform(-self.jitter_s, self.jitter_s) if self.jitter_s else self.latency_s
+        asyncio.get_running_loop().call_later(max(0.0, delay), self._ready, item, answer)
 
     def _ready(self, item: list, answer: bytes) -> None:
         if self.transport is None:
@@ -135,10 +138,10 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def serve(latency_s: float, port: int) -> Stats:
+async def serve(latency_s: float, jitter_s: float, port: int) -> Stats:
     loop, stats = asyncio.get_running_loop(), Stats()
     stats.cpu_at_start = cpu_s()  # serving only: interpreter start-up and imports are not counted
-    server = await loop.create_server(lambda: LoadProtocol(latency_s, stats), "127.0.0.1", port, backlog=2048)
+    server = await loop.create_server(lambda: LoadProtocol(latency_s, jitter_s, stats), "127.0.0.1", port, backlog=2048)
     print(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", flush=True)
     await loop.run_in_executor(None, sys.stdin.read)  # serve until the caller closes our stdin
     server.close()
@@ -148,9 +151,11 @@ async def serve(latency_s: float, port: int) -> Stats:
 def main() -> None:
     parser = argparse.ArgumentParser(description="OpenAI-protocol load server (fixed latency, canned answers)")
     parser.add_argument("--latency", type=float, default=0.2, help="seconds before each answer")
+    parser.add_argument("--jitter", type=float, default=0.0,
+                        help="each latency is drawn uniformly from latency +- jitter (0: all alike)")
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     args = parser.parse_args()
-    stats = asyncio.run(serve(args.latency, args.port))
+    stats = asyncio.run(serve(args.latency, args.jitter, args.port))
     print(json.dumps({"server_cpu_s": round(cpu_s() - stats.cpu_at_start, 3), "answered": stats.answered,
                       "max_in_flight": stats.max_in_flight}), flush=True)
 

@@ -127,7 +127,12 @@ def _free_port() -> int:
 
 
 def params_for(rows: int, urls: list[str]) -> dict:
-    params = yaml.safe_load((ROOT / "presets" / "paper.yaml").read_text())
+    sys.path.insert(0, str(ROOT / "src"))
+    from synthllm.params import parse_params
+
+    # every key spelled out (dvc.yaml names keys, e.g. task and gold.source, that the preset leaves
+    # to their defaults, and `dvc repro` refuses a params.yaml without them)
+    params = parse_params(yaml.safe_load((ROOT / "presets" / "paper.yaml").read_text())).model_dump(mode="json")
     samples = math.ceil(rows / (3 * 2463))
     params["generate"].update(num_premises=math.ceil(rows / (3 * samples)), samples_per_label=samples)
     params["generate"]["backend"].update(base_urls=urls, served_identity="simulated generator", concurrency=128)
@@ -138,7 +143,7 @@ def params_for(rows: int, urls: list[str]) -> dict:
     params["annotator_training"]["classifier"] = sgd
     params["train"].update(classifier=sgd, launcher="python -m")
     params["curves"] = {"budgets": [], "pool_budget": None, "pool_fractions": [1.0]}
-    return params
+    return parse_params(params).model_dump(mode="json")
 
 
 def run(cmd: list[str], cwd: Path, env: dict) -> float:
@@ -172,7 +177,8 @@ def dry_run(rows: int, work: Path, mirror: Path) -> dict:
            "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
     dvc = [sys.executable, "-m", "dvc"]
     try:
-        for cmd in (["git", "init", "-q"], [*dvc, "init", "-q"], [*dvc, "config", "core.analytics", "false"]):
+        for cmd in (["git", "init", "-q"], ["git", "commit", "-q", "--allow-empty", "-m", "dry run"],  # DVCLive wants a rev
+                    [*dvc, "init", "-q"], [*dvc, "config", "core.analytics", "false"]):
             run(cmd, repo, env)
         repro_s = run([*dvc, "repro"], repo, env)
         status_s = run([*dvc, "status"], repo, env)
@@ -226,14 +232,17 @@ def main() -> None:
     ap.add_argument("--mirror", type=Path, default=Path(os.environ.get("SYNTHLLM_FARSTAIL_MIRROR",
                                                                         ROOT.parent / "shared/data/farstail")))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--work", type=Path, help="keep the run's repos and caches here (default: a temporary folder)")
     args = ap.parse_args()
     if args.serve:
         serve(args.serve, {"chat": args.chat_latency, "completions": args.completion_latency})
         return
     results = []
     with tempfile.TemporaryDirectory(prefix="synthllm-dry-run-") as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for rows in args.rows or [20000]:
-            results.append(dry_run(rows, Path(tmp), args.mirror))
+            results.append(dry_run(rows, work, args.mirror))
             print(json.dumps(results[-1], indent=1)[:2000], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "paper_scale_dry_run.json").write_text(json.dumps(results, indent=1))
