@@ -104,6 +104,18 @@ class FakeOpenAI:
     def thaw(self) -> None:
         self.gate.set()
 
+    def delivered(self, at_least: int = 0, timeout_s: float = 5.0) -> int:
+        """Answers delivered so far, after waiting (up to ``timeout_s``) until there are at least
+        ``at_least``: an answer is counted just after it is written, so a client can hold it a
+        moment before the count does."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self.lock:
+                total = sum(self.completed.values())
+            if total >= at_least or time.monotonic() > deadline:
+                return total
+            time.sleep(0.01)
+
     def reset_counts(self) -> None:
         with self.lock:
             self.received.clear()

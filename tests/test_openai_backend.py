@@ -216,7 +216,7 @@ def test_kill_9_mid_run_then_rerun_matches_uninterrupted_run(fake_openai, tmp_pa
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_at_kill = cached_results(tmp_path / "cache.sqlite")
-    assert 15 <= done_at_kill < 60 and sum(fake_openai.completed.values()) == done_at_kill
+    assert 15 <= done_at_kill < 60 and fake_openai.delivered(done_at_kill) == done_at_kill
     fake_openai.thaw()  # held answers now find their client gone and are dropped
     results, stats = run_requests(OpenAIBackend(p), chat_requests(60), RequestCache(tmp_path / "cache.sqlite"),
                                   progress=False)
@@ -297,7 +297,7 @@ def test_budget_cap_stops_before_crossing(fake_openai, tmp_path):
                      cost_bound=backend.cost_bound)
     done = cache.get_many([q.cache_key(backend.identity) for q in requests])
     assert 6 <= len(done) < 30 and cache.spent("requests") <= budget
-    assert sum(fake_openai.completed.values()) == len(done)
+    assert fake_openai.delivered(len(done)) == len(done)
     _, stats = run_requests(backend, requests, cache, progress=False)
     assert stats.cache_hits == len(done) and stats.sent == 30 - len(done)
 
@@ -315,8 +315,8 @@ def test_budget_caps_the_total_of_every_run_not_each_run(fake_openai, tmp_path):
                      budget_usd=budget, cost_bound=backend.cost_bound)
     assert "raise budget_usd" in str(err.value)
     assert s1.cost_usd < cache.spent("annotate[x]") <= budget  # the second run stopped at the cap
-    sent_second = sum(fake_openai.completed.values()) - 10
-    assert 1 <= sent_second < 10
+    cached_second = len(cache.get_many([q.cache_key(backend.identity) for q in second]))
+    assert 1 <= cached_second < 10 and fake_openai.delivered(10 + cached_second) - 10 == cached_second
     assert cache.spent("annotate[y]") == 0.0  # the ledger is per annotator (scope)
 
 
