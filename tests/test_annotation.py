@@ -133,9 +133,9 @@ def test_sampled_answers_are_asked_again_with_new_seeds_greedy_ones_are_not(prom
     fmt = answer_format(CHAT, prompt)
     asked: list[list[int]] = []
 
-    def ask(requests):  # answers "maybe" to first attempts, a label word afterwards
+    def ask(requests, keep):  # answers "maybe" to first attempts, a label word afterwards
         asked.append([r.seed for r in requests])
-        out = [Result(text="maybe" if len(asked) == 1 else "neutral", finish_reason="stop", raw={})
+        out = [keep(Result(text="maybe" if len(asked) == 1 else "neutral", finish_reason="stop", raw={}))
                for _ in requests]
         return out, RunStats(requests=len(requests), sent=len(requests))
 

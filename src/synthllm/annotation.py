@@ -42,6 +42,7 @@ read files; the stage does.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -317,22 +318,25 @@ def annotate_rows(pairs: Sequence[dict], answers: Sequence[Answer], annotator: s
     return [{**p, "annotator": annotator, **a.row()} for p, a in zip(pairs, answers)]
 
 
-def ask_until_parsed(build: Callable[[int], list[Request]], ask: Callable[[list[Request]], tuple],
+def ask_until_parsed(build: Callable[[int], list[Request]],
+                     ask: Callable[[list[Request], Callable[[Result], "Answer"]], tuple],
                      fmt: AnswerFormat, retries: int) -> tuple[list[Answer], list[int], object]:
     """Answers for ``build(0)``; rows whose answer came back but could not be read are asked again
-    with ``build(attempt)`` (new per-sample seeds), at most ``retries`` times. Returns the answers,
-    the attempts each row took, and the merged run statistics of ``ask``."""
-    requests = build(0)
-    results, stats = ask(requests)
-    answers = [parse_result(r, fmt) for r in results]
+    with ``build(attempt)`` (new per-sample seeds), at most ``retries`` times. ``ask(requests,
+    keep)`` answers requests and returns ``keep`` of each result with its run statistics (e.g.
+    ``run_requests(..., keep=keep)``): results are parsed as they arrive, so no response body
+    outlives its parse. Returns the answers, the attempts each row took, and the merged stats."""
+    parse = functools.partial(parse_result, fmt=fmt)
+    answers, stats = ask(build(0), parse)
+    answers = list(answers)
     attempts = [1] * len(answers)
     for attempt in range(1, retries + 1):
         redo = [i for i, a in enumerate(answers) if a.label is None and a.answered]
         if not redo:
             break
         fresh = build(attempt)
-        more, more_stats = ask([fresh[i] for i in redo])
+        more, more_stats = ask([fresh[i] for i in redo], parse)
         stats = stats.add(more_stats)
-        for i, r in zip(redo, more):
-            answers[i], attempts[i] = parse_result(r, fmt), attempt + 1
+        for i, a in zip(redo, more):
+            answers[i], attempts[i] = a, attempt + 1
     return answers, attempts, stats

@@ -28,7 +28,6 @@ What this module deliberately does not do:
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import json
 import os
@@ -43,6 +42,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from synthllm.io import fingerprint
 from synthllm.params import NLI_LABELS, GemmaAttentionParams
 
 Phase = tuple[pd.DataFrame, int]  # or synthllm.regimes.Phase: anything with .rows and .epochs
@@ -64,25 +64,6 @@ def feature_dir(params: GemmaAttentionParams) -> Path | None:
         return None
     path, root = Path(params.feature_cache), os.environ.get("SYNTHLLM_CACHE_DIR")
     return Path(root) / path if root and not path.is_absolute() else path
-
-
-def _model_fingerprint(model_dir: Path) -> str:
-    """A hash of every file of the model folder: the folder is rebuilt in place by DVC, so its path
-    says nothing about which weights it holds. Hashing 0.5 GB takes about a second, once per
-    process and folder state."""
-    files = sorted(p for p in model_dir.iterdir() if p.is_file())
-    return _hash_files(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
-
-
-@functools.lru_cache(maxsize=8)
-def _hash_files(files: tuple[tuple[str, int, int], ...]) -> str:
-    h = hashlib.sha256()
-    for name, _, _ in files:
-        h.update(Path(name).name.encode())
-        with open(name, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()[:20]
 
 
 class PairStateCache:
@@ -111,7 +92,7 @@ class PairStateCache:
         if not (self.model_dir / "config.json").is_file():
             raise FileNotFoundError(f"{self.model_dir}: no model folder (config.json); build it with "
                                     "the generator_model stage or set model_dir")
-        self.fingerprint = model = _model_fingerprint(self.model_dir)
+        self.fingerprint = model = fingerprint(self.model_dir)
         self.dirs = {layer: Path(cache_dir) / hashlib.sha256(
             f"{self.FORMAT}|{model}|{layer}|{max_tokens}".encode()).hexdigest()[:16]
             for layer in self.layers} if cache_dir else {}

@@ -318,7 +318,7 @@ class GemmaAttentionParams(Strict):
     """Hyper-parameters chosen on FarsTail val (see ``benchmarks/results/classifier_candidates.md``)."""
 
     kind: Literal["gemma_attention"] = "gemma_attention"
-    model_dir: str = Field("models/generator", description="Folder of the causal LM whose token "
+    model_dir: str = Field(GENERATOR_DIR, description="Folder of the causal LM whose token "
                            "states are the features (the generator_model stage's output).")
     feature_cache: str | None = Field(
         ".cache/synthllm/gemma-features", description="Folder of the on-disk token-state cache, "

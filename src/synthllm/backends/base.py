@@ -11,13 +11,12 @@ interpret an answer (labels and confidences belong to :mod:`synthllm.annotation`
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import Iterator, Sequence
 
 from synthllm.calls import Request, Result, TokenChoice, TokenStep, Usage
 from synthllm.errors import BackendError
+from synthllm.io import fingerprint  # noqa: F401  (re-exported for the backends)
 
 __all__ = ["Backend", "Request", "Result", "TokenChoice", "TokenStep", "Usage", "fingerprint"]
 
@@ -58,14 +57,3 @@ class Backend(ABC):
     def close(self) -> None:
         """Release model memory or connections."""
 
-
-def fingerprint(model_dir: Path) -> str:
-    """Content hash of a saved model folder (weights, config, tokenizer)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in model_dir.iterdir() if p.is_file() and not p.name.startswith("."))
-    for p in files:
-        digest.update(p.name.encode())
-        with p.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]

@@ -28,7 +28,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
@@ -141,28 +141,49 @@ def failure_kind(error: str) -> str:
 def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCache | None = None,
                  *, desc: str = "requests", cost: CostFn | None = None,
                  progress: bool = True, budget_usd: float | None = None,
-                 cost_bound: CostBoundFn | None = None) -> tuple[list[Result], RunStats]:
+                 cost_bound: CostBoundFn | None = None,
+                 keep: Callable[[Result], Any] | None = None) -> tuple[list, RunStats]:
     """Answer every request, from the cache where possible; results come back in input order.
 
-    ``budget_usd`` caps the dollars the ledger records under ``desc`` across runs (it needs
-    ``cost`` and ``cost_bound``)."""
+    ``keep`` reduces each result the moment it is decoded or answered (e.g. to a parsed label), so
+    a run holds one reduced value per request rather than every response body: what makes a
+    100k-row annotate run fit in memory. ``budget_usd`` caps the dollars the ledger records under
+    ``desc`` across runs (it needs ``cost`` and ``cost_bound``)."""
     backend.check(requests)
     if budget_usd is not None and (cost is None or cost_bound is None):
         raise BackendError("budget_usd needs both cost= and cost_bound= (e.g. backend.cost and "
                            "backend.cost_bound of an OpenAIBackend)")
     cache = cache if cache is not None else RequestCache(None)  # an empty cache is falsy (__len__)
+    reduce = keep if keep is not None else (lambda r: r)
     started = time.perf_counter()
     stats = RunStats(requests=len(requests))
     keys = [r.cache_key(backend.identity) for r in requests]
-    cached = cache.get_many(keys)
-    results: list[Result | None] = [backend.decode(cached[k], r) if k in cached else None
-                                    for k, r in zip(keys, requests)]
-    stats.cache_hits = sum(r is not None for r in results)
+    kept: list = [None] * len(requests)
+    errors: list[str | None] = [None] * len(requests)  # per row: None = ok, else the error
+    answered = [False] * len(requests)
+    usd_total = 0.0
+
+    def store(i: int, result: Result) -> None:
+        nonlocal usd_total
+        kept[i], answered[i] = reduce(result), True
+        errors[i] = None if result.ok else (result.error or "unknown error")
+        if cost is not None:
+            usd_total += cost(result)
+
+    # cached answers, decoded and reduced a chunk at a time: never every raw body at once
+    for start in range(0, len(keys), 1000):
+        chunk = range(start, min(start + 1000, len(keys)))
+        cached = cache.get_many([keys[i] for i in chunk])
+        for i in chunk:
+            if keys[i] in cached:
+                store(i, backend.decode(cached[keys[i]], requests[i]))
+        del cached
+    stats.cache_hits = sum(answered)
 
     # identical requests are sent once and shared
     todo: dict[str, list[int]] = {}
-    for i, (key, res) in enumerate(zip(keys, results)):
-        if res is None:
+    for i, key in enumerate(keys):
+        if not answered[i]:
             todo.setdefault(key, []).append(i)
     unique = [(key, idxs) for key, idxs in todo.items()]
     pending = [requests[idxs[0]] for _, idxs in unique]
@@ -184,7 +205,7 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
                 elif usd:
                     cache.charge(desc, key, usd)
                 for i in idxs:
-                    results[i] = result
+                    store(i, result)
                 stats.prompt_tokens += result.usage.prompt_tokens
                 stats.completion_tokens += result.usage.completion_tokens
                 bar.update(1)
@@ -197,14 +218,14 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
             f"cost up to ${cost_bound(pending[sent_upto]):.4f}). The ledger is in "
             f"{cache.path or 'memory'}. The {stats.sent} answers received are cached: raise budget_usd of "
             f"this backend in params.yaml and re-run to send only the rest")
-    for res in results:
-        if res is None or not res.ok:
+    for i in range(len(requests)):
+        if not answered[i]:
+            store(i, Result(error="not answered: the backend stopped early"))
+        if errors[i] is not None:
             stats.failures += 1
-            kind = failure_kind(res.error if res is not None else "not answered")
+            kind = failure_kind(errors[i])
             stats.failure_reasons[kind] = stats.failure_reasons.get(kind, 0) + 1
     stats.wall_s = time.perf_counter() - started
-    if cost is not None and results:
-        stats.usd_per_request = sum(cost(r) for r in results if r is not None) / len(results)
-    final = [r if r is not None else Result(error="not answered: the backend stopped early")
-             for r in results]
-    return final, stats
+    if cost is not None and requests:
+        stats.usd_per_request = usd_total / len(requests)
+    return kept, stats

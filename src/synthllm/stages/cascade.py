@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         answers, _, run = annotation.ask_until_parsed(
             lambda k: annotation.build_requests(asked, expensive, prompt, shots, params.annotate.seed,
                                                 labels=task.labels, task=task.name, attempt=k),
-            lambda reqs: run_requests(backend, reqs, cache, desc=f"cascade[{args.name}]", **backend.accounting()),
+            lambda reqs, keep: run_requests(backend, reqs, cache, desc=f"cascade[{args.name}]", keep=keep,
+                                            **backend.accounting()),
             fmt, expensive.parse_retries if expensive.temperature > 0 else 0)
     finally:
         cache.close()
