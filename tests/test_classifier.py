@@ -83,3 +83,28 @@ def test_hf_trainer_path_trains_saves_and_reloads(tiny_encoder, gold_dir, tmp_pa
     p1 = clf.predict_proba(list(gold.premise[:5]), list(gold.hypothesis[:5]))
     p2 = again.predict_proba(list(gold.premise[:5]), list(gold.hypothesis[:5]))
     assert p1.shape == (5, 3) and abs(p1 - p2).max() < 1e-5
+
+
+def test_the_feature_cache_is_bounded_in_bytes_and_still_hashes_once(gold_dir, monkeypatch):
+    """Hashed features are kept per process up to FEATURE_CACHE_BYTES: a matrix larger than the bound is
+    never kept (a 100k-row synthetic split), smaller ones are reused until they must make room."""
+    from synthllm import classifier
+
+    rows = read_frame(gold_dir / "train.jsonl")
+    small, big = rows.iloc[:200], rows.iloc[200:2200]
+    clf = classifier.HashingSGDClassifier(SklearnClassifierParams())
+    classifier._FEATURES.clear()
+    small_x = clf.features(list(small["premise"]), list(small["hypothesis"]))
+    monkeypatch.setattr(classifier, "FEATURE_CACHE_BYTES", 3 * classifier._nbytes(small_x))
+    assert clf.features(list(small["premise"]), list(small["hypothesis"])) is small_x  # hashed once
+    big_x = clf.features(list(big["premise"]), list(big["hypothesis"]))
+    assert classifier._nbytes(big_x) > classifier.FEATURE_CACHE_BYTES
+    assert all(m is not big_x for m in classifier._FEATURES.values())
+    assert clf.features(list(big["premise"]), list(big["hypothesis"])) is not big_x  # re-hashed, equal
+    assert (clf.features(list(big["premise"]), list(big["hypothesis"])) != big_x).nnz == 0
+    for start in range(0, 1000, 100):  # ten small matrices: the oldest make room, the total stays bounded
+        part = rows.iloc[start:start + 100]
+        clf.features(list(part["premise"]), list(part["hypothesis"]))
+        assert sum(map(classifier._nbytes, classifier._FEATURES.values())) <= classifier.FEATURE_CACHE_BYTES
+    assert 1 < len(classifier._FEATURES) < 11
+    classifier._FEATURES.clear()

@@ -54,6 +54,13 @@ PairClassifier = Trainable  # what every classifier implements (see synthllm.reg
 
 
 _FEATURES: "OrderedDict[tuple, object]" = OrderedDict()
+# what the per-process feature cache may hold: the gold splits (a few tens of MiB each) stay hashed
+# across runs and seeds, while a 100k-row synthetic matrix (~0.4 GiB) is re-hashed rather than kept
+FEATURE_CACHE_BYTES = 256 * 2**20
+
+
+def _nbytes(matrix) -> int:
+    return int(matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes)
 
 
 class HashingSGDClassifier:
@@ -73,7 +80,7 @@ class HashingSGDClassifier:
 
     def features(self, premises: Sequence[str], hypotheses: Sequence[str]):
         """Hashed n-gram features; the same texts (gold val each epoch, gold test each run) are
-        hashed once per process (a small LRU keyed by their content): features depend on the texts
+        hashed once per process (an LRU keyed by their content, bounded by FEATURE_CACHE_BYTES): features depend on the texts
         and ``n_features`` only, never on the weights."""
         key = (self.params.n_features, self.pair, hashlib.sha1("\x1e".join(
             f"{p}\x1f{h}" for p, h in zip(premises, hypotheses)).encode()).hexdigest())
@@ -81,9 +88,11 @@ class HashingSGDClassifier:
             _FEATURES.move_to_end(key)
             return _FEATURES[key]
         matrix = self._features(premises, hypotheses)
-        _FEATURES[key] = matrix
-        while len(_FEATURES) > 8:
-            _FEATURES.popitem(last=False)
+        size = _nbytes(matrix)
+        if size <= FEATURE_CACHE_BYTES:
+            while _FEATURES and sum(map(_nbytes, _FEATURES.values())) + size > FEATURE_CACHE_BYTES:
+                _FEATURES.popitem(last=False)
+            _FEATURES[key] = matrix
         return matrix
 
     def _features(self, premises: Sequence[str], hypotheses: Sequence[str]):

@@ -32,6 +32,9 @@ from synthllm.quality import audit_metrics
 from synthllm.splitting import split_synthetic
 
 
+TRAIN_COLUMNS = ("id", "premise", "hypothesis", "label")  # what a regime reads of synthetic rows
+
+
 def classifier_labels(clf, rows: Sequence[dict], name: str, params: Params) -> list[dict]:
     """The classifier annotator's rows, read exactly as the annotate stage reads them."""
     cfg = params.annotator_configs[name]
@@ -108,11 +111,17 @@ def evaluate_runs(gold: pd.DataFrame, synthetic: Mapping[str, pd.DataFrame], tes
 
 def split_branches(pools: Mapping[str, list[dict]], gold: pd.DataFrame, params: Params,
                    fraction: float = 1.0) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    """Each branch's synthetic train split (the columns training reads), then ``fraction`` of it."""
     shares = gold["label"].value_counts(normalize=True).to_dict()
-    out, sizes = {}, {}
+    whole = {}
     for name, rows in pools.items():
         train, _, _ = split_synthetic(pd.DataFrame(rows), params.split, shares, gold, params.task.labels,
                                       params.task.input == "pair")
-        out[name] = nested_fraction(train, fraction, params.split.seed)
-        sizes[name] = int(len(out[name]))
-    return out, sizes
+        whole[name] = train[[c for c in TRAIN_COLUMNS if c in train.columns]].reset_index(drop=True)
+    return fraction_of(whole, fraction, params)
+
+
+def fraction_of(whole: Mapping[str, pd.DataFrame], fraction: float, params: Params
+                ) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    out = {name: nested_fraction(train, fraction, params.split.seed) for name, train in whole.items()}
+    return out, {name: int(len(rows)) for name, rows in out.items()}

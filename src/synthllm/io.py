@@ -36,7 +36,11 @@ def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> int:
     return n
 
 
-def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict[str, Any]]:
+def read_jsonl(path: str | Path, required: Iterable[str] = (),
+               shared: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file. With ``shared`` (a dict, possibly reused across files), equal
+    keys and string values become one object: a premise repeated over its hypotheses, and over
+    every annotator's pool, is held once (the parser makes a new string per line)."""
     path = Path(path)
     if not path.exists():
         raise InputDataError(f"{path}: not found (run the stage that produces it: dvc repro)")
@@ -46,9 +50,13 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict[str,
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise InputDataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+            if shared is not None and isinstance(row, dict):
+                row = {shared.setdefault(k, k): shared.setdefault(v, v) if isinstance(v, str) else v
+                       for k, v in row.items()}
+            rows.append(row)
     required = list(required)
     for i, row in enumerate(rows, 1):
         missing = [k for k in required if k not in row]

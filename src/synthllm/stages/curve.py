@@ -26,15 +26,21 @@ def main(argv: list[str] | None = None) -> None:
     params = params_of(args)
     budget = params.curves.pool_budget if args.pool else args.budget
     gold, test = budget_gold(args.gold, params, budget), load_gold(args.gold, "test")
-    pools = {n: read_jsonl(args.annotated / f"{n}.jsonl") for n in params.annotators}
-    audits = {n: read_jsonl(args.audit / f"{n}.jsonl") for n in params.annotators}
+    shared: dict[str, str] = {}  # one object per repeated string (premises) across every pool
+    pools = {n: read_jsonl(args.annotated / f"{n}.jsonl", shared=shared) for n in params.annotators}
+    audits = {n: read_jsonl(args.audit / f"{n}.jsonl", shared=shared) for n in params.annotators}
+    del shared
     labelled, quality, skipped = curves.relabel(gold, pools, audits, params)
+    del pools, audits  # relabel's branches hold what is still needed
     report = {"budget": int(len(gold)), "annotator_audit_accuracy": {b: q["accuracy"] for b, q in quality.items()},
               "skipped_branches": skipped, "points": {}}
+    whole, _ = curves.split_branches(labelled, gold, params)  # the split does not depend on the fraction
+    del labelled
     frames = []
     for fraction in (params.curves.pool_fractions if args.pool else [1.0]):
-        synthetic, sizes = curves.split_branches(labelled, gold, params, fraction)
+        synthetic, sizes = curves.fraction_of(whole, fraction, params)
         preds = curves.evaluate_runs(gold, synthetic, test, params, params.regimes).assign(fraction=fraction)
+        del synthetic
         frames.append(preds)
         accuracy = (preds["label"] == preds["predicted"]).groupby([preds["run"], preds["seed"]]).mean()
         report["points"][str(fraction)] = {

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from synthllm import generation
@@ -41,7 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     cache = RequestCache(cache_path(params))
     backend = make_backend(cfg.backend, state_dir=cache_path(params).parent)
     try:
+        # the filters read text, finish_reason and ok only: no response body outlives its request
         results, run = run_requests(backend, requests, cache, desc="generate",
+                                    keep=lambda r: replace(r, raw=None, tokens=None),
                                     **backend.accounting())
     finally:
         cache.close()
