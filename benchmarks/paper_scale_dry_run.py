@@ -241,11 +241,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="synthllm-dry-run-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
+        args.out.mkdir(parents=True, exist_ok=True)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip() or None
         for rows in args.rows or [20000]:
-            results.append(dry_run(rows, work, args.mirror))
+            results.append({"commit": commit, **dry_run(rows, work, args.mirror)})
             print(json.dumps(results[-1], indent=1)[:2000], flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "paper_scale_dry_run.json").write_text(json.dumps(results, indent=1))
+            # written after every size: a later size that fails keeps the earlier ones
+            (args.out / "paper_scale_dry_run.json").write_text(json.dumps(results, indent=1))
     print(table(results))
 
 
