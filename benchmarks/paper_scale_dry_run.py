@@ -223,6 +223,39 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def per_stage(result: dict) -> dict[str, dict]:
+    """Wall and CPU summed over a stage's runs, peak RSS the largest run's."""
+    out: dict[str, dict] = {}
+    for s in result["stages"]:
+        a = out.setdefault(s["stage"].rsplit(".", 1)[-1], {"wall_s": 0.0, "cpu_s": 0.0, "rss_mib": 0.0, "runs": 0})
+        a["wall_s"] += s["wall_s"]
+        a["cpu_s"] += s["cpu_s"]
+        a["rss_mib"] = max(a["rss_mib"], s["peak_rss_mib"])
+        a["runs"] += 1
+    return out
+
+
+def marginal_table(small: dict, large: dict) -> str:
+    """Per stage, from the smaller size to the larger: seconds per 1k rows at each, the marginal
+    milliseconds per added row, and the peak RSS growth per added row."""
+    a, b, n = per_stage(small), per_stage(large), large["rows"] - small["rows"]
+    k1, k2 = f"{small['rows'] / 1000:g}k", f"{large['rows'] / 1000:g}k"
+    lines = [f"| stage | wall s {k1} | wall s {k2} | s per 1k rows {k1} | s per 1k rows {k2} | marginal ms/row "
+             f"({k1}→{k2}) | peak RSS MiB {k1} | peak RSS MiB {k2} | RSS KiB/row ({k1}→{k2}) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for stage in sorted(b, key=lambda st: -b[st]["wall_s"]):
+        x, y = a.get(stage), b[stage]
+        if x is None:
+            continue
+        lines.append(f"| {stage} | {x['wall_s']:.1f} | {y['wall_s']:.1f} | {1000 * x['wall_s'] / small['rows']:.2f} | "
+                     f"{1000 * y['wall_s'] / large['rows']:.2f} | {1000 * (y['wall_s'] - x['wall_s']) / n:.2f} | "
+                     f"{x['rss_mib']:.0f} | {y['rss_mib']:.0f} | {1024 * (y['rss_mib'] - x['rss_mib']) / n:.1f} |")
+    lines.append(f"| **whole `dvc repro`** | {small['repro_s']} | {large['repro_s']} | "
+                 f"{1000 * small['repro_s'] / small['rows']:.2f} | {1000 * large['repro_s'] / large['rows']:.2f} | "
+                 f"{1000 * (large['repro_s'] - small['repro_s']) / n:.2f} | | | |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
@@ -233,7 +266,14 @@ def main() -> None:
                                                                         ROOT.parent / "shared/data/farstail")))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--work", type=Path, help="keep the run's repos and caches here (default: a temporary folder)")
+    ap.add_argument("--tables", type=Path, help="only print the tables of a results .json written before")
     args = ap.parse_args()
+    if args.tables:
+        results = json.loads(args.tables.read_text())
+        print(table(results))
+        for small, large in zip(results, results[1:]):
+            print("\n" + marginal_table(small, large))
+        return
     if args.serve:
         serve(args.serve, {"chat": args.chat_latency, "completions": args.completion_latency})
         return
@@ -250,6 +290,8 @@ def main() -> None:
             # written after every size: a later size that fails keeps the earlier ones
             (args.out / "paper_scale_dry_run.json").write_text(json.dumps(results, indent=1))
     print(table(results))
+    for small, large in zip(results, results[1:]):
+        print("\n" + marginal_table(small, large))
 
 
 if __name__ == "__main__":
