@@ -109,19 +109,19 @@ def evaluate_runs(gold: pd.DataFrame, synthetic: Mapping[str, pd.DataFrame], tes
     return pd.concat(frames, ignore_index=True)
 
 
-def split_branches(pools: Mapping[str, list[dict]], gold: pd.DataFrame, params: Params,
-                   fraction: float = 1.0) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
-    """Each branch's synthetic train split (the columns training reads), then ``fraction`` of it."""
+def split_branches(pools: Mapping[str, list[dict]], gold: pd.DataFrame, params: Params) -> dict[str, pd.DataFrame]:
+    """Each branch's synthetic train split, with only the columns training reads."""
     shares = gold["label"].value_counts(normalize=True).to_dict()
     whole = {}
     for name, rows in pools.items():
         train, _, _ = split_synthetic(pd.DataFrame(rows), params.split, shares, gold, params.task.labels,
                                       params.task.input == "pair")
         whole[name] = train[[c for c in TRAIN_COLUMNS if c in train.columns]].reset_index(drop=True)
-    return fraction_of(whole, fraction, params)
+    return whole
 
 
 def fraction_of(whole: Mapping[str, pd.DataFrame], fraction: float, params: Params
                 ) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    """``fraction`` of each branch's train split (nested across fractions), and the row counts."""
     out = {name: nested_fraction(train, fraction, params.split.seed) for name, train in whole.items()}
     return out, {name: int(len(rows)) for name, rows in out.items()}

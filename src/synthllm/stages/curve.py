@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     del pools, audits  # relabel's branches hold what is still needed
     report = {"budget": int(len(gold)), "annotator_audit_accuracy": {b: q["accuracy"] for b, q in quality.items()},
               "skipped_branches": skipped, "points": {}}
-    whole, _ = curves.split_branches(labelled, gold, params)  # the split does not depend on the fraction
+    whole = curves.split_branches(labelled, gold, params)  # the split does not depend on the fraction
     del labelled
     frames = []
     for fraction in (params.curves.pool_fractions if args.pool else [1.0]):
