@@ -37,7 +37,7 @@ def tiny_params(repo_root: Path, tiny_lm: Path) -> dict:
         "kind": "llm", "method": "logprob", "prompt": "fa/nli/annotate", "shots": 1,
         "stability_variant": "hypothesis_first",
         "backend": {"kind": "transformers", "model_dir": "models/generator", "batch_size": 8}}
-    params["aggregates"] = {"vote": {"members": ["classifier", "tinylm"], "weighted": True}}
+    params["aggregates"] = {"vote": {"members": ["classifier", "tinylm"], "method": "dawid_skene"}}
     params["branches"] = {"classifier": "data/annotated/classifier.jsonl",
                           "tinylm": "data/annotated/tinylm.jsonl", "vote": "data/aggregated/vote.jsonl"}
     params["annotate"]["audit_size"] = 20

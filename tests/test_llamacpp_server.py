@@ -175,7 +175,8 @@ def test_generate_stage_through_completions(llama_url, tmp_path, repo_root, gold
 def test_paper_preset_annotators_on_the_llama_server(llama_url, tmp_path, repo_root, gold_dir, monkeypatch):
     """presets/paper.yaml with only the endpoints and model names overridden (and, since llama.cpp
     has no Batch API, GPT-4o-mini asked online): the classifier, 'GPT-4o-mini' and 'Aya-23' label a
-    tiny pool, and their confidence-weighted vote follows the LLMs where they agree."""
+    tiny pool; the preset's Dawid–Skene vote runs on those labels alone, and a confidence-weighted
+    vote follows the LLMs where they agree."""
     monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     params = yaml.safe_load((repo_root / "presets" / "paper.yaml").read_text())
@@ -196,6 +197,15 @@ def test_paper_preset_annotators_on_the_llama_server(llama_url, tmp_path, repo_r
         annotate.main([*common, "--name", name, "--pool", "generated.jsonl", "--gold", str(gold_dir),
                        "--prompts", str(repo_root / "prompts"), "--out", f"annotated/{name}.jsonl",
                        "--audit", f"audit/{name}.jsonl", "--metrics", f"metrics/{name}.json"])
+    # the preset's own vote (dawid_skene) from the labels already paid for, then a confidence vote
+    assert params["aggregates"]["vote"]["method"] == "dawid_skene"
+    aggregate.main([*common, "--name", "vote", "--annotated", "annotated", "--audit", "audit",
+                    "--out", "ds.jsonl", "--audit-out", "ds.audit.jsonl", "--metrics", "ds.json"])
+    ds = json.loads((tmp_path / "ds.json").read_text())
+    assert ds["aggregate"]["method"] == "dawid_skene" and ds["audit"]["n"] == N_AUDIT
+    assert {r["fold"] for r in read_jsonl(tmp_path / "ds.audit.jsonl")} == set(range(5))  # out of fold
+    params["aggregates"]["vote"] = {"members": params["aggregates"]["vote"]["members"], "method": "confidence"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     aggregate.main([*common, "--name", "vote", "--annotated", "annotated", "--audit", "audit",
                     "--out", "vote.jsonl", "--audit-out", "vote.audit.jsonl", "--metrics", "vote.json"])
     pools = {n: {r["id"]: r for r in read_jsonl(tmp_path / "annotated" / f"{n}.jsonl")} for n in params["annotators"]}

@@ -2,6 +2,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from synthllm.quality import agreement_rows, audit_metrics, cross_annotator, vote_on_audit
+from synthllm.params import NLI_LABELS
 
 GOLD = ["entailment", "contradiction", "neutral", "neutral", "entailment"]
 
@@ -36,6 +37,6 @@ def test_cross_annotator_kappa_matches_sklearn_and_vote_on_audit():
     audits = {"x": _audit(GOLD, [0.9] * 5),
               "y": _audit(["neutral"] * 5, [0.2] * 5),
               "z": _audit(["neutral"] * 5, [0.2] * 5)}
-    vote = vote_on_audit(audits)
+    vote = vote_on_audit(audits, NLI_LABELS)
     assert vote["majority_accuracy"] == pytest.approx(2 / 5)  # y and z outvote x
     assert vote["weighted_majority_accuracy"] == pytest.approx(1.0)  # x's confidence outweighs them

@@ -77,3 +77,23 @@ def test_holm_on_a_hand_worked_p_vector():
     assert stats.holm([0.03, 0.01, 0.04, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
     assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # 0.5*2 caps at 1; monotone after
     assert stats.holm([]) == []
+
+
+def test_aggregates_table_lists_every_method_and_the_trained_branch_only_for_the_configured_one():
+    from synthllm.report import aggregates_markdown, aggregates_table
+
+    summary = {"accuracy": 0.8, "accuracy_ci": [0.7, 0.9], "macro_f1": 0.79, "ece": 0.05, "coverage": 1.0}
+    metrics = {"vote": {"aggregate": {"method": "dawid_skene", "members": {"clf": 0.713, "lm": 0.36},
+                                      "methods": {"majority": {**summary, "accuracy": 0.25},
+                                                  "confidence": {"unavailable": "no confidences"},
+                                                  "dawid_skene": summary}}}}
+    results = pd.DataFrame({"annotator": ["vote", "vote", "gold"], "regime": ["warmup", "mix", "gold_only"],
+                            "accuracy": [0.77, 0.76, 0.76]})
+    table = aggregates_table(metrics, ["vote"], results, ["warmup", "mix"])
+    assert list(table["method"]) == ["majority", "confidence", "dawid_skene"]
+    ds = table[table["method"] == "dawid_skene"].iloc[0]
+    assert ds["configured"] and ds["test_warmup"] == 0.77 and ds["best_member"] == "clf"
+    assert table[table["method"] == "majority"]["test_warmup"].isna().all()
+    text = aggregates_markdown(table, ["warmup", "mix"])
+    assert "| vote | dawid_skene ✓ | 80.0 | [70.0, 90.0] | 79.0 | 0.050 | 100.0 | clf 71.3 | 77.0 | 76.0 |" in text
+    assert "unavailable: no confidences" in text

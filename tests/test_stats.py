@@ -219,7 +219,7 @@ def test_seed_mean_ci_t_interval():
     assert stats.seed_mean_ci([0.5]) == (0.5, 0.5, 0.5)
 
 
-# --- prompt robustness and aggregation -------------------------------------------------------
+# --- prompt robustness ---------------------------------------------------------------------
 
 
 def test_flip_rate_overall_and_per_class():
@@ -233,25 +233,3 @@ def test_flip_rate_overall_and_per_class():
     gold = ["x", "x", "y", "y", "y", "y", "y", "x"]
     by_gold = stats.flip_rate(a, b, by=gold)
     assert by_gold["by_class"] == pytest.approx({"x": 0.5, "y": 0.4})
-
-
-def test_majority_vote_plain_with_ties_and_abstentions():
-    votes = [["e", "e", "n"], ["e", "n"], ["e", "n", None, "c"], [None, None]]
-    out = stats.majority_vote(votes)
-    assert out[0] == ("e", pytest.approx(2 / 3))
-    assert out[1] == (None, pytest.approx(0.5))
-    assert out[2] == (None, pytest.approx(1 / 3))
-    assert out[3] == (None, 0.0)
-
-
-def test_majority_vote_confidence_weighted():
-    votes = [["e", "n", "n"], ["e", "n", "n"], ["e", "n", "n"]]
-    conf = [[0.9, 0.4, 0.4], [0.9, 0.7, 0.2], [0.5, 0.4, 0.4]]
-    out = stats.majority_vote(votes, conf, weighted=True)
-    assert out[0] == ("e", pytest.approx(0.9 / 1.7))
-    assert out[1] == (None, pytest.approx(0.5))  # 0.9 vs 0.7 + 0.2: a tie despite float sums
-    assert out[2] == ("n", pytest.approx(0.8 / 1.3))
-    # unweighted, the same votes go to n
-    assert stats.majority_vote(votes)[1] == ("n", pytest.approx(2 / 3))
-    with pytest.raises(ValueError):
-        stats.majority_vote(votes, weighted=True)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from synthllm import cascade
-from synthllm.aggregation import vote
+from synthllm.aggregation import aggregate
 from synthllm.annotation import answer_format, annotate_rows, parse_result
 from synthllm.calls import Result
 from synthllm.classifier import train_regime
@@ -69,8 +69,7 @@ def relabel(gold: pd.DataFrame, pools: Mapping[str, list[dict]], audits: Mapping
         pools[name] = classifier_labels(clf, pools[name], name, params)
         audits[name] = classifier_labels(clf, audits[name], name, params)
     for name, agg in params.aggregates.items():
-        pools[name] = vote(pools, agg.members, agg.weighted, name, agg.confidence_fallback)
-        audits[name] = vote(audits, agg.members, agg.weighted, name, agg.confidence_fallback)
+        pools[name], audits[name] = aggregate(pools, audits, agg, name, params.task.labels)
     skipped = {}
     for name, c in params.cascades.items():
         if c.expensive not in params.annotators:

@@ -242,12 +242,63 @@ class AnnotatorParams(Strict):
         return self
 
 
+VOTE_METHODS = ("majority", "confidence", "audit_weighted", "dawid_skene")
+LEARNED_METHODS = ("audit_weighted", "dawid_skene")  # fit member reliabilities on the gold audit
+LEARNED_DEFAULTS = {"folds": 5, "smoothing": 1.0, "seed": 0}
+
+
 class AggregateParams(Strict):
+    """A vote over active annotators (synthllm.aggregation says how each method decides)."""
+
     members: list[str] = Field(..., min_length=2, description="Annotators whose labels are voted on.")
-    weighted: bool = Field(False, description="Weight each vote by the annotator's confidence.")
+    method: Literal["majority", "confidence", "audit_weighted", "dawid_skene"] = Field(
+        "majority", description="majority | confidence (each vote counts its confidence) | audit_weighted "
+        "(per-class reliabilities from the gold audit, combined as log-odds) | dawid_skene (EM over pool and "
+        "audit, audit gold fixed).")
     confidence_fallback: float | None = Field(
-        None, gt=0, le=1, description="Weighted votes: the weight of a label that has no confidence "
+        None, gt=0, le=1, description="method confidence: the weight of a label that has no confidence "
         "(an annotator whose server returned no logprobs). null: refuse such votes with an error.")
+    folds: int | None = Field(None, ge=2, description="Learned methods: audit folds for out-of-fold audit "
+                              "labels (default 5).")
+    smoothing: float | None = Field(None, ge=0, description="Learned methods: pseudo-count added to every "
+                                    "confusion-matrix cell and class count (default 1).")
+    seed: int | None = Field(None, description="Learned methods: seed of the fold assignment (default 0).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_fields(cls, data: object) -> object:
+        """Refuse what the method would not read; give the learned methods their defaults."""
+        if not isinstance(data, dict):
+            return data
+        if "weighted" in data:
+            raise ValueError("'weighted' is gone: write method: confidence (for weighted: true) or method: "
+                             "majority (for weighted: false)")
+        method = data.get("method", "majority")
+        if data.get("confidence_fallback") is not None and method != "confidence":
+            raise ValueError(f"confidence_fallback is read by method 'confidence' only, not {method!r}")
+        if method in LEARNED_METHODS:
+            return {**LEARNED_DEFAULTS, **{k: v for k, v in data.items() if v is not None}}
+        given = [k for k in LEARNED_DEFAULTS if data.get(k) is not None]
+        if given:
+            raise ValueError(f"{given} are read by the learned methods {list(LEARNED_METHODS)} only, not by "
+                             f"{method!r}: remove them")
+        return data
+
+    def min_audit(self, n_labels: int) -> int:
+        """Fewest audit rows for which every training fold still holds ``n_labels`` rows."""
+        if self.folds is None:
+            return 1
+        n = max(n_labels, self.folds)
+        while n - -(-n // self.folds) < n_labels:
+            n += 1
+        return n
+
+    def for_method(self, method: str) -> "AggregateParams":
+        """The same vote by another method (the comparison table): the learned settings kept where
+        both methods read them, the defaults where this one has none."""
+        learned = {k: getattr(self, k) for k in LEARNED_DEFAULTS} if method in LEARNED_METHODS else {}
+        fallback = {"confidence_fallback": self.confidence_fallback} if method == "confidence" else {}
+        return AggregateParams.model_validate({"members": self.members, "method": method, **learned, **fallback})
 
 
 class CascadeParams(Strict):
@@ -511,6 +562,17 @@ class Params(Strict):
             if path != expected:
                 raise ValueError(f"branches.{name} must be {expected!r} (the file its stage writes), "
                                  f"not {path!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _aggregates_learnable(self) -> "Params":
+        for name, agg in self.aggregates.items():
+            need = agg.min_audit(len(self.task.labels))
+            if agg.method in LEARNED_METHODS and self.annotate.audit_size < need:
+                raise ValueError(f"aggregates.{name}.method {agg.method!r} learns member reliabilities from the "
+                                 f"audit sample: with {len(self.task.labels)} labels and {agg.folds} folds it needs "
+                                 f"annotate.audit_size >= {need} (it is {self.annotate.audit_size}); raise "
+                                 f"audit_size, lower folds, or use method majority or confidence")
         return self
 
     @model_validator(mode="after")

@@ -13,9 +13,9 @@ from collections import Counter
 from typing import Mapping, Sequence
 
 from synthllm import stats
-from synthllm.aggregation import vote
+from synthllm.aggregation import aggregate
 from synthllm.errors import InputDataError
-from synthllm.params import NLI_LABELS
+from synthllm.params import NLI_LABELS, AggregateParams
 
 
 def _r(x: float | None) -> float | None:
@@ -112,14 +112,14 @@ def agreement_rows(pools: Mapping[str, Sequence[dict]], max_rows: int = MAX_PLOT
     return out
 
 
-def vote_on_audit(audits: Mapping[str, Sequence[dict]]) -> dict:
+def vote_on_audit(audits: Mapping[str, Sequence[dict]], labels: Sequence[str]) -> dict:
     """Accuracy of the plain and confidence-weighted majority of all annotators on the audit
     sample (every annotator labels the same gold-val pairs); ties count as wrong."""
     names = sorted(audits)
     out: dict = {"members": names}
-    for key, weighted in (("majority", False), ("weighted_majority", True)):
+    for key, method in (("majority", "majority"), ("weighted_majority", "confidence")):
         try:
-            rows = vote(audits, names, weighted, key)
+            _, rows = aggregate(audits, audits, AggregateParams(members=names, method=method), key, labels)
         except InputDataError as err:  # some member has labels without confidence: no weighted vote
             out[f"{key}_accuracy"], out[f"{key}_unavailable"] = None, str(err).split(". Set")[0]
             continue

@@ -201,6 +201,56 @@ def markdown(table: pd.DataFrame, comparisons: pd.DataFrame, annotators: Mapping
     return "\n".join(lines) + "\n"
 
 
+AGGREGATE_COLUMNS = ["aggregate", "members", "method", "configured", "accuracy", "ci_low", "ci_high", "macro_f1",
+                     "ece", "coverage", "best_member", "best_member_accuracy", "unavailable"]
+
+
+def aggregates_table(annotators: Mapping[str, dict], aggregates: Sequence[str], results: pd.DataFrame,
+                     regimes: Sequence[str]) -> pd.DataFrame:
+    """One row per aggregate × vote method (the aggregate stage's comparison): out-of-fold audit
+    accuracy with its bootstrap CI, macro-F1, ECE, pool coverage, the best member beside it, and,
+    for the configured method of an aggregate that is a branch, the test accuracy of each regime."""
+    rows = []
+    for name in aggregates:
+        agg = annotators[name]["aggregate"]
+        best = max(agg["members"], key=lambda m: agg["members"][m])
+        for method, m in agg["methods"].items():
+            row = {"aggregate": name, "members": ", ".join(agg["members"]), "method": method,
+                   "configured": method == agg["method"], "best_member": best,
+                   "best_member_accuracy": agg["members"][best], "unavailable": m.get("unavailable")}
+            if "accuracy" in m:
+                row.update(accuracy=m["accuracy"], ci_low=m["accuracy_ci"][0], ci_high=m["accuracy_ci"][1],
+                           macro_f1=m["macro_f1"], ece=m["ece"], coverage=m["coverage"])
+            trained = results[results["annotator"] == name].set_index("regime")["accuracy"]
+            for regime in regimes:
+                row[f"test_{regime}"] = trained.get(regime) if row["configured"] else None
+            rows.append(row)
+    return pd.DataFrame(rows, columns=AGGREGATE_COLUMNS + [f"test_{r}" for r in regimes])
+
+
+def aggregates_markdown(table: pd.DataFrame, regimes: Sequence[str]) -> str:
+    if table.empty:
+        return ""
+    pct = lambda x: "–" if x is None or x != x else f"{100 * x:.1f}"  # noqa: E731
+    lines = ["", "## Aggregates: every vote method on the same members", "",
+             "Audit accuracy is out of fold for the learned methods (reliabilities fit on the other folds of "
+             "the audit sample); 95 % bootstrap CI over audit rows. Coverage: share of pool rows labelled. Test "
+             "accuracy (FarsTail test, mean over seeds) for the configured method (✓), the one its branch trains on.",
+             "", "| aggregate | method | audit accuracy | CI | macro-F1 | ECE | coverage | best member (audit) | "
+             + " | ".join(regimes) + " |", "|---" * (8 + len(regimes)) + "|"]
+    for r in table.itertuples():
+        mark = f"{r.method} ✓" if r.configured else r.method
+        if r.unavailable:
+            cells = f"unavailable: {r.unavailable} | | | | |"
+        else:
+            ece = "–" if r.ece is None or r.ece != r.ece else f"{r.ece:.3f}"
+            cells = (f"{pct(r.accuracy)} | [{pct(r.ci_low)}, {pct(r.ci_high)}] | {pct(r.macro_f1)} | {ece} | "
+                     f"{pct(r.coverage)}")
+        tests = " | ".join(pct(getattr(r, f"test_{g}")) for g in regimes)
+        lines.append(f"| {r.aggregate} | {mark} | {cells} | {r.best_member} {pct(r.best_member_accuracy)} | {tests} |")
+    return "\n".join(lines) + "\n"
+
+
 def regime_chart(table: pd.DataFrame, path) -> None:
     import matplotlib
 

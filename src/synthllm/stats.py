@@ -2,8 +2,8 @@
 
 Everything here is a pure function of label sequences or numbers: agreement (Cohen's and Fleiss'
 kappa, confusion matrices), label shares, calibration error, bootstrap and t confidence intervals,
-paired significance tests (paired bootstrap, McNemar), prompt-variant flip rates and vote
-aggregation. A missing label is ``None`` (or a float NaN, as pandas writes it).
+paired significance tests (paired bootstrap, McNemar) and prompt-variant flip rates (votes
+are :mod:`synthllm.aggregation`). A missing label is ``None`` (or a float NaN, as pandas writes it).
 
 This module deliberately does not read or write files, does not know the NLI label set (callers
 pass ``categories``) and does not draw global random state (every resampling function takes a seed).
@@ -344,7 +344,7 @@ def seed_mean_ci(values: Sequence[float], alpha: float = 0.05) -> tuple[float, f
     return mean, float(mean - half), float(mean + half)
 
 
-# --- prompt robustness and aggregation -------------------------------------------------------
+# --- prompt robustness ---------------------------------------------------------------------
 
 
 def flip_rate(
@@ -375,38 +375,3 @@ def flip_rate(
         "by_class": {g: float(np.mean(v)) for g, v in flips.items()},
         "n_by_class": {g: len(v) for g, v in flips.items()},
     }
-
-
-def majority_vote(
-    label_lists: Sequence[Sequence[MaybeLabel]],
-    confidences: Sequence[Sequence[float]] | None = None,
-    weighted: bool = False,
-) -> list[tuple[Label | None, float]]:
-    """Per item, (winning label, agreement); missing votes are abstentions and are ignored.
-
-    Plain vote: agreement = winner's votes / votes cast. Weighted vote: each vote counts its
-    confidence, agreement = winner's weight / total weight. A tie for first place gives label
-    None with the tied share as agreement; an item with no votes gives (None, 0.0).
-    """
-    if weighted and confidences is None:
-        raise ValueError("a confidence-weighted vote needs confidences")
-    if weighted and len(confidences) != len(label_lists):  # type: ignore[arg-type]
-        raise ValueError("confidences must have one list per item")
-    result: list[tuple[Label | None, float]] = []
-    for i, votes in enumerate(label_lists):
-        weights = confidences[i] if weighted else [1.0] * len(votes)  # type: ignore[index]
-        if len(weights) != len(votes):
-            raise ValueError(f"item {i}: {len(votes)} labels but {len(weights)} confidences")
-        score: dict[Label, float] = {}
-        for label, w in zip(votes, weights):
-            if not is_missing(label):
-                score[label] = score.get(label, 0.0) + float(w)
-        total = sum(score.values())
-        if total <= 0:
-            result.append((None, 0.0))
-            continue
-        top = max(score.values())
-        # isclose, not ==: confidence sums such as 0.7 + 0.2 vs 0.9 must tie.
-        leaders = [lab for lab, s in score.items() if math.isclose(s, top, rel_tol=1e-9, abs_tol=1e-12)]
-        result.append((leaders[0] if len(leaders) == 1 else None, top / total))
-    return result

@@ -1,10 +1,11 @@
-"""Stage aggregate: a derived annotator that votes over configured annotators' labels."""
+"""Stage aggregate: a derived annotator that votes over configured annotators' labels, and the
+comparison of every vote method on the same members (the report's aggregates table)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from synthllm.aggregation import vote
+from synthllm.aggregation import aggregate, compare_methods
 from synthllm.errors import ParamsError
 from synthllm.io import read_jsonl, write_json, write_jsonl
 from synthllm.quality import audit_metrics
@@ -27,12 +28,12 @@ def main(argv: list[str] | None = None) -> None:
     cfg = params.aggregates[args.name]
     pools = {m: read_jsonl(args.annotated / f"{m}.jsonl") for m in cfg.members}
     audits = {m: read_jsonl(args.audit / f"{m}.jsonl") for m in cfg.members}
-    pool = vote(pools, cfg.members, cfg.weighted, args.name, cfg.confidence_fallback)
-    audit = vote(audits, cfg.members, cfg.weighted, args.name, cfg.confidence_fallback)
+    labels = params.task.labels
+    pool, audit = aggregate(pools, audits, cfg, args.name, labels)
     write_jsonl(pool, args.out)
     write_jsonl(audit, args.audit_out)
-    write_json(audit_metrics(audit, pool, params.task.labels), args.metrics)
-
+    write_json({**audit_metrics(audit, pool, labels),
+                "aggregate": compare_methods(pools, audits, cfg, args.name, labels)}, args.metrics)
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         write_json({"annotators": sorted(pools)}, args.metrics)
         args.plots.mkdir(parents=True, exist_ok=True)
         return
-    write_json({**cross_annotator(pools, labels), "vote_on_audit": vote_on_audit(audits)}, args.metrics)
+    write_json({**cross_annotator(pools, labels), "vote_on_audit": vote_on_audit(audits, labels)}, args.metrics)
     args.plots.mkdir(parents=True, exist_ok=True)
     for (a, b), rows in agreement_rows(pools).items():
         write_json(rows, args.plots / f"{a}__{b}.json")

@@ -72,9 +72,12 @@ def main(argv: list[str] | None = None) -> None:
         pooled = _frame(args.curves / "pool.jsonl")
         pool = curve_report.curve_table({f: g for f, g in pooled.groupby("fraction")}, key="fraction").assign(
             budget=min(params.curves.pool_budget, gold["rows"]))
+    votes = report.aggregates_table(every, list(params.aggregates), table, list(params.regimes))
     (args.out / "results.md").write_text(report.markdown(
         table, comparisons, annotators, json.loads(args.quality.read_text(encoding="utf-8")), strategy,
-        labels, gold_name) + curve_report.curve_markdown(curve, curve_vs, pool, main_budget), encoding="utf-8")
+        labels, gold_name) + report.aggregates_markdown(votes, list(params.regimes))
+        + curve_report.curve_markdown(curve, curve_vs, pool, main_budget), encoding="utf-8")
+    votes.round(6).to_csv(args.out / "aggregates.csv", index=False)
     frontier = curve_report.frontier_table(every, list(params.annotators),
                                      {n: a.members for n, a in params.aggregates.items()},
                                      {n: (c.cheap, c.expensive) for n, c in params.cascades.items()})
