@@ -26,3 +26,26 @@ def test_a_bad_line_names_its_file_and_line(tmp_path):
     (tmp_path / "x.jsonl").write_text('{"a": 1}\n{"a": \n', encoding="utf-8")
     with pytest.raises(InputDataError, match=r"x\.jsonl:2: not valid JSON"):
         read_jsonl(tmp_path / "x.jsonl", shared={})
+
+
+def test_the_model_fingerprint_covers_subfolders_and_keeps_flat_folders_hashes(tmp_path):
+    """Issue 14 (defect 4): the classifier annotator keeps its n-gram member in ngram/; a change
+    there alone left the cache key as it was, so the old probabilities were served."""
+    import hashlib
+    import os
+
+    from synthllm.io import fingerprint
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / ".hidden").write_text("ignored")
+    flat = fingerprint(tmp_path)
+    old_rule = hashlib.sha256(b"config.json" + b"{}").hexdigest()[:16]  # name + content, top level only
+    assert flat == old_rule  # folders without subfolders keep their cache keys
+    (tmp_path / "ngram").mkdir()
+    member = tmp_path / "ngram" / "weights.json"
+    member.write_text('{"w": 1}')
+    with_member = fingerprint(tmp_path)
+    assert with_member != flat
+    member.write_text('{"w": 2}')
+    os.utime(member, ns=(1, 1))  # a new folder state even on a coarse clock
+    assert fingerprint(tmp_path) not in (flat, with_member)

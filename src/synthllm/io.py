@@ -78,19 +78,23 @@ def write_json(obj: Any, path: str | Path) -> None:
 
 
 def fingerprint(model_dir: Path) -> str:
-    """Content hash of a saved model folder (weights, config, tokenizer). The folder is rebuilt in
-    place by DVC, so its path says nothing about which weights it holds; hashing 0.5 GB takes about
-    a second, done once per process and folder state (names, sizes, mtimes)."""
-    files = sorted(p for p in Path(model_dir).iterdir() if p.is_file() and not p.name.startswith("."))
-    return _hash_files(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    """Content hash of a saved model folder and everything below it (weights, config, tokenizer, a
+    member model in a subfolder). The folder is rebuilt in place by DVC, so its path says nothing
+    about which weights it holds; hashing 0.5 GB takes about a second, done once per process and
+    folder state (relative names, sizes, mtimes). Hidden files and folders are skipped."""
+    root = Path(model_dir)
+    files = sorted(p for p in root.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return _hash_files(str(root), tuple((f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
+                                        for f in files))
 
 
 @functools.lru_cache(maxsize=8)
-def _hash_files(files: tuple[tuple[str, int, int], ...]) -> str:
+def _hash_files(root: str, files: tuple[tuple[str, int, int], ...]) -> str:
     digest = hashlib.sha256()
     for name, _, _ in files:
-        digest.update(Path(name).name.encode())
-        with open(name, "rb") as f:
+        digest.update(name.encode())  # the relative path: a top-level file hashes as it always did
+        with open(Path(root) / name, "rb") as f:
             for block in iter(lambda: f.read(1 << 22), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
