@@ -88,17 +88,35 @@ def test_chat_json_confidence_at_the_first_deciding_token(prompt):
     assert out.confidence == pytest.approx(c / (c + e + n), rel=1e-12)
 
 
-def test_shared_prefix_labels_decide_at_the_first_differing_token():
+def test_shared_prefix_labels_are_scored_along_the_answers_path():
     words = {"contradiction": ("contradiction",), "contrast": ("contrast",), "neutral": ("neutral",)}
     fmt = AnswerFormat("write", words, None, chat=True)
     tokens = (tok("contr", -0.2, ("contr", -0.2), ("neut", -2.0)),
               tok("adiction", -0.4, ("adiction", -0.4), ("ast", -1.1), ("ary", -2.0)))
     out = parse_result(Result(text="contradiction", tokens=tokens, finish_reason="stop"), fmt)
-    # 'contr' fits two labels, so the next token decides: contradiction e^-0.4 vs contrast e^-1.1;
-    # neutral is not listed there, so it gets the least listed probability, e^-2.0 ('ary')
-    c, t, floor = math.exp(-0.4), math.exp(-1.1), math.exp(-2.0)
-    assert out.confidence == pytest.approx(c / (c + t + floor))
-    assert out.labels_seen == 2
+    # 'contr' fits two labels, so the next token decides between them, each on the path P(contr):
+    # contradiction e^-0.2·e^-0.4, contrast e^-0.2·e^-1.1; neutral branched off at the first token, e^-2.0
+    c, t, n = math.exp(-0.6), math.exp(-1.3), math.exp(-2.0)
+    assert out.confidence == pytest.approx(c / (c + t + n), rel=1e-12)
+    assert out.labels_seen == 3
+
+
+def test_confidence_is_not_conditional_on_a_shared_first_token():
+    """Issue 14 (defect 8), the hand-worked case: P(ne) = 0.5, P(pos) = 0.5, P(utral | ne) = 0.99.
+    The old confidence, read at the deciding token alone, was 0.99 / 1.01 = 0.98; P(neutral) is
+    0.5 · 0.99 = 0.495, P(negative) 0.5 · 0.01, P(positive) 0.5."""
+    words = {"negative": ("negative",), "neutral": ("neutral",), "positive": ("positive",)}
+    fmt = AnswerFormat("write", words, None, chat=True)
+    tokens = (tok("ne", math.log(0.5), ("ne", math.log(0.5)), ("pos", math.log(0.5))),
+              tok("utral", math.log(0.99), ("utral", math.log(0.99)), ("gative", math.log(0.01))))
+    out = parse_result(Result(text="neutral", tokens=tokens, finish_reason="stop"), fmt)
+    assert out.label == "neutral" and out.labels_seen == 3
+    assert out.confidence == pytest.approx(0.495, rel=1e-9)
+    # a label never listed gets the least listed probability times its path: here 'pos' is missing
+    # and the bound is max(1 · 0.5 (first position), 0.5 · 0.01) = 0.5
+    short = (tok("ne", math.log(0.5), ("ne", math.log(0.5))), tokens[1])
+    out = parse_result(Result(text="neutral", tokens=short, finish_reason="stop"), fmt)
+    assert out.labels_seen == 2 and out.confidence == pytest.approx(0.495 / (0.495 + 0.005 + 0.5))
 
 
 def test_score_over_http_reads_first_token_alternatives(prompt):

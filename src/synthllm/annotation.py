@@ -24,17 +24,20 @@ says how P was obtained, and a row without logprobs has ``confidence: null`` and
   whitespace removed, spell the start of that label's word and of no other (or the whole word and a
   non-letter), regardless of case; mass(chosen) / sum of masses.
 * ``answer_token_logprobs`` — a written answer with token logprobs (chat with or without a JSON
-  schema, or completions): at the **first token of the answer word after which only the chosen
-  label's word is still possible** (where the label words first differ, so multi-token words and a
-  shared prefix are handled), each label's mass is the summed probability of the alternatives there
-  (the chosen token included) that continue what was written so far into that label's word only;
-  alternatives that keep several labels possible or fit none are left out (case counts inside a
+  schema, or completions): P(label) **along the answer's path**, from the answer word's first token
+  to its deciding token (the first after which only the chosen label's word is still possible). At
+  each of those positions, every alternative (the chosen token included) that continues what was
+  written so far into one label's word only adds the probability of the path up to there times its
+  own to that label: a label that branches off at a shared first token (``ne``+``gative`` beside
+  ``ne``+``utral``) gets the mass of its branch, and one that differs from the start gets its first
+  token's. Alternatives that keep several labels possible or fit none are left out (case counts inside a
   JSON string, whose enum is exact; not in a plain answer). Under a JSON-schema
   grammar the server reports the *unconstrained* distribution, so leaving out what fits no label is
   exactly the grammar's renormalisation at that position.
 
 A server lists only its top alternatives (at most 20 at OpenAI). A label none of whose tokens is
-listed gets the probability of the least likely listed alternative — an upper bound on its own —
+listed gets the probability of the least likely listed alternative (times the path's probability up
+to that position, the largest such product along the path) — an upper bound on its own —
 so a short list never inflates the confidence; ``labels_seen`` counts the labels that were listed.
 A position with no listed alternatives gives no confidence. This module does not send requests or
 read files; the stage does.
@@ -182,14 +185,17 @@ def _alternatives(step: TokenStep) -> dict[bytes, float]:
     return alts
 
 
-def _normalised(mass: dict[str, float], step: TokenStep, chosen: str | None, source: str) -> Answer:
-    """P(chosen) over the labels; an unlisted label is given the smallest listed probability."""
+def _normalised(mass: dict[str, float], floor: float, chosen: str | None, source: str) -> Answer:
+    """P(chosen) over the labels; an unlisted label is given ``floor``, an upper bound on its own."""
     seen = sum(v > 0 for v in mass.values())
-    floor = math.exp(min(a.logprob for a in step.alternatives))
     filled = {lab: v if v > 0 else floor for lab, v in mass.items()}
     if chosen is None:
         chosen = max(mass, key=mass.get)
     return Answer(chosen, filled[chosen] / sum(filled.values()), source, labels_seen=seen)
+
+
+def _least_listed(step: TokenStep) -> float:
+    return math.exp(min(a.logprob for a in step.alternatives)) if step.alternatives else 0.0
 
 
 def first_token_masses(step: TokenStep, words: dict[str, tuple[str, ...]]) -> dict[str, float]:
@@ -204,20 +210,23 @@ def first_token_masses(step: TokenStep, words: dict[str, tuple[str, ...]]) -> di
 
 
 def answer_masses(tokens: Sequence[TokenStep], start: int, label: str, words: dict[str, tuple[str, ...]],
-                  json_lead: bool) -> tuple[dict[str, float], TokenStep] | str:
-    """``answer_token_logprobs``: label masses at the deciding token of an answer word that begins
-    at byte ``start`` of the concatenated tokens, and that token; a reason string when no token
+                  json_lead: bool) -> tuple[dict[str, float], float, TokenStep] | str:
+    """``answer_token_logprobs``: P(label) along the answer's path for an answer word that begins at
+    byte ``start`` of the concatenated tokens — at each position from the word's start to its
+    deciding token, the alternatives that can only become one label add the probability of the
+    path so far times their own — with the upper bound for a label never listed (the largest path
+    probability × least listed alternative) and the deciding token; a reason string when no token
     decides."""
     joined = b"".join(s.chosen.data for s in tokens)
-    pos = 0
+    pos, path, floor = 0, 1.0, 0.0
+    mass = {lab: 0.0 for lab in words}
     for step in tokens:
         s, e = pos, pos + len(step.chosen.data)
         pos = e
-        if e <= start or labels_fitting(joined[start:e], words, json_lead) != [label]:
+        if e <= start:
             continue
         lead = joined[s:start]  # bytes of this token before the word (e.g. ' "' of a JSON string)
         prefix = joined[start:s]  # the word as written before this token
-        mass = {lab: 0.0 for lab in words}
         for data, logprob in _alternatives(step).items():
             if json_lead and lead:
                 if not data.startswith(lead):
@@ -229,8 +238,11 @@ def answer_masses(tokens: Sequence[TokenStep], start: int, label: str, words: di
                 written = data.lstrip()
             fitting = labels_fitting(written, words, json_lead) if written.strip() else []
             if len(fitting) == 1:
-                mass[fitting[0]] += math.exp(logprob)
-        return mass, step
+                mass[fitting[0]] += path * math.exp(logprob)
+        floor = max(floor, path * _least_listed(step))
+        if labels_fitting(joined[start:e], words, json_lead) == [label]:
+            return mass, floor, step
+        path *= math.exp(step.chosen.logprob)  # a shared prefix: the word goes on along this token
     return "no answer token decides between the label words"
 
 
@@ -291,7 +303,7 @@ def parse_result(result: Result, fmt: AnswerFormat) -> Answer:
             return _failed("no_label_in_top_logprobs: no listed first token starts a label word")
         if not step.alternatives:
             return _failed("no_logprobs: the server listed no alternatives for the first token")
-        return _normalised(mass, step, None, "first_token_logprobs")
+        return _normalised(mass, _least_listed(step), None, "first_token_logprobs")
     if fmt.mode != "write":
         return _failed(f"unexpected answer shape for mode {fmt.mode}")
     structured = bool(fmt.schema) and result.structured
@@ -306,10 +318,10 @@ def parse_result(result: Result, fmt: AnswerFormat) -> Answer:
     found = answer_masses(result.tokens, start, label, fmt.words, structured)
     if isinstance(found, str):
         return Answer(label, None, None, reason=f"confidence: {found}")
-    mass, step = found
+    mass, floor, step = found
     if not step.alternatives:
         return Answer(label, None, None, reason="confidence: the server listed no alternatives")
-    return _normalised(mass, step, label, "answer_token_logprobs")
+    return _normalised(mass, floor, label, "answer_token_logprobs")
 
 
 def annotate_rows(pairs: Sequence[dict], answers: Sequence[Answer], annotator: str) -> list[dict]:
