@@ -86,3 +86,28 @@ def test_frontier_from_the_audit_equals_a_cascade_run_at_that_threshold(work, re
             sum(r["escalated"] for r in audit) / len(audit), abs=1e-6)
         assert metrics["audit"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
     assert frontier[1.01]["escalated_share"] == 1.0 and frontier[0.0]["escalated_share"] == 0.0
+
+
+def test_max_escalated_caps_the_audit_in_the_pools_share():
+    """Issue 14 (defect 7): max_escalated was a count applied to the audit sample too, so with a
+    10-row cap on a 100-row pool all 20 doubtful audit rows (of 20) could escalate: the audit and the
+    frontier described a cascade escalating 100 % where the pool got 10 %."""
+    from synthllm.cascade import escalate, escalation_share, frontier
+    from synthllm.params import CascadeParams
+
+    cfg = CascadeParams(cheap=["c"], expensive="e", expensive_reads="x", threshold=0.9, on_disagreement=False,
+                        on_flip=False, max_escalated=10, frontier_thresholds=[0.9])
+
+    def rows(n):
+        return [{"c": {"id": f"r{i}", "label": "neutral", "confidence": 0.1 + 0.7 * i / n, "status": "ok",
+                       "gold_label": "neutral"}} for i in range(n)]
+
+    share = escalation_share(cfg, 100)
+    assert share == pytest.approx(0.1)
+    assert sum(escalate(rows(100), cfg, 0.9, share)) == 10
+    audit = rows(20)
+    up = escalate(audit, cfg, 0.9, share)
+    assert sum(up) == 2 and up[:2] == [True, True]  # the least confident two
+    point = frontier({"c": [r["c"] for r in audit]}, [], cfg, "cascade", share)[0]
+    assert point["escalated_share"] == pytest.approx(0.1)
+    assert sum(escalate(audit, cfg, 0.9, escalation_share(cfg.model_copy(update={"max_escalated": None}), 100))) == 20

@@ -3,7 +3,8 @@
 A row is *escalated* when the first cheap annotator's confidence is below the threshold (or absent,
 or its row failed), when the cheap annotators disagree (``on_disagreement``), or when the first
 cheap annotator's label flips under its hypothesis-first prompt (``on_flip``); at most
-``max_escalated`` rows, least confident first. An escalated row takes the expensive annotator's
+``max_escalated`` pool rows, least confident first — and the same *share* of any other set of rows
+(the audit sample, the frontier), so that the audit describes the cascade the pool got. An escalated row takes the expensive annotator's
 label when it gave one; if it failed, the row keeps the cheap label and says so
 (``escalation_failed``) — it never silently becomes a guess.
 
@@ -24,8 +25,17 @@ from synthllm.params import CascadeParams
 KEEP = ("label", "confidence", "confidence_source", "status", "reason")
 
 
-def escalate(rows: Sequence[Mapping[str, dict]], cfg: CascadeParams, threshold: float) -> list[bool]:
-    """Which rows (each: cheap annotator name -> its row) go to the expensive annotator."""
+def escalation_share(cfg: CascadeParams, pool_rows: int) -> float | None:
+    """``max_escalated`` as the share of the pool it allows (None: no cap)."""
+    if cfg.max_escalated is None:
+        return None
+    return min(1.0, cfg.max_escalated / pool_rows) if pool_rows else 0.0
+
+
+def escalate(rows: Sequence[Mapping[str, dict]], cfg: CascadeParams, threshold: float,
+             share: float | None) -> list[bool]:
+    """Which rows (each: cheap annotator name -> its row) go to the expensive annotator: at most
+    ``share`` of them (:func:`escalation_share`), least confident first."""
     first = cfg.cheap[0]
     doubt = []
     for by_name in rows:
@@ -37,10 +47,11 @@ def escalate(rows: Sequence[Mapping[str, dict]], cfg: CascadeParams, threshold: 
         if cfg.on_flip and lead.get("label_variant") != lead.get("label"):
             d = True
         doubt.append(d)
-    if cfg.max_escalated is not None and sum(doubt) > cfg.max_escalated:
+    limit = None if share is None else round(share * len(rows))
+    if limit is not None and sum(doubt) > limit:
         order = sorted((i for i, d in enumerate(doubt) if d),
                        key=lambda i: (rows[i][first].get("confidence") or 0.0))
-        keep = set(order[:cfg.max_escalated])
+        keep = set(order[:limit])
         doubt = [i in keep for i in range(len(doubt))]
     return doubt
 
@@ -93,16 +104,16 @@ def _accuracy(rows: Sequence[dict]) -> float:
 
 
 def frontier(audits: Mapping[str, list[dict]], expensive_audit: list[dict], cfg: CascadeParams,
-             name: str) -> list[dict]:
+             name: str, share: float | None) -> list[dict]:
     """Audit accuracy and escalated share of the cascade at every frontier threshold, from labels
-    every annotator already gave on the audit sample (no call is made)."""
+    every annotator already gave on the audit sample (no call is made); ``share``: the pool's cap."""
     by_id = {n: {r["id"]: r for r in rows} for n, rows in audits.items()}
     ids = [r["id"] for r in audits[cfg.cheap[0]]]
     rows = [{n: by_id[n][i] for n in cfg.cheap} for i in ids]
     expensive = {r["id"]: r for r in expensive_audit}
     points = []
     for t in cfg.frontier_thresholds:
-        up = escalate(rows, cfg, t)
+        up = escalate(rows, cfg, t, share)
         points.append({"annotator": name, "threshold": t,
                        "escalated_share": round(sum(up) / len(up), 6) if up else 0.0,
                        "audit_accuracy": round(_accuracy(combine(rows, up, expensive, cfg, name)), 6)})

@@ -45,12 +45,12 @@ def classifier_labels(clf, rows: Sequence[dict], name: str, params: Params) -> l
     return annotate_rows(rows, [parse_result(r, fmt) for r in results], name)
 
 
-def _cascade(pools: Mapping[str, list[dict]], name: str, params: Params) -> list[dict]:
+def _cascade(pools: Mapping[str, list[dict]], name: str, params: Params, share: float | None) -> list[dict]:
     c = params.cascades[name]
     by_id = {n: {r["id"]: r for r in pools[n]} for n in c.cheap}
     rows = [{n: by_id[n][r["id"]] for n in c.cheap} for r in pools[c.cheap[0]]]
     expensive = {r["id"]: r for r in pools[c.expensive]}
-    return cascade.combine(rows, cascade.escalate(rows, c, c.threshold), expensive, c, name)
+    return cascade.combine(rows, cascade.escalate(rows, c, c.threshold, share), expensive, c, name)
 
 
 def relabel(gold: pd.DataFrame, pools: Mapping[str, list[dict]], audits: Mapping[str, list[dict]],
@@ -75,7 +75,8 @@ def relabel(gold: pd.DataFrame, pools: Mapping[str, list[dict]], audits: Mapping
         if c.expensive not in params.annotators:
             skipped[name] = f"its expensive annotator {c.expensive!r} is not active, so it has no labels for rows escalated at this budget"
             continue
-        pools[name], audits[name] = _cascade(pools, name, params), _cascade(audits, name, params)
+        share = cascade.escalation_share(c, len(pools[c.cheap[0]]))  # the pool's cap, on the audit too
+        pools[name], audits[name] = _cascade(pools, name, params, share), _cascade(audits, name, params, share)
     kept = [b for b in params.branches if b not in skipped]
     quality = {b: audit_metrics(audits[b], pools[b], params.task.labels)["audit"] for b in kept}
     return {b: pools[b] for b in kept}, quality, skipped

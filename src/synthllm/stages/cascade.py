@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg, task = params.cascades[args.name], params.task
     pool, pool_rows = _aligned(args.annotated, cfg.cheap)
     audit, audit_rows = _aligned(args.audit, cfg.cheap)
-    up = cascade.escalate(pool_rows, cfg, cfg.threshold)
+    share = cascade.escalation_share(cfg, len(pool))  # the audit is escalated in the same share
+    up = cascade.escalate(pool_rows, cfg, cfg.threshold, share)
     escalated = [r for r, u in zip(pool, up) if u]
 
     expensive = params.annotator_configs[cfg.expensive]
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     by_id = {r["id"]: r for r in rows[:len(escalated)]}
     exp_audit = rows[len(escalated):]
     labelled = cascade.combine(pool_rows, up, by_id, cfg, args.name)
-    labelled_audit = cascade.combine(audit_rows, cascade.escalate(audit_rows, cfg, cfg.threshold),
+    labelled_audit = cascade.combine(audit_rows, cascade.escalate(audit_rows, cfg, cfg.threshold, share),
                                      {r["id"]: r for r in exp_audit}, cfg, args.name)
     write_jsonl(labelled, args.out)
     write_jsonl(labelled_audit, args.audit_out)
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
                                "failed": sum(r["escalation_failed"] is not None for r in labelled),
                                "expensive_requests_sent": run.sent, "threshold": cfg.threshold},
                 "frontier": cascade.frontier({n: [a[n] for a in audit_rows] for n in cfg.cheap}, exp_audit,
-                                             cfg, args.name),
+                                             cfg, args.name, share),
                 "cheap": cfg.cheap, "expensive": cfg.expensive, "run": run.as_dict()}, args.metrics)
 
 
