@@ -44,7 +44,7 @@ HOSTILE = {  # answers outside the requested form
     "json_maybe": '{"label": "maybe"}',
 }
 FAULTS = ("429", "500", "503", "400", "401", "hang", "drop", "malformed", "out_of_set", "empty", "length",
-          "bare", *HOSTILE)
+          "bare", "cancel", *HOSTILE)  # cancel: batch lines only; the batch ends cancelled, those lines unanswered
 DECIDED, OTHER, JUNK = -0.1, -3.0, -4.0
 
 
@@ -90,6 +90,7 @@ class FakeOpenAI:
         self.gate.set()
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self.down = False
 
     # ---- control --------------------------------------------------------------------------
     def fail(self, kind: str, times: int | None = 1, match: str | None = None,
@@ -137,14 +138,16 @@ class FakeOpenAI:
         assert self._server is not None, "start() the server first"
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
-    def start(self) -> "FakeOpenAI":
+    def start(self, port: int = 0) -> "FakeOpenAI":
+        """Serve on 127.0.0.1 (``port`` 0: any free port; a stopped server's port to bring it back)."""
         handler = type("Handler", (_Handler,), {"fake": self})
         server_cls = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 1024, "daemon_threads": True})
-        self._server = server_cls(("127.0.0.1", 0), handler)  # the default backlog of 5 resets bursts
+        self._server = server_cls(("127.0.0.1", port), handler)  # the default backlog of 5 resets bursts
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
+        self.down = True
         self.thaw()
         if self._server is not None:
             self._server.shutdown()
@@ -210,11 +213,16 @@ class FakeOpenAI:
         return {k: v for k, v in batch.items() if not k.startswith("_")}
 
     def _complete_batch(self, batch: dict) -> None:
-        out, err = [], []
+        out, err, cancelled = [], [], False
         for raw in self.files[batch["input_file_id"]].decode("utf-8").splitlines():
             line = json.loads(raw)
             endpoint = "chat" if line["url"].endswith("chat/completions") else "completions"
             fault = self._take_fault("batch_line", raw)
+            if fault == "cancel":  # as OpenAI writes the lines a cancelled batch never ran
+                cancelled = True
+                err.append({"id": "r", "custom_id": line["custom_id"], "response": None,
+                            "error": {"code": "batch_cancelled", "message": "This batch was cancelled."}})
+                continue
             if fault in ("429", "500", "503", "400"):
                 err.append({"id": "r", "custom_id": line["custom_id"], "error": None, "response": {
                     "status_code": int(fault), "body": {"error": {"message": f"injected {fault}"}}}})
@@ -230,7 +238,7 @@ class FakeOpenAI:
                     file_id = f"file-{len(self.files)}"
                     self.files[file_id] = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
                     batch[name] = file_id
-            batch["status"] = "completed"
+            batch["status"] = "cancelled" if cancelled else "completed"
             batch["request_counts"] = {"total": len(out) + len(err), "completed": len(out), "failed": len(err)}
 
 
@@ -281,6 +289,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         fake = self.fake
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if fake.down:  # stopped: a kept-alive connection is closed unanswered, as a dead server's would be
+            self.close_connection = True
+            return
         fake.auth_seen.add(self.headers.get("Authorization", ""))
         with fake.lock:
             fake.received[f"POST {self.path}"] += 1

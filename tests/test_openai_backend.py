@@ -19,7 +19,7 @@ from fake_openai import DECIDED, OTHER, FakeOpenAI, cached_results, fake_openai_
 from synthllm.annotation import answer_format, label_schema, parse_result
 from synthllm.backends import Request, RequestCache, run_requests
 from synthllm.backends.openai_http import AdaptiveLimit, OpenAIBackend
-from synthllm.errors import BackendError, BudgetExceeded
+from synthllm.errors import BackendError, BudgetExceeded, UnansweredRequests
 from synthllm.estimate import estimate
 from synthllm.params import NLI_LABELS, AnnotatorParams, OpenAIBackendParams, PriceParams, parse_params
 from synthllm.prompts import load_annotate_prompt
@@ -85,7 +85,8 @@ def test_retryable_faults_recover_within_max_retries(fake_openai):
 def test_persistent_5xx_gives_up_after_exactly_max_retries(fake_openai):
     requests = chat_requests(6)
     fake_openai.fail("503", times=None, match="جمله 3")
-    results, stats = run_requests(OpenAIBackend(params(fake_openai, max_retries=2)), requests, progress=False)
+    results, stats = run_requests(OpenAIBackend(params(fake_openai, max_retries=2)), requests, max_unanswered=1.0,
+                                  progress=False)
     assert results[3].error == "http 503: injected 503 (after 3 attempts)" and results[3].retryable
     assert sum(r.ok for r in results) == 5 and stats.failure_reasons == {"http 503": 1}
     assert sum(fake_openai.received.values()) == 5 + 3  # SDK retries are off: counts are exact
@@ -95,7 +96,7 @@ def test_bad_request_fails_only_its_row_and_is_not_retried(fake_openai, tmp_path
     requests = chat_requests(8)
     fake_openai.fail("400", times=None, match="جمله 5")
     cache = RequestCache(tmp_path / "cache.sqlite")
-    results, _ = run_requests(OpenAIBackend(params(fake_openai)), requests, cache, progress=False)
+    results, _ = run_requests(OpenAIBackend(params(fake_openai)), requests, cache, max_unanswered=1.0, progress=False)
     assert results[5].error == "http 400: injected bad request" and not results[5].retryable
     assert all(r.ok for i, r in enumerate(results) if i != 5)
     assert sum(fake_openai.received.values()) == 8 and len(cache) == 7  # errors are not cached
@@ -287,6 +288,20 @@ def test_batch_resubmits_only_failed_items(fake_openai, tmp_path):
     assert fake_openai.files[second["input_file_id"]].count(b"\n") == 1 and len(fake_openai.batches) == 2
 
 
+def test_a_cancelled_batchs_unrun_lines_are_not_resubmitted_and_count_as_unanswered(fake_openai, tmp_path):
+    """Issue 14 (defect 10): error lines with response null (a cancelled batch) were resubmitted."""
+    fake_openai.batch_polls = 1
+    fake_openai.fail("cancel", times=None, match="جمله 4", endpoint="batch_line")
+    backend = OpenAIBackend(params(fake_openai, use_batch_api=True), state_dir=tmp_path)
+    results, stats = run_requests(backend, chat_requests(10), max_unanswered=1.0, progress=False)
+    assert len(fake_openai.batches) == 1  # nothing resubmitted after the cancel
+    assert results[4].error.startswith("http batch_cancelled") and sum(r.ok for r in results) == 9
+    assert stats.unanswered == 1 and stats.failures == 1
+    with pytest.raises(UnansweredRequests, match="1 of 10 requests got no answer"):
+        run_requests(OpenAIBackend(params(fake_openai, use_batch_api=True), state_dir=tmp_path),
+                     chat_requests(10), progress=False)
+
+
 def test_budget_cap_stops_before_crossing(fake_openai, tmp_path):
     backend = OpenAIBackend(params(fake_openai, price=PriceParams(input_per_mtok=1000.0, output_per_mtok=4000.0)))
     requests = chat_requests(30)
@@ -386,7 +401,7 @@ def test_planted_key_appears_nowhere(fake_openai, tmp_path, monkeypatch, caplog,
     fake_openai.fail("429")
     backend = OpenAIBackend(params(fake_openai))
     cache = RequestCache(tmp_path / "cache.sqlite")
-    results, stats = run_requests(backend, chat_requests(6), cache, progress=True)
+    results, stats = run_requests(backend, chat_requests(6), cache, max_unanswered=1.0, progress=True)
     cache.close()
     assert f"Bearer {PLANTED}" in fake_openai.auth_seen  # the key was really used
     assert results[2].error == "http 401: Incorrect API key provided: ***"

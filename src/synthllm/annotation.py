@@ -351,4 +351,6 @@ def ask_until_parsed(build: Callable[[int], list[Request]],
         stats = stats.add(more_stats)
         for i, a in zip(redo, more):
             answers[i], attempts[i] = a, attempt + 1
-    return answers, attempts, stats
+    # the run's failure tallies are those of the rows as written, whatever pass answered them
+    return answers, attempts, stats.tally([a.reason if a.label is None else None for a in answers],
+                                          sum(not a.answered for a in answers))

@@ -23,3 +23,8 @@ class BackendError(SynthLLMError):
 
 class BudgetExceeded(SynthLLMError):
     """The configured spending cap would be crossed; the run stops with a resumable state."""
+
+
+class UnansweredRequests(SynthLLMError):
+    """Requests got no answer (outage, quota, timeouts) beyond what the params accept; every answer
+    that did come back is cached, so a re-run sends only the rest."""

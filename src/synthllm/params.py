@@ -205,6 +205,10 @@ class GenerateParams(Strict):
     top_p: float = Field(0.95, gt=0, le=1)
     seed: int = 13
     filters: FilterParams = FilterParams()
+    max_unanswered: float = Field(
+        0.0, ge=0, le=1, description="Share of requests that may get no answer at all (outage, quota, "
+        "timeouts) before the stage fails; every answer received is cached either way, so a re-run "
+        "sends only the rest. 0: any unanswered request fails the stage.")
 
 
 class AnnotatorParams(Strict):
@@ -226,6 +230,10 @@ class AnnotatorParams(Strict):
     max_answer_tokens: int = Field(
         32, ge=4, le=512, description="instruct: output-token cap of a written answer (a JSON "
         "{\"label\": ...} object takes 7-20 tokens depending on the tokenizer).")
+    max_unanswered: float = Field(
+        0.0, ge=0, le=1, description="Share of requests that may get no answer at all (outage, quota, "
+        "timeouts) before the stage fails; every answer received is cached either way, so a re-run "
+        "sends only the rest. 0: any unanswered request fails the stage.")
 
     @model_validator(mode="after")
     def _kind_fields(self) -> "AnnotatorParams":

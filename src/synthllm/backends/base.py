@@ -12,6 +12,7 @@ interpret an answer (labels and confidences belong to :mod:`synthllm.annotation`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from typing import Iterator, Sequence
 
 from synthllm.calls import Request, Result, TokenChoice, TokenStep, Usage
@@ -39,8 +40,9 @@ class Backend(ABC):
 
     def decode(self, raw: dict, request: Request) -> Result:
         """The Result for a raw response this backend stored (see ``Result.raw``). Local backends
-        store their result as JSON; the HTTP backend stores the response body and re-parses it."""
-        return Result.from_json(raw)
+        store their result as JSON; the HTTP backend stores the response body and re-parses it.
+        The Result carries ``raw``: a cached result was answered."""
+        return replace(Result.from_json(raw), raw=raw)
 
     def check(self, requests: Sequence[Request]) -> None:
         kinds = {r.kind for r in requests} - self.kinds

@@ -100,7 +100,7 @@ def _submit(client: openai.OpenAI, backend: "OpenAIBackend", shard: Shard, lines
     tmp.replace(shard.path)  # atomic: a kill leaves the old state or the new, never half
 
 
-def _outcome(line: dict) -> Outcome:
+def _outcome(line: dict, batch_status: str) -> Outcome:
     response, error = line.get("response") or {}, line.get("error")
     status = response.get("status_code")
     if status == 200 and not error:
@@ -109,7 +109,9 @@ def _outcome(line: dict) -> Outcome:
     detail = error or (body.get("error") if isinstance(body, dict) else body) or {}
     message = detail.get("message", detail) if isinstance(detail, dict) else detail
     code = detail.get("code") if isinstance(detail, dict) else None
-    retryable = status is None or is_retryable(status) or code == "batch_expired"
+    # a line the batch never ran (response null) is retried unless someone cancelled the batch
+    never_ran = status is None and code != "batch_cancelled" and batch_status != "cancelled"
+    retryable = never_ran or (status is not None and is_retryable(status)) or code == "batch_expired"
     return None, f"http {status or code}: {str(message)[:300]}", retryable
 
 
@@ -120,7 +122,7 @@ def _collect(client: openai.OpenAI, batch) -> dict[str, Outcome]:
             for raw in client.files.content(file_id).text.splitlines():
                 if raw.strip():
                     line = json.loads(raw)
-                    outcomes[line["custom_id"]] = _outcome(line)
+                    outcomes[line["custom_id"]] = _outcome(line, batch.status)
     return outcomes
 
 
@@ -192,5 +194,5 @@ def run_batch(backend: "OpenAIBackend", requests: Sequence[Request]) -> Iterator
 def _parse(backend: "OpenAIBackend", body: dict | None, request: Request) -> Result:
     try:
         return backend.parse(body, request, backend.record(body, backend.body(request)))
-    except Failure as failure:  # not resubmitted: the batch already ran it to completion
-        return Result(error=failure.reason, retryable=True)
+    except Failure as failure:  # answered, but unreadable: cached and failed as online, not resubmitted
+        return Result(error=failure.reason, raw=backend.record(body, backend.body(request)))

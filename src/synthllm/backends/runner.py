@@ -6,11 +6,14 @@ It stores each request's **raw response** (``Result.raw``: for HTTP, the respons
 never a parsed label: reading a cached entry decodes it again with the backend's current code, so a
 decoding or parsing fix re-derives every row with no request sent. Every answered request is
 committed as soon as the backend yields it, so a killed run loses at most the requests in flight; a
-re-run sends only what is missing. Requests that got no answer (transport failures: 5xx after
-retries, timeouts, 4xx) are not cached and are sent again next run. An answer that *was* received
-but is unusable (cut by ``length``, empty, off-form) is cached like any other: it was paid for, and
-at temperature 0 asking again gives the same answer. One writer at a time per cache file is
-supported.
+re-run sends only what is missing. Requests that got no answer (transport failures: 5xx or 429
+after retries, timeouts, refused connections, 401/404, a failed batch) are not cached, and more of
+them than ``max_unanswered`` (a share of the run's requests, default 0) stop the run with
+:class:`UnansweredRequests` — how many, per reason — once every answer that did come back is cached:
+the stage exits non-zero, DVC records nothing, and the next ``dvc repro`` sends only those. An
+answer that *was* received but is unusable (cut by ``length``, empty, off-form) is cached like any
+other and becomes a failed row with its reason: it was paid for, and at temperature 0 asking again
+gives the same answer. One writer at a time per cache file is supported.
 
 **Budget.** Beside the cache, a ledger (table ``spend``) records the dollars of every paid answer
 under a scope (the run's ``desc``, e.g. ``annotate[gpt4o_mini]``). ``budget_usd`` caps the scope's
@@ -26,14 +29,14 @@ import json
 import sqlite3
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
 from synthllm.backends.base import Backend, Request, Result
-from synthllm.errors import BackendError, BudgetExceeded
+from synthllm.errors import BackendError, BudgetExceeded, UnansweredRequests
 
 
 class RequestCache:
@@ -100,6 +103,7 @@ class RunStats:
     cost_usd: float = 0.0
     wall_s: float = 0.0
     failure_reasons: dict[str, int] = field(default_factory=dict)
+    unanswered: int = 0  # failures without any answer from the model (transport), a subset of failures
     # what one answer costs at list price, over every result (cached ones too): traceable per-row
     # costs for the report, whatever part of the run the cache served
     usd_per_request: float = 0.0
@@ -108,16 +112,24 @@ class RunStats:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
     def add(self, other: "RunStats") -> "RunStats":
-        """Totals of two runs (e.g. a first pass and its re-asks)."""
+        """Request totals of two runs (e.g. a first pass and its re-asks). The failure tallies are
+        left to :meth:`tally`: which rows failed depends on the final answers, not on either run."""
         merged = RunStats(**{k: getattr(self, k) + getattr(other, k) for k in
                              ("requests", "cache_hits", "sent", "prompt_tokens", "completion_tokens",
                               "cost_usd", "wall_s")})
-        merged.failures = other.failures  # failures are a property of the final answers
-        merged.failure_reasons = dict(other.failure_reasons)
         n = self.requests + other.requests
         merged.usd_per_request = ((self.usd_per_request * self.requests + other.usd_per_request * other.requests) / n
                                   if n else 0.0)
         return merged
+
+    def tally(self, errors: Sequence[str | None], unanswered: int) -> "RunStats":
+        """These totals with the failure tallies of the final answers (one error or None per row)."""
+        reasons: dict[str, int] = {}
+        for error in errors:
+            if error is not None:
+                reasons[failure_kind(error)] = reasons.get(failure_kind(error), 0) + 1
+        return replace(self, failures=sum(reasons.values()), failure_reasons=dict(sorted(reasons.items())),
+                       unanswered=unanswered)
 
 
 CostFn = Callable[[Result], float]
@@ -142,13 +154,16 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
                  *, desc: str = "requests", cost: CostFn | None = None,
                  progress: bool = True, budget_usd: float | None = None,
                  cost_bound: CostBoundFn | None = None,
-                 keep: Callable[[Result], Any] | None = None) -> tuple[list, RunStats]:
+                 keep: Callable[[Result], Any] | None = None,
+                 max_unanswered: float = 0.0, unanswered_param: str = "max_unanswered") -> tuple[list, RunStats]:
     """Answer every request, from the cache where possible; results come back in input order.
 
     ``keep`` reduces each result the moment it is decoded or answered (e.g. to a parsed label), so
     a run holds one reduced value per request rather than every response body: what makes a
     100k-row annotate run fit in memory. ``budget_usd`` caps the dollars the ledger records under
-    ``desc`` across runs (it needs ``cost`` and ``cost_bound``)."""
+    ``desc`` across runs (it needs ``cost`` and ``cost_bound``). More unanswered requests than the
+    share ``max_unanswered`` raise :class:`UnansweredRequests` (``unanswered_param`` names the
+    params key in its message) after every answer is cached."""
     backend.check(requests)
     if budget_usd is not None and (cost is None or cost_bound is None):
         raise BackendError("budget_usd needs both cost= and cost_bound= (e.g. backend.cost and "
@@ -161,12 +176,14 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
     kept: list = [None] * len(requests)
     errors: list[str | None] = [None] * len(requests)  # per row: None = ok, else the error
     answered = [False] * len(requests)
+    no_answer = [False] * len(requests)  # a result without any answer from the model (transport)
     usd_total = 0.0
 
     def store(i: int, result: Result) -> None:
         nonlocal usd_total
         kept[i], answered[i] = reduce(result), True
         errors[i] = None if result.ok else (result.error or "unknown error")
+        no_answer[i] = not (result.ok or result.raw is not None)
         if cost is not None:
             usd_total += cost(result)
 
@@ -221,11 +238,22 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
     for i in range(len(requests)):
         if not answered[i]:
             store(i, Result(error="not answered: the backend stopped early"))
-        if errors[i] is not None:
-            stats.failures += 1
-            kind = failure_kind(errors[i])
-            stats.failure_reasons[kind] = stats.failure_reasons.get(kind, 0) + 1
+    stats = stats.tally(errors, sum(no_answer))
     stats.wall_s = time.perf_counter() - started
     if cost is not None and requests:
         stats.usd_per_request = usd_total / len(requests)
+    if stats.unanswered > max_unanswered * len(requests):
+        raise UnansweredRequests(unanswered_message(desc, stats, errors, no_answer, max_unanswered, unanswered_param))
     return kept, stats
+
+
+def unanswered_message(desc: str, stats: RunStats, errors: Sequence[str | None], no_answer: Sequence[bool],
+                       max_unanswered: float, param: str) -> str:
+    reasons: dict[str, int] = {}
+    for error, missing in zip(errors, no_answer):
+        if missing:
+            reasons[failure_kind(error or "")] = reasons.get(failure_kind(error or ""), 0) + 1
+    per_reason = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    return (f"{desc}: {stats.unanswered} of {stats.requests} requests got no answer ({per_reason}); "
+            f"{param} accepts {max_unanswered:.1%}. The {stats.requests - stats.unanswered} answered ones are "
+            f"cached: re-run `dvc repro` to send only those {stats.unanswered} (or raise {param})")

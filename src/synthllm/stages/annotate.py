@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     cache = RequestCache(cache_path(params))
     try:
         answers, attempts, run = annotation.ask_until_parsed(
-            build, lambda reqs, keep: run_requests(backend, reqs, cache, desc=f"annotate[{args.name}]",
-                                                   keep=keep, **backend.accounting()),
+            build, lambda reqs, keep: run_requests(
+                backend, reqs, cache, desc=f"annotate[{args.name}]", keep=keep, max_unanswered=cfg.max_unanswered,
+                unanswered_param=f"annotator_configs.{args.name}.max_unanswered", **backend.accounting()),
             fmt, cfg.parse_retries if cfg.temperature > 0 else 0)
     finally:
         cache.close()

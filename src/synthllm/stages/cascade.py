@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> None:
         answers, _, run = annotation.ask_until_parsed(
             lambda k: annotation.build_requests(asked, expensive, prompt, shots, params.annotate.seed,
                                                 labels=task.labels, task=task.name, attempt=k),
-            lambda reqs, keep: run_requests(backend, reqs, cache, desc=f"cascade[{args.name}]", keep=keep,
-                                            **backend.accounting()),
+            lambda reqs, keep: run_requests(
+                backend, reqs, cache, desc=f"cascade[{args.name}]", keep=keep, max_unanswered=expensive.max_unanswered,
+                unanswered_param=f"annotator_configs.{cfg.expensive}.max_unanswered", **backend.accounting()),
             fmt, expensive.parse_retries if expensive.temperature > 0 else 0)
     finally:
         cache.close()

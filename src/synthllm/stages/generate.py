@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         # the filters read text, finish_reason and ok only: no response body outlives its request
         results, run = run_requests(backend, requests, cache, desc="generate",
                                     keep=lambda r: replace(r, raw=None, tokens=None),
+                                    max_unanswered=cfg.max_unanswered, unanswered_param="generate.max_unanswered",
                                     **backend.accounting())
     finally:
         cache.close()
