@@ -147,6 +147,32 @@ def test_request_shapes_per_annotator_kind(prompt):
     assert build_requests(PAIRS, clf, None, [], seed=0)[0].kind == "classify"
 
 
+SHOT_POOL = [{"premise": f"متن نمونه {i}", "hypothesis": f"جمله نمونه {i}", "label": lab}
+             for i, lab in enumerate(["entailment", "contradiction", "neutral"] * 3)]
+
+
+def test_chat_annotators_get_their_shots_as_user_assistant_turns(prompt):
+    """Issue 14 (defect 2): shots were ignored for chat annotators (always zero-shot, same cache key)."""
+    zero = build_requests(PAIRS, CHAT.model_copy(update={"shots": 0}), prompt, SHOT_POOL, seed=0)
+    assert [m["role"] for m in zero[0].messages] == ["system", "user"]  # shots: 0 stays zero-shot
+    two = build_requests(PAIRS, CHAT.model_copy(update={"shots": 2}), prompt, SHOT_POOL, seed=0,
+                         variant="hypothesis_first")
+    assert [m["role"] for m in two[0].messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    by_premise = {s["premise"]: s for s in SHOT_POOL}
+    for user, answer in zip(two[0].messages[1:5:2], two[0].messages[2:5:2]):
+        shot = next(s for p, s in by_premise.items() if p in user["content"])
+        assert user["content"].index(shot["hypothesis"]) < user["content"].index(shot["premise"])  # the variant
+        assert answer["content"] == '{"label": "%s"}' % shot["label"]  # a JSON-schema request's answer shape
+    assert two[0].messages[-1] == build_requests(PAIRS, CHAT.model_copy(update={"shots": 0}), prompt, SHOT_POOL,
+                                                 seed=0, variant="hypothesis_first")[0].messages[-1]
+    assert two[0].cache_key("m") != zero[0].cache_key("m")  # the shots are in the cache key
+    plain = CHAT.model_copy(update={"shots": 1, "backend": OpenAIBackendParams(model="m", structured_output=False)})
+    answer = build_requests(PAIRS, plain, prompt, SHOT_POOL, seed=0)[0].messages[2]["content"]
+    assert answer in ("entailment", "contradiction", "neutral")  # the prompt file's assistant template
+    local = build_requests(PAIRS, LOCAL_WRITE.model_copy(update={"shots": 2}), prompt, SHOT_POOL, seed=0)
+    assert sum(s["hypothesis"] in local[0].prompt for s in SHOT_POOL) == 2  # the same draw as scoring prompts
+
+
 def test_sampled_answers_are_asked_again_with_new_seeds_greedy_ones_are_not(prompt):
     fmt = answer_format(CHAT, prompt)
     asked: list[list[int]] = []

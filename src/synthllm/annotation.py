@@ -112,13 +112,14 @@ def build_requests(pairs: Sequence[dict], cfg: AnnotatorParams, prompt: Annotate
     for p in pairs:
         # greedy answers need no seed (and keep one cache entry); sampled ones get one per row/attempt
         sample_seed = stable_seed(seed, p["id"], variant, attempt) if cfg.temperature > 0 else 0
-        if fmt.chat:
-            requests.append(Request(messages=prompt.render_chat(p["premise"], p["hypothesis"], variant),
-                                    json_schema=fmt.schema, max_new_tokens=cfg.max_answer_tokens,
-                                    temperature=cfg.temperature, seed=sample_seed))
-            continue
         rng = random.Random(f"{seed}-{p['id']}")
         shots = pick_shots(shot_pool, cfg.shots, rng, p["premise"])
+        if fmt.chat:  # the shots as user/assistant turns, answering in the form the request asks for
+            json_answers = fmt.schema is not None and getattr(cfg.backend, "structured_output", False)
+            messages = prompt.render_chat(p["premise"], p["hypothesis"], variant, shots, structured=json_answers)
+            requests.append(Request(messages=messages, json_schema=fmt.schema, max_new_tokens=cfg.max_answer_tokens,
+                                    temperature=cfg.temperature, seed=sample_seed))
+            continue
         text = prompt.render_scoring(p["premise"], p["hypothesis"], shots, variant)
         if fmt.mode == "score":
             requests.append(Request(prompt=text, choices=tuple(ws[0] for ws in fmt.words.values())))

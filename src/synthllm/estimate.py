@@ -137,7 +137,7 @@ def estimate(params: Params, prompts_root: Path, rows: int | None = None,
         labelled = rows * (2 if a.stability_variant else 1) + params.annotate.audit_size
         chat = isinstance(a.backend, OpenAIBackendParams) and a.backend.endpoint == "chat"
         if a.method == "instruct":
-            text = ("".join(m["content"] for m in prompt.render_chat(premise, hypothesis)) if chat
+            text = ("".join(m["content"] for m in prompt.render_chat(premise, hypothesis, shots=shots[:a.shots])) if chat
                     else prompt.render_scoring(premise, hypothesis, shots[:a.shots]))
             per_in, per_out = approx_tokens(text), a.max_answer_tokens
         else:  # one scoring pass per row: locally no token is generated, over HTTP one

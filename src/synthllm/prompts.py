@@ -9,6 +9,7 @@ prompt file does not invalidate paid-for results, while changing its wording doe
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Sequence
@@ -49,6 +50,9 @@ class ScoringTemplate(_Strict):
 class ChatTemplate(_Strict):
     system: str
     user: str
+    # a few-shot example's answer turn: {answer} is the label's chat word (a JSON-schema request's
+    # examples answer {"label": "<word>"}, the shape the schema asks for)
+    assistant: str = "{answer}"
 
 
 class LabelWords(_Strict):
@@ -116,10 +120,21 @@ class AnnotatePrompt(_Strict):
         return self.scoring.header + body + query_t.format(premise=premise, hypothesis=hypothesis,
                                                            text=hypothesis)
 
-    def render_chat(self, premise: str, hypothesis: str, variant: str = "default") -> tuple[dict, ...]:
-        user = self._part("user", variant).format(premise=premise, hypothesis=hypothesis,
-                                                  text=hypothesis)
-        return ({"role": "system", "content": self.chat.system}, {"role": "user", "content": user})
+    def render_chat(self, premise: str, hypothesis: str, variant: str = "default", shots: Sequence[dict] = (),
+                    structured: bool = False) -> tuple[dict, ...]:
+        """System turn, one user/assistant pair per shot (the shot's text in the variant's user
+        template, its label's chat word as the answer), then the query's user turn."""
+        user = self._part("user", variant)
+        turns = [{"role": "system", "content": self.chat.system}]
+        for shot in shots:
+            word = self.label_words.chat[shot["label"]][0]
+            answer = json.dumps({"label": word}, ensure_ascii=False) if structured else self.chat.assistant.format(
+                answer=word)
+            turns += [{"role": "user", "content": user.format(premise=shot["premise"], hypothesis=shot["hypothesis"],
+                                                              text=shot["hypothesis"])},
+                      {"role": "assistant", "content": answer}]
+        turns.append({"role": "user", "content": user.format(premise=premise, hypothesis=hypothesis, text=hypothesis)})
+        return tuple(turns)
 
 
 def _load(root: Path, name: str, model: type[_Strict]):
