@@ -325,7 +325,7 @@ def test_budget_caps_the_total_of_every_run_not_each_run(fake_openai, tmp_path):
     cache = RequestCache(tmp_path / "cache.sqlite")
     _, s1 = run_requests(backend, first, cache, progress=False, desc="annotate[x]", cost=backend.cost)
     budget = 1.5 * s1.cost_usd  # the second run alone (same size) would fit; the total cannot
-    with pytest.raises(BudgetExceeded, match=r"spent in all runs so far") as err:
+    with pytest.raises(BudgetExceeded, match=r"spent on annotate\[x\] in all stages and runs so far") as err:
         run_requests(backend, second, cache, progress=False, desc="annotate[x]", cost=backend.cost,
                      budget_usd=budget, cost_bound=backend.cost_bound)
     assert "raise budget_usd" in str(err.value)
@@ -333,6 +333,50 @@ def test_budget_caps_the_total_of_every_run_not_each_run(fake_openai, tmp_path):
     cached_second = len(cache.get_many([q.cache_key(backend.identity) for q in second]))
     assert 1 <= cached_second < 10 and fake_openai.delivered(10 + cached_second) - 10 == cached_second
     assert cache.spent("annotate[y]") == 0.0  # the ledger is per annotator (scope)
+
+
+def test_one_ledger_per_served_model_across_stages(fake_openai, tmp_path):
+    """Issue 14 (defect 5): spend went under annotate[<name>] in one stage and cascade[<name>] in
+    another, so a cascade's expensive annotator got a fresh budget_usd per stage."""
+    price = PriceParams(input_per_mtok=1000.0, output_per_mtok=4000.0)
+    probe = OpenAIBackend(params(fake_openai, price=price))
+    cache = RequestCache(tmp_path / "cache.sqlite")
+    _, first = run_requests(probe, chat_requests(10), cache, progress=False, desc="annotate[gpt]",
+                            **probe.accounting())
+    budget = 1.5 * first.cost_usd  # the cascade's 10 requests alone would fit; with annotate's they cannot
+    capped = OpenAIBackend(params(fake_openai, price=price, budget_usd=budget))
+    assert capped.ledger == probe.ledger == "served:fake-model"
+    with pytest.raises(BudgetExceeded, match="spent on served:fake-model"):
+        run_requests(capped, chat_requests(20)[10:], cache, progress=False, desc="cascade[casc]",
+                     **capped.accounting())
+    assert first.cost_usd < cache.spent("served:fake-model") <= budget
+    assert cache.spent("annotate[gpt]") == cache.spent("cascade[casc]") == 0.0
+
+
+def test_a_budget_needs_a_price_and_prices_are_checked_against_the_dated_table(caplog, repo_root):
+    """Issue 14 (defect 6): with the default price 0 a budget counted $0 forever."""
+    from synthllm.params import OpenAIBackendParams, listed_price, parse_params
+
+    with pytest.raises(ValueError, match="budget_usd 5.0 needs a price"):
+        OpenAIBackendParams(model="gpt-4o-mini", budget_usd=5.0)
+    listed = listed_price("gpt-4o-mini")
+    assert listed is not None and listed.input_per_mtok == 0.15
+    with caplog.at_level("WARNING", logger="synthllm"):
+        OpenAIBackendParams(model="gpt-4o-mini", budget_usd=5.0, price=listed)
+        assert not caplog.records
+        OpenAIBackendParams(model="gpt-4o-mini", price=PriceParams(input_per_mtok=2.5, output_per_mtok=10.0))
+        OpenAIBackendParams(model="my-finetune", price=PriceParams(input_per_mtok=1.0, output_per_mtok=1.0))
+    assert "differs from the price table" in caplog.records[0].getMessage()
+    assert "not in the price table" in caplog.records[1].getMessage()
+    import yaml
+
+    for preset in ("params.yaml", "presets/paper.yaml"):  # every priced preset block matches the table
+        data = yaml.safe_load((repo_root / preset).read_text())
+        for cfg in data["annotator_configs"].values():
+            backend = cfg.get("backend") or {}
+            if backend.get("price"):
+                assert PriceParams(**backend["price"]) == listed_price(backend["model"])
+        assert parse_params(data)
 
 
 def test_replicas_share_answers_while_answer_shaping_settings_do_not(fake_openai, tmp_path):

@@ -7,6 +7,7 @@ section each (``load_params(path).generate``); this module does no I/O beyond re
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -14,6 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from synthllm.errors import ParamsError
+from synthllm.prices import LIST_PRICES
+
+log = logging.getLogger(__name__)
 
 NLI_LABELS = ("entailment", "contradiction", "neutral")
 GENERATOR_DIR = "models/generator"  # the generator_model stage's output (dvc.yaml)
@@ -164,8 +168,34 @@ class OpenAIBackendParams(Strict):
     batch_max_enqueued_tokens: int | None = Field(
         2_000_000, ge=1, description="Prompt + output-cap tokens in batches in flight at once (OpenAI's queue "
         "limit per model; 2M is gpt-4o-mini's tier-1 value, higher tiers allow far more). null: no limit.")
-    budget_usd: float | None = Field(None, ge=0)
+    budget_usd: float | None = Field(None, ge=0, description="Cap on the dollars spent on this served model "
+                                     "over every stage and run (the ledger beside the request cache); needs a price.")
     price: PriceParams = PriceParams()
+
+    @model_validator(mode="after")
+    def _priced(self) -> "OpenAIBackendParams":
+        listed = listed_price(self.model)
+        unpriced = self.price.input_per_mtok == 0 and self.price.output_per_mtok == 0
+        if self.budget_usd is not None and unpriced:
+            hint = (f" (the price table, read {LIST_PRICES[self.model].read_on}: input_per_mtok "
+                    f"{listed.input_per_mtok}, output_per_mtok {listed.output_per_mtok})" if listed else "")
+            raise ValueError(f"budget_usd {self.budget_usd} needs a price: at price 0 the cap never binds. Set "
+                             f"price.input_per_mtok and price.output_per_mtok for {self.model!r}{hint}")
+        if not unpriced and listed is None:
+            log.warning("price of %r is not in the price table (synthllm.prices): check it against the "
+                        "provider's list before trusting budget_usd or $ figures", self.model)
+        elif not unpriced and listed is not None and self.price != listed:
+            log.warning("price of %r (%s) differs from the price table's (%s, read %s): a block copied from "
+                        "another model keeps that model's price", self.model, self.price, listed,
+                        LIST_PRICES[self.model].read_on)
+        return self
+
+
+def listed_price(model: str) -> PriceParams | None:
+    """The price table's price for ``model`` (synthllm.prices), or None."""
+    entry = LIST_PRICES.get(model)
+    return None if entry is None else PriceParams(input_per_mtok=entry.input_per_mtok, output_per_mtok=entry.output_per_mtok,
+                                                  batch_discount=entry.batch_discount)
 
 
 BackendParams = Annotated[

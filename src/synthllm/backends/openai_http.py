@@ -199,8 +199,15 @@ class OpenAIBackend(Backend):
                 f"|top_logprobs={p.top_logprobs if p.logprobs else 0}")
 
     # ---- accounting -------------------------------------------------------------------------
+    @property
+    def ledger(self) -> str:
+        """The spending ledger's scope: the served model, whichever stage or run asks it."""
+        p = self.params
+        return f"{'served' if p.base_urls else 'openai-api'}:{p.served_identity or p.model}"
+
     def accounting(self) -> dict:
-        return {"cost": self.cost, "cost_bound": self.cost_bound, "budget_usd": self.params.budget_usd}
+        return {"cost": self.cost, "cost_bound": self.cost_bound, "budget_usd": self.params.budget_usd,
+                "ledger": self.ledger}
 
     def cost(self, result: Result) -> float:
         return self.params.price.usd(result.usage.prompt_tokens, result.usage.completion_tokens,

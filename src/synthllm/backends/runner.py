@@ -16,8 +16,10 @@ other and becomes a failed row with its reason: it was paid for, and at temperat
 gives the same answer. One writer at a time per cache file is supported.
 
 **Budget.** Beside the cache, a ledger (table ``spend``) records the dollars of every paid answer
-under a scope (the run's ``desc``, e.g. ``annotate[gpt4o_mini]``). ``budget_usd`` caps the scope's
-total over every run that used this cache — the experiment, not one invocation. Requests are sent in
+under a scope: the served model (``ledger``, e.g. ``openai-api:gpt-4o-mini``), so the annotate and
+cascade stages that ask one annotator share one ledger (the run's ``desc`` where no ledger is named).
+``budget_usd`` caps the scope's total over every stage and run that used this cache — the
+experiment, not one invocation. Requests are sent in
 rounds: each round is the longest prefix whose worst-case cost (``cost_bound``) fits in what the
 ledger says is left, so the cap is never knowingly crossed. When nothing more fits the run raises
 :class:`BudgetExceeded` naming what was spent; every completed answer is already cached.
@@ -155,15 +157,16 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
                  progress: bool = True, budget_usd: float | None = None,
                  cost_bound: CostBoundFn | None = None,
                  keep: Callable[[Result], Any] | None = None,
-                 max_unanswered: float = 0.0, unanswered_param: str = "max_unanswered") -> tuple[list, RunStats]:
+                 max_unanswered: float = 0.0, unanswered_param: str = "max_unanswered",
+                 ledger: str | None = None) -> tuple[list, RunStats]:
     """Answer every request, from the cache where possible; results come back in input order.
 
     ``keep`` reduces each result the moment it is decoded or answered (e.g. to a parsed label), so
     a run holds one reduced value per request rather than every response body: what makes a
     100k-row annotate run fit in memory. ``budget_usd`` caps the dollars the ledger records under
-    ``desc`` across runs (it needs ``cost`` and ``cost_bound``). More unanswered requests than the
-    share ``max_unanswered`` raise :class:`UnansweredRequests` (``unanswered_param`` names the
-    params key in its message) after every answer is cached."""
+    ``ledger`` (default ``desc``) across stages and runs (it needs ``cost`` and ``cost_bound``). More
+    unanswered requests than the share ``max_unanswered`` raise :class:`UnansweredRequests`
+    (``unanswered_param`` names the params key in its message) after every answer is cached."""
     backend.check(requests)
     if budget_usd is not None and (cost is None or cost_bound is None):
         raise BackendError("budget_usd needs both cost= and cost_bound= (e.g. backend.cost and "
@@ -204,7 +207,8 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
             todo.setdefault(key, []).append(i)
     unique = [(key, idxs) for key, idxs in todo.items()]
     pending = [requests[idxs[0]] for _, idxs in unique]
-    spent_before = cache.spent(desc) if budget_usd is not None else 0.0
+    scope = ledger or desc
+    spent_before = cache.spent(scope) if budget_usd is not None else 0.0
     sent_upto = 0
     with tqdm(total=len(pending), desc=desc, unit="req", disable=not progress or not pending) as bar:
         while sent_upto < len(pending):
@@ -218,9 +222,9 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
                 usd = cost(result) if cost is not None else 0.0
                 stats.cost_usd += usd
                 if result.raw is not None:
-                    cache.put(key, result.raw, (desc, usd) if usd else None)
+                    cache.put(key, result.raw, (scope, usd) if usd else None)
                 elif usd:
-                    cache.charge(desc, key, usd)
+                    cache.charge(scope, key, usd)
                 for i in idxs:
                     store(i, result)
                 stats.prompt_tokens += result.usage.prompt_tokens
@@ -230,7 +234,8 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
     if sent_upto < len(pending):
         total = spent_before + stats.cost_usd
         raise BudgetExceeded(
-            f"{desc}: ${total:.4f} spent in all runs so far (${stats.cost_usd:.4f} in this one), against "
+            f"{desc}: ${total:.4f} spent on {scope} in all stages and runs so far (${stats.cost_usd:.4f} in "
+            f"this one), against "
             f"budget_usd ${budget_usd:.4f}; {len(pending) - sent_upto} requests not sent (the next could "
             f"cost up to ${cost_bound(pending[sent_upto]):.4f}). The ledger is in "
             f"{cache.path or 'memory'}. The {stats.sent} answers received are cached: raise budget_usd of "
