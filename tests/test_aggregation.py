@@ -239,3 +239,12 @@ def test_vote_params_are_validated(repo_root):
     ok = parse_params(_params(base, method="audit_weighted")).aggregates["vote"]
     assert (ok.folds, ok.smoothing, ok.seed) == (5, 1.0, 0)
     assert AggregateParams(members=["a", "b"], method="audit_weighted", folds=3).min_audit(3) == 5
+
+
+def test_the_comparison_survives_a_method_that_labels_nothing():
+    """Two members that always disagree: the majority ties on every row (no labels, no ECE)."""
+    pools = {"a": _pool([E, E], [0.9, 0.9], [E, E]), "b": _pool([C, C], [0.9, 0.9], [E, E])}
+    audits = {m: [dict(r, id=f"v{i}") for i, r in enumerate(rows * 6)] for m, rows in pools.items()}
+    table = compare_methods(pools, audits, AggregateParams(members=["a", "b"], method="majority"), "v", NLI_LABELS)
+    assert table["methods"]["majority"]["ece"] is None and table["methods"]["majority"]["coverage"] == 0.0
+    assert table["methods"]["confidence"]["ece"] is None  # equal confidences: every row ties

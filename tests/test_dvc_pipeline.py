@@ -82,9 +82,11 @@ def make_repo(repo_root: Path, dest: Path, params: dict) -> Path:
 @pytest.fixture(scope="module")
 def pipeline_env(tmp_path_factory, farstail_mirror):
     cache = tmp_path_factory.mktemp("llm-cache")
-    # a planted key in the environment must end up nowhere (dvc.lock, outputs, metrics, cache)
+    # a planted key in the environment must end up nowhere (dvc.lock, outputs, metrics, cache);
+    # every stage records which params it reads (synthllm.params_reads) for the dvc.yaml check
     return {**os.environ, "SYNTHLLM_FARSTAIL_MIRROR": str(farstail_mirror),
-            "SYNTHLLM_CACHE_DIR": str(cache), "TQDM_DISABLE": "1", "OPENAI_API_KEY": PLANTED_KEY}
+            "SYNTHLLM_CACHE_DIR": str(cache), "TQDM_DISABLE": "1", "OPENAI_API_KEY": PLANTED_KEY,
+            "SYNTHLLM_PARAMS_LOG": str(tmp_path_factory.mktemp("params-reads"))}
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +164,91 @@ def test_full_dag_outputs(tiny_repo):
     assert json.loads((tiny_repo / "plots/agreement/classifier__tinylm.json").read_text())[0].keys() == {"actual", "predicted"}
     card = (tiny_repo / "data/export/tinylm/README.md").read_text()
     assert "apache-2.0" in card.lower() and (tiny_repo / "data/export/tinylm/parquet/train.parquet").is_file()
+
+
+# Keys a stage may read without listing them: they change where things are kept, not any output.
+NOT_INPUTS = {"cache_dir": "where the request cache lives: moving it must re-run nothing"}
+
+
+def _covers(key: str, path: str) -> bool:
+    return path == key or path.startswith(key + ".")
+
+
+def _reads_by_stage(env: dict) -> dict[str, set[str]]:
+    reads: dict[str, set[str]] = {}
+    for log in Path(env["SYNTHLLM_PARAMS_LOG"]).glob("*.json"):
+        entry = json.loads(log.read_text())
+        reads.setdefault(entry["stage"], set()).update(entry["reads"])
+    return reads
+
+
+def test_each_stage_lists_exactly_the_params_it_reads(tiny_repo, pipeline_env):
+    """Issue 14, mechanical check 1: the params keys each stage read while the real pipeline ran
+    (recorded from attribute access) against its dvc.yaml ``params:`` as dvc.lock resolved them. A
+    key read but not listed means a change to it re-runs nothing (the curve stages read
+    ``cascades`` unlisted); a key listed but never read re-runs a stage for nothing."""
+    lock = yaml.safe_load((tiny_repo / "dvc.lock").read_text())["stages"]
+    current = dvc("stage", "list", "--name-only", cwd=tiny_repo, env=pipeline_env).stdout.split()
+    reads = _reads_by_stage(pipeline_env)
+    problems = []
+    for stage in sorted(current):
+        listed = set((lock[stage].get("params") or {}).get("params.yaml", {}))
+        got = reads.get(stage)
+        if got is None:
+            if listed:
+                problems.append(f"{stage}: lists {sorted(listed)} but loads no params")
+            continue
+        unlisted = sorted(r for r in got if not any(_covers(k, r) for k in listed | set(NOT_INPUTS)))
+        unread = sorted(k for k in listed if not any(_covers(k, r) or _covers(r, k) for r in got))
+        if unlisted:
+            problems.append(f"{stage}: reads {unlisted} but dvc.yaml does not list them")
+        if unread:
+            problems.append(f"{stage}: lists {unread} but never reads them")
+    assert not problems, "\n".join(problems)
+
+
+# Fields no stage of the tiny pipeline reads, and why that is right (not a param accepted and ignored).
+INERT = {
+    "cache_dir": "overridden by SYNTHLLM_CACHE_DIR in every test run (the default run reads it)",
+    "gold.path": "read with gold.source local only; a path with source farstail is a params error",
+    "generator_model.package": "read with generator_model.source gguf_package only (the tiny LM is source hf)",
+    "generate.backend.kind": "the discriminator: validation picks the backend's class by it",
+    "split.missing_confidence": "read only when split.min_confidence > 0 (rows without one are then kept or dropped)",
+    "train.launcher": "read by dvc.yaml itself: the train stages' command line (${train.launcher})",
+}
+
+
+def _leaves(value, path: str = ""):
+    from pydantic import BaseModel
+
+    if isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _leaves(getattr(value, name), f"{path}.{name}" if path else name)
+    elif isinstance(value, dict) and value:
+        for key, item in value.items():
+            yield from _leaves(item, f"{path}.{key}")
+    else:
+        yield path
+
+
+def test_every_param_of_the_configuration_is_read_by_some_stage(tiny_repo, pipeline_env):
+    """Issue 14, mechanical check 2: no accepted-but-ignored param. Every field of the tiny
+    configuration (inactive annotator configs aside: they are read only once switched on) is read
+    by some stage, or is in INERT with the reason."""
+    from synthllm.params import load_params
+
+    params = load_params(tiny_repo / "params.yaml")
+    used = set(params.annotators) | {c.expensive for c in params.cascades.values()}
+    read = set().union(*_reads_by_stage(pipeline_env).values())
+    ignored = []
+    for leaf in _leaves(params):
+        parts = leaf.split(".")
+        if parts[0] == "annotator_configs" and parts[1] not in used:
+            continue
+        if any(_covers(r, leaf) for r in read) or any(_covers(k, leaf) for k in INERT):
+            continue
+        ignored.append(leaf)
+    assert not ignored, f"accepted but never read by any stage: {ignored}"
 
 
 def test_planted_key_is_nowhere_in_repo_or_cache(tiny_repo, pipeline_env):

@@ -263,11 +263,12 @@ def method_summary(pool_rows: Sequence[dict], audit_rows: Sequence[dict], labels
     gold = [r["gold_label"] for r in audit_rows]
     pred = [r["label"] for r in audit_rows]
     acc, low, high = stats.bootstrap_ci([float(g == p) for g, p in zip(gold, pred)], seed=0)
-    ok = [r for r in audit_rows if r["label"] is not None]
-    ece = stats.expected_calibration_error([r["confidence"] for r in ok], [r["label"] == r["gold_label"] for r in ok])
+    ok = [r for r in audit_rows if r["label"] is not None]  # ECE over the labelled rows; none: no ECE
+    ece = stats.expected_calibration_error([r["confidence"] for r in ok],
+                                           [r["label"] == r["gold_label"] for r in ok]) if ok else None
     return {"accuracy": round(acc, 6), "accuracy_ci": [round(low, 6), round(high, 6)],
             "macro_f1": round(stats.macro_f1(gold, pred, list(labels)), 6),
-            "ece": round(float(ece), 6) if ok else None,
+            "ece": None if ece is None else round(float(ece), 6),
             "coverage": round(sum(r["label"] is not None for r in pool_rows) / len(pool_rows), 6) if pool_rows else None}
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from synthllm import params_reads
 from synthllm.errors import ParamsError
 from synthllm.prices import LIST_PRICES
 
@@ -27,6 +28,17 @@ SYNTHETIC_REGIMES = ("synthetic_only", "warmup", "mix", "reversed")
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __getattribute__(self, name: str):  # noqa: ANN204  (records reads for the dvc.yaml check)
+        value = super().__getattribute__(name)
+        if params_reads._paths and not name.startswith("_"):
+            params_reads.note(self, name, value)
+        return value
+
+    def model_dump(self, *args, **kwargs):  # noqa: ANN201
+        if params_reads._paths:
+            params_reads.note_whole(self)
+        return super().model_dump(*args, **kwargs)
 
 
 SCRIPTS = ("arabic", "latin", "cyrillic", "devanagari", "bengali", "ethiopic", "greek", "hebrew",
@@ -99,6 +111,9 @@ class GoldParams(Strict):
     def _local_needs_path(self) -> "GoldParams":
         if self.source == "local" and not self.path:
             raise ValueError("gold.path is required when gold.source is 'local'")
+        if self.source == "farstail" and self.path:
+            raise ValueError(f"gold.path {self.path!r} is read with gold.source 'local' only: set source: local, "
+                             f"or remove path (FarsTail comes from gold.url or the mirror in ${self.mirror_env})")
         if self.budget is not None and self.budget < self.shot_pool:
             raise ValueError(f"gold.budget {self.budget} is below gold.shot_pool {self.shot_pool}: the few-shot "
                              f"examples would use labels outside the budget; lower gold.shot_pool")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from synthllm import params_reads
 from synthllm.budget import subset
 from synthllm.errors import SynthLLMError
 from synthllm.io import read_frame
@@ -22,7 +23,8 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def params_of(args: argparse.Namespace) -> Params:
-    return load_params(args.params)
+    """The validated params (their reads recorded when $SYNTHLLM_PARAMS_LOG is set: tests)."""
+    return params_reads.record(load_params(args.params))  # type: ignore[return-value]
 
 
 def cache_path(params: Params) -> Path:
