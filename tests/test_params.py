@@ -117,3 +117,25 @@ def test_gemma_attention_must_read_the_tracked_generator_folder(base):
     base["annotator_training"]["classifier"]["model_dir"] = "models/other-lm"
     with pytest.raises(ParamsError, match=r"annotator_training.classifier.model_dir is 'models/other-lm'.*models/generator"):
         parse_params(base)
+
+
+def test_procedures_the_report_calls_equal_are_equal_or_refused(base):
+    """Issue 14 (defect 9): select_synthetic_epoch was ignored by the curve stages, and HF
+    max_steps_per_phase gave two-phase regimes twice the steps of one-phase ones."""
+    base["train"]["select_synthetic_epoch"] = True
+    with pytest.raises(ParamsError, match="curve stages train without synthetic-dev epoch selection"):
+        parse_params(base)
+    base["curves"].update(budgets=[], pool_budget=None)
+    assert parse_params(base).train.select_synthetic_epoch  # no curves: one procedure everywhere
+    base["train"]["select_synthetic_epoch"] = False
+    base["train"]["classifier"] = {"kind": "hf", "model": "HooshvareLab/bert-fa-base-uncased", "max_steps_per_phase": 50}
+    with pytest.raises(ParamsError, match=r"two-phase regimes \['warmup', 'reversed'\] would get twice the steps"):
+        parse_params(base)
+    base["regimes"] = ["synthetic_only", "mix"]
+    assert parse_params(base).train.classifier.max_steps_per_phase == 50
+    base["train"]["classifier"]["max_steps_per_phase"] = -1
+    base["regimes"] = ["warmup"]
+    assert parse_params(base)
+    base["gold"]["path"] = "data/elsewhere"  # a path with source farstail is never read: refused
+    with pytest.raises(ParamsError, match="gold.path 'data/elsewhere' is read with gold.source 'local' only"):
+        parse_params(base)

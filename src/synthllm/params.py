@@ -618,6 +618,23 @@ class Params(Strict):
         return self
 
     @model_validator(mode="after")
+    def _one_procedure_per_report(self) -> "Params":
+        """Refuse combinations under which runs the report compares would be trained differently."""
+        curves = bool(self.curves.budgets) or self.curves.pool_budget is not None
+        if self.train.select_synthetic_epoch and curves:
+            raise ValueError("train.select_synthetic_epoch: the curve stages train without synthetic-dev epoch "
+                             "selection, so a learning curve's last point (this run) would use another procedure "
+                             "than its others; set select_synthetic_epoch: false, or curves.budgets: [] and "
+                             "curves.pool_budget: null")
+        clf = self.train.classifier
+        two_phase = [r for r in self.regimes if r in ("warmup", "reversed")]
+        if isinstance(clf, HFClassifierParams) and clf.max_steps_per_phase > 0 and two_phase:
+            raise ValueError(f"train.classifier.max_steps_per_phase {clf.max_steps_per_phase} caps each phase: the "
+                             f"two-phase regimes {two_phase} would get twice the steps of gold_only and mix while the "
+                             f"report prints equal passes; use -1 (full epochs) or lower the epochs instead")
+        return self
+
+    @model_validator(mode="after")
     def _aggregates_learnable(self) -> "Params":
         for name, agg in self.aggregates.items():
             need = agg.min_audit(len(self.task.labels))
