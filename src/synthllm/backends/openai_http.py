@@ -389,7 +389,7 @@ class OpenAIBackend(Backend):
                                  allow_redirects=False) as response:
                 status, content = response.status, await response.read()
                 headers = response.headers
-        except TimeoutError:  # aiohttp's ServerTimeoutError is one too
+        except (TimeoutError, asyncio.TimeoutError):  # one class from 3.11 on; aiohttp's ServerTimeoutError too
             raise Failure(f"timeout after {self.params.timeout_s:g} s", retryable=True) from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError,
                 OSError) as err:
