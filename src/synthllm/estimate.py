@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthllm.params import OpenAIBackendParams, Params, load_params
+from synthllm.params import AnnotatorParams, OpenAIBackendParams, Params, load_params
 from synthllm.prompts import load_annotate_prompt, load_generate_prompt
 
 PREMISE_CHARS, HYPOTHESIS_CHARS = 150, 60
@@ -112,42 +112,74 @@ def _backend_name(backend: object) -> str:
     return f"openai:{backend.model}" if isinstance(backend, OpenAIBackendParams) else "local"
 
 
+def _per_request(a: AnnotatorParams, prompt, premise: str, hypothesis: str, shots: list[dict]) -> tuple[int, int]:
+    """Prompt tokens and output-token cap of one request of annotator ``a``."""
+    chat = isinstance(a.backend, OpenAIBackendParams) and a.backend.endpoint == "chat"
+    if a.method == "instruct":
+        text = ("".join(m["content"] for m in prompt.render_chat(premise, hypothesis, shots=shots[:a.shots]))
+                if chat else prompt.render_scoring(premise, hypothesis, shots[:a.shots]))
+        return approx_tokens(text), a.max_answer_tokens
+    # one scoring pass per row: locally no token is generated, over HTTP one
+    return (approx_tokens(prompt.render_scoring(premise, hypothesis, shots[:a.shots])),
+            1 if isinstance(a.backend, OpenAIBackendParams) else 0)
+
+
+def _llm_line(run: str, a: AnnotatorParams, requests: int, per: tuple[int, int], speed: Speed) -> Line:
+    tokens_in, tokens_out = requests * per[0], requests * per[1]
+    return Line(run, _backend_name(a.backend), requests, tokens_in, tokens_out, _usd(a.backend, tokens_in, tokens_out),
+                *_hours(run, a.backend, requests, per[1], speed))
+
+
 def estimate(params: Params, prompts_root: Path, rows: int | None = None,
              speed: Speed = Speed()) -> list[Line]:
+    """One line per model run: generate, every active annotator, and every cascade's escalations
+    (an upper bound: at most ``max_escalated`` rows, else all of them; none when the expensive
+    annotator is active, whose annotate stage already cached every answer the cascade asks)."""
     g, labels = params.generate, params.generate_labels
     rows = rows if rows is not None else g.num_premises * len(labels) * g.samples_per_label
     premise = "ا" * PREMISE_CHARS if params.task.input == "pair" else ""
     hypothesis = "ب" * HYPOTHESIS_CHARS
-    shots = [{"premise": premise, "hypothesis": hypothesis, "label": labels[0]}] * g.shots
+    most = max([g.shots] + [a.shots for a in params.annotator_configs.values()])
+    shots = [{"premise": premise, "hypothesis": hypothesis, "label": labels[0]}] * most
     gen_prompt = load_generate_prompt(prompts_root, g.prompt, labels, params.task).render(
-        premise, labels[0], shots)
+        premise, labels[0], shots[:g.shots])
     tokens_in, tokens_out = rows * approx_tokens(gen_prompt), rows * g.max_new_tokens
     lines = [Line("generate", _backend_name(g.backend), rows, tokens_in, tokens_out,
                   _usd(g.backend, tokens_in, tokens_out),
                   *_hours("generate", g.backend, rows, g.max_new_tokens, speed))]
+    audit = params.annotate.audit_size
     for name in params.annotators:
         a = params.annotator_configs[name]
         run = f"annotate:{name}"
         if a.kind == "classifier" or a.backend is None:
-            n = rows + params.annotate.audit_size
-            lines.append(Line(run, "classifier", n, 0, 0, 0.0, *_hours(run, None, n, 0, speed)))
+            lines.append(Line(run, "classifier", rows + audit, 0, 0, 0.0, *_hours(run, None, rows + audit, 0, speed)))
             continue
         prompt = load_annotate_prompt(prompts_root, a.prompt, params.task)
         # the stability variant labels the pool a second time, with the hypothesis first
-        labelled = rows * (2 if a.stability_variant else 1) + params.annotate.audit_size
-        chat = isinstance(a.backend, OpenAIBackendParams) and a.backend.endpoint == "chat"
-        if a.method == "instruct":
-            text = ("".join(m["content"] for m in prompt.render_chat(premise, hypothesis, shots=shots[:a.shots])) if chat
-                    else prompt.render_scoring(premise, hypothesis, shots[:a.shots]))
-            per_in, per_out = approx_tokens(text), a.max_answer_tokens
-        else:  # one scoring pass per row: locally no token is generated, over HTTP one
-            per_in = approx_tokens(prompt.render_scoring(premise, hypothesis, shots[:a.shots]))
-            per_out = 1 if isinstance(a.backend, OpenAIBackendParams) else 0
-        tokens_in, tokens_out = labelled * per_in, labelled * per_out
-        lines.append(Line(run, _backend_name(a.backend), labelled, tokens_in, tokens_out,
-                          _usd(a.backend, tokens_in, tokens_out),
-                          *_hours(run, a.backend, labelled, per_out, speed)))
+        labelled = rows * (2 if a.stability_variant else 1) + audit
+        lines.append(_llm_line(run, a, labelled, _per_request(a, prompt, premise, hypothesis, shots), speed))
+    for name, c in params.cascades.items():
+        a, run = params.annotator_configs[c.expensive], f"cascade:{name}"
+        if c.expensive in params.annotators or a.kind == "classifier" or a.backend is None:
+            why = "its annotate stage's cache" if c.expensive in params.annotators else "a local classifier"
+            lines.append(Line(run, _backend_name(a.backend), 0, 0, 0, 0.0, None, f"answered by {why}"))
+            continue
+        asked = (rows if c.max_escalated is None else min(rows, c.max_escalated)) + audit
+        prompt = load_annotate_prompt(prompts_root, a.prompt, params.task)
+        line = _llm_line(run, a, asked, _per_request(a, prompt, premise, hypothesis, shots), speed)
+        line.basis += " (upper bound: every row escalated)" if c.max_escalated is None else ""
+        lines.append(line)
     return lines
+
+
+def format_markdown(lines: list[Line]) -> str:
+    """The table as markdown (README and docs include it generated, never retyped)."""
+    out = ["| run | backend | requests | input tokens | output tokens (cap) | $ | hours |", "|---|---|---|---|---|---|---|"]
+    for x in lines:
+        hours = "–" if x.hours is None else f"{x.hours:.2f}"
+        out.append(f"| {x.run} | {x.backend} | {x.requests:,} | {x.prompt_tokens / 1e6:.1f}M | "
+                   f"{x.output_tokens / 1e6:.1f}M | {x.usd:.2f} | {hours} ({x.basis}) |")
+    return "\n".join(out + [f"| total | | | | | {sum(x.usd for x in lines):.2f} | |"])
 
 
 def format_table(lines: list[Line]) -> str:
@@ -171,11 +203,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="HTTP runs: seconds to the first token of one request")
     parser.add_argument("--decode-tok-s", type=float, default=Speed.decode_tok_s,
                         help="HTTP runs: output tokens per second of one request stream")
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     args = parser.parse_args(argv)
     counter = "tiktoken o200k_base" if _ENCODING is not None else "chars heuristic (see module doc)"
     speed = Speed(args.ttft_s, args.decode_tok_s,
                   measured_rates(args.measured) if args.measured else None)
-    print(format_table(estimate(load_params(args.params), Path(args.prompts), args.rows, speed)))
+    lines = estimate(load_params(args.params), Path(args.prompts), args.rows, speed)
+    print(format_markdown(lines) if args.markdown else format_table(lines))
     print(f"tokens counted with: {counter}; output tokens at their configured caps (an upper bound)")
 
 
