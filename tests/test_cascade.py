@@ -111,3 +111,25 @@ def test_max_escalated_caps_the_audit_in_the_pools_share():
     point = frontier({"c": [r["c"] for r in audit]}, [], cfg, "cascade", share)[0]
     assert point["escalated_share"] == pytest.approx(0.1)
     assert sum(escalate(audit, cfg, 0.9, escalation_share(cfg.model_copy(update={"max_escalated": None}), 100))) == 20
+
+
+def test_an_outage_fails_the_cascade_stage_and_an_accepted_share_keeps_every_row(work, repo_root, gold_dir,
+                                                                                 fake_openai, monkeypatch):
+    """Rows in = rows out for the cascade: with the expensive annotator's server failing, the stage
+    exits non-zero and writes nothing; with max_unanswered accepting it, every pool row comes back,
+    each escalated one keeping the cheap label with the reason the escalation failed."""
+    monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(work / "cache"))
+    fake_openai.fail("503", times=None)
+    with pytest.raises(SystemExit) as stopped:
+        run(work, repo_root, gold_dir, 0.5, "down")
+    assert stopped.value.code == 2 and not (work / "down" / "pool.jsonl").exists()
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["annotator_configs"]["remote"]["max_unanswered"] = 1.0
+    (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    metrics = run(work, repo_root, gold_dir, 0.5, "accepted")
+    rows = read_jsonl(work / "accepted" / "pool.jsonl")
+    assert len(rows) == N_POOL
+    escalated = [r for r in rows if r["escalated"]]
+    assert escalated and all(r["escalation_failed"].startswith("http 503") and r["label"] == "neutral"
+                             for r in escalated)
+    assert metrics["escalation"]["failed"] == len(escalated) and metrics["run"]["unanswered"] == len(escalated) + N_AUDIT
