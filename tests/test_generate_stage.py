@@ -87,3 +87,46 @@ def test_model_dtype_is_part_of_the_cache_key(tiny_lm, tmp_path):
     _, again = run_requests(TransformersBackend(tiny_lm, dtype="float32"), requests, cache, progress=False)
     _, bf16 = run_requests(TransformersBackend(tiny_lm, dtype="bfloat16"), requests, cache, progress=False)
     assert (fp32.sent, again.sent, bf16.sent) == (1, 0, 1)
+
+
+def test_an_outage_fails_generate_and_every_request_is_kept_or_dropped_with_a_reason(
+        tmp_path, repo_root, gold_dir, monkeypatch):
+    """Rows in = rows out for generate, over HTTP: requests whose answers could not be read are
+    dropped with a counted reason (stage exits 0); requests with no answer fail the stage unless
+    generate.max_unanswered accepts them, and then they are counted as dropped too."""
+    from fake_openai import FakeOpenAI
+
+    server = FakeOpenAI().start()
+    try:
+        monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(tmp_path / "cache"))
+        monkeypatch.setenv("NO_KEY_NEEDED", "sk-test-generate")
+        params = yaml.safe_load((repo_root / "params.yaml").read_text())
+        params["generate"].update(num_premises=6, shots=1, backend={
+            "kind": "openai", "model": "m", "base_urls": [server.url], "endpoint": "completions",
+            "api_key_env": "NO_KEY_NEEDED", "concurrency": 2, "timeout_s": 5, "max_retries": 1,
+            "retry_backoff_s": 0.01})
+        path = tmp_path / "p.yaml"
+        path.write_text(yaml.safe_dump(params, allow_unicode=True))
+        server.fail("length", times=2, endpoint="completions")  # answered, unusable: dropped with a reason
+        generate.main(_argv(path, gold_dir, repo_root, tmp_path / "a"))  # every request answered: exit 0
+        stats = json.loads((tmp_path / "a" / "stats.json").read_text())
+        kept = len(read_jsonl(tmp_path / "a" / "generated.jsonl"))
+        assert stats["generated"] == 18 == kept + sum(v for k, v in stats.items() if k.startswith("dropped_"))
+        server.fail("503", times=None, endpoint="completions")  # the server goes away
+        params["generate"]["seed"] = 99  # new requests, none cached
+        path.write_text(yaml.safe_dump(params, allow_unicode=True))
+        try:
+            generate.main(_argv(path, gold_dir, repo_root, tmp_path / "b"))
+        except SystemExit as stopped:
+            assert stopped.code == 2
+        else:
+            raise AssertionError("generate exited 0 with every request unanswered")
+        assert not (tmp_path / "b" / "generated.jsonl").exists()
+        params["generate"]["max_unanswered"] = 1.0
+        path.write_text(yaml.safe_dump(params, allow_unicode=True))
+        generate.main(_argv(path, gold_dir, repo_root, tmp_path / "c"))
+        stats = json.loads((tmp_path / "c" / "stats.json").read_text())
+        assert stats["generated"] == 18 and len(read_jsonl(tmp_path / "c" / "generated.jsonl")) == 0
+        assert 18 == sum(v for k, v in stats.items() if k.startswith("dropped_"))
+    finally:
+        server.stop()
