@@ -98,7 +98,7 @@ def fake_repo(tmp_path_factory) -> Path:
         write_jsonl(dev[cols].to_dict("records"), root / f"data/split/{a}/dev.jsonl")
         write_json(stats, root / f"metrics/split/{a}.json")
     audits = {a: _audit(a) for a in ANNOTATORS}
-    write_json({**quality.cross_annotator(pools), "vote_on_audit": quality.vote_on_audit(audits)},
+    write_json({**quality.cross_annotator(pools), "vote_on_audit": quality.vote_on_audit(audits, NLI_LABELS)},
                root / "metrics/annotation_quality.json")
     runs = {"gold__gold_only": 0.6} | {f"{a}__{r}": 0.5 + 0.1 * k for a in ANNOTATORS
                                        for k, r in enumerate(REGIMES)}

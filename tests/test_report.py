@@ -94,6 +94,6 @@ def test_aggregates_table_lists_every_method_and_the_trained_branch_only_for_the
     ds = table[table["method"] == "dawid_skene"].iloc[0]
     assert ds["configured"] and ds["test_warmup"] == 0.77 and ds["best_member"] == "clf"
     assert table[table["method"] == "majority"]["test_warmup"].isna().all()
-    text = aggregates_markdown(table, ["warmup", "mix"])
+    text = aggregates_markdown(table, ["warmup", "mix"], "FarsTail")
     assert "| vote | dawid_skene ✓ | 80.0 | [70.0, 90.0] | 79.0 | 0.050 | 100.0 | clf 71.3 | 77.0 | 76.0 |" in text
     assert "unavailable: no confidences" in text

@@ -228,14 +228,15 @@ def aggregates_table(annotators: Mapping[str, dict], aggregates: Sequence[str], 
     return pd.DataFrame(rows, columns=AGGREGATE_COLUMNS + [f"test_{r}" for r in regimes])
 
 
-def aggregates_markdown(table: pd.DataFrame, regimes: Sequence[str]) -> str:
+def aggregates_markdown(table: pd.DataFrame, regimes: Sequence[str], gold_name: str) -> str:
     if table.empty:
         return ""
     pct = lambda x: "–" if x is None or x != x else f"{100 * x:.1f}"  # noqa: E731
     lines = ["", "## Aggregates: every vote method on the same members", "",
              "Audit accuracy is out of fold for the learned methods (reliabilities fit on the other folds of "
              "the audit sample); 95 % bootstrap CI over audit rows. Coverage: share of pool rows labelled. Test "
-             "accuracy (FarsTail test, mean over seeds) for the configured method (✓), the one its branch trains on.",
+             f"accuracy ({gold_name} test, mean over seeds) for the configured method (✓), the one its branch "
+             "trains on.",
              "", "| aggregate | method | audit accuracy | CI | macro-F1 | ECE | coverage | best member (audit) | "
              + " | ".join(regimes) + " |", "|---" * (8 + len(regimes)) + "|"]
     for r in table.itertuples():

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     votes = report.aggregates_table(every, list(params.aggregates), table, list(params.regimes))
     (args.out / "results.md").write_text(report.markdown(
         table, comparisons, annotators, json.loads(args.quality.read_text(encoding="utf-8")), strategy,
-        labels, gold_name) + report.aggregates_markdown(votes, list(params.regimes))
+        labels, gold_name) + report.aggregates_markdown(votes, list(params.regimes), gold_name)
         + curve_report.curve_markdown(curve, curve_vs, pool, main_budget), encoding="utf-8")
     votes.round(6).to_csv(args.out / "aggregates.csv", index=False)
     frontier = curve_report.frontier_table(every, list(params.annotators),
