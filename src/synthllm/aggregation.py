@@ -95,12 +95,12 @@ def linear_pool(codes: np.ndarray, weights: np.ndarray, n_labels: int) -> np.nda
     return posterior / codes.shape[1]
 
 
-def vote_weights(data: MemberLabels, cfg: AggregateParams, members: Sequence[str], name: str) -> np.ndarray:
+def vote_weights(data: MemberLabels, cfg: AggregateParams, name: str) -> np.ndarray:
     """``confidence``'s weights: each label's confidence; a label without one takes
     ``confidence_fallback`` or stops the vote with an error naming the members."""
     lacking = (data.codes != MISSING) & np.isnan(data.confidences)
     if lacking.any() and cfg.confidence_fallback is None:
-        counts = {m: int(n) for m, n in zip(members, lacking.sum(axis=0)) if n}
+        counts = {m: int(n) for m, n in zip(cfg.members, lacking.sum(axis=0)) if n}
         raise InputDataError(
             f"aggregate {name!r} is weighted, but {counts} labels of these members have no confidence "
             f"(their answers came without logprobs). Set aggregates.{name}.confidence_fallback to the "
@@ -187,13 +187,13 @@ def _fit(method: str, pool: MemberLabels, audit: MemberLabels, train: np.ndarray
     return post[:len(pool.codes)], post[len(pool.codes):]
 
 
-def posteriors(pool: MemberLabels, audit: MemberLabels, cfg: AggregateParams, members: Sequence[str],
-               n_labels: int, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def posteriors(pool: MemberLabels, audit: MemberLabels, cfg: AggregateParams, n_labels: int,
+               name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(pool posterior, audit posterior, each audit row's fold or None). Learned methods label the
     audit out of fold and the pool with the whole audit."""
     if cfg.method not in LEARNED_METHODS:
         weights = (np.ones(pool.codes.shape), np.ones(audit.codes.shape)) if cfg.method == "majority" else (
-            vote_weights(pool, cfg, members, name), vote_weights(audit, cfg, members, name))
+            vote_weights(pool, cfg, name), vote_weights(audit, cfg, name))
         return linear_pool(pool.codes, weights[0], n_labels), linear_pool(audit.codes, weights[1], n_labels), None
     if (audit.gold == MISSING).any():
         raise InputDataError(f"aggregate {name!r} ({cfg.method}) learns from the audit's gold labels, but "
@@ -253,7 +253,7 @@ def aggregate(pools: Mapping[str, Sequence[dict]], audits: Mapping[str, Sequence
     """The voted pool (one row per id the first member labelled, in its order) and audit sample."""
     pool = member_labels(pools, cfg.members, labels, name)
     audit = member_labels(audits, cfg.members, labels, name)
-    pool_post, audit_post, fold = posteriors(pool, audit, cfg, cfg.members, len(labels), name)
+    pool_post, audit_post, fold = posteriors(pool, audit, cfg, len(labels), name)
     return (rows_out(pool, pool_post, None, cfg.members, labels, name, cfg.method),
             rows_out(audit, audit_post, fold, cfg.members, labels, name, cfg.method))
 

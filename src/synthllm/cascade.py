@@ -4,8 +4,8 @@ A row is *escalated* when the first cheap annotator's confidence is below the th
 or its row failed), when the cheap annotators disagree (``on_disagreement``), or when the first
 cheap annotator's label flips under its hypothesis-first prompt (``on_flip``); at most
 ``max_escalated`` pool rows, least confident first — and the same *share* of any other set of rows
-(the audit sample, the frontier), so that the audit describes the cascade the pool got. An escalated row takes the expensive annotator's
-label when it gave one; if it failed, the row keeps the cheap label and says so
+(the audit sample, the frontier), so that the audit describes the cascade the pool got. An escalated
+row takes the expensive annotator's label when it gave one; if it failed, the row keeps the cheap label and says so
 (``escalation_failed``) — it never silently becomes a guess.
 
 Every annotator also labels the gold-val audit sample, so the cascade's accuracy at *any*

@@ -31,12 +31,12 @@ class Strict(BaseModel):
 
     def __getattribute__(self, name: str):  # noqa: ANN204  (records reads for the dvc.yaml check)
         value = super().__getattribute__(name)
-        if params_reads._paths and not name.startswith("_"):
+        if params_reads.sections and not name.startswith("_"):
             params_reads.note(self, name, value)
         return value
 
     def model_dump(self, *args, **kwargs):  # noqa: ANN201
-        if params_reads._paths:
+        if params_reads.sections:
             params_reads.note_whole(self)
         return super().model_dump(*args, **kwargs)
 
@@ -218,6 +218,13 @@ BackendParams = Annotated[
 ]
 
 
+# generate's and each annotator's: how much of an outage a stage may accept (backends.runner)
+MaxUnanswered = Annotated[float, Field(
+    ge=0, le=1, description="Share of requests that may get no answer at all (outage, quota, timeouts) before "
+    "the stage fails; every answer received is cached either way, so a re-run sends only the rest. 0: any "
+    "unanswered request fails the stage.")]
+
+
 class FilterParams(Strict):
     min_script_ratio: float = Field(0.8, ge=0, le=1)
     min_words: int = Field(3, ge=1)
@@ -250,10 +257,7 @@ class GenerateParams(Strict):
     top_p: float = Field(0.95, gt=0, le=1)
     seed: int = 13
     filters: FilterParams = FilterParams()
-    max_unanswered: float = Field(
-        0.0, ge=0, le=1, description="Share of requests that may get no answer at all (outage, quota, "
-        "timeouts) before the stage fails; every answer received is cached either way, so a re-run "
-        "sends only the rest. 0: any unanswered request fails the stage.")
+    max_unanswered: MaxUnanswered = 0.0
 
 
 class AnnotatorParams(Strict):
@@ -275,10 +279,7 @@ class AnnotatorParams(Strict):
     max_answer_tokens: int = Field(
         32, ge=4, le=512, description="instruct: output-token cap of a written answer (a JSON "
         "{\"label\": ...} object takes 7-20 tokens depending on the tokenizer).")
-    max_unanswered: float = Field(
-        0.0, ge=0, le=1, description="Share of requests that may get no answer at all (outage, quota, "
-        "timeouts) before the stage fails; every answer received is cached either way, so a re-run "
-        "sends only the rest. 0: any unanswered request fails the stage.")
+    max_unanswered: MaxUnanswered = 0.0
 
     @model_validator(mode="after")
     def _kind_fields(self) -> "AnnotatorParams":

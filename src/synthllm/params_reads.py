@@ -3,7 +3,7 @@
 With ``$SYNTHLLM_PARAMS_LOG`` set to a folder, a stage's validated params are recorded: every field
 read (``aggregates.vote.method``), every dict entry looked up (``annotator_configs.gemma``) and every
 dict iterated or measured as a whole (``aggregates``), written at exit to
-``<folder>/<DVC_STAGE or module>-<pid>.json``. ``tests/integration`` compares these reads with each
+``<folder>/<DVC_STAGE or module>-<pid>.json``. ``tests/test_dvc_pipeline.py`` compares these reads with each
 stage's ``params:`` in dvc.yaml, and every field of the configuration with what some stage read.
 Reading happens through the real objects (a dict stays a dict, a section keeps its class), so the
 code under test is the code that runs. Off (the default), the only cost is one check per attribute
@@ -22,28 +22,24 @@ from typing import Any
 from pydantic import BaseModel
 
 ENV = "SYNTHLLM_PARAMS_LOG"
-_paths: dict[int, str] = {}  # id of a recorded section -> its dotted path ("" for the root)
+sections: dict[int, str] = {}  # id of a recorded section -> its dotted path ("" for the root); empty: off
 reads: set[str] = set()
-
-
-def recording() -> bool:
-    return bool(_paths)
 
 
 def note(section: object, name: str, value: object) -> None:
     """Called for every attribute read of a params section (Strict.__getattribute__). A sub-section
     or dict records its own reads, finer than the attribute that reached it."""
-    path = _paths.get(id(section))
+    path = sections.get(id(section))
     if path is None or name not in type(section).model_fields:  # type: ignore[attr-defined]
         return
-    if isinstance(value, RecordingDict) or id(value) in _paths:
+    if isinstance(value, RecordingDict) or id(value) in sections:
         return
     reads.add(f"{path}.{name}" if path else name)
 
 
 def note_whole(section: object) -> None:
     """A section read as a whole (model_dump): every field below it counts as read."""
-    path = _paths.get(id(section))
+    path = sections.get(id(section))
     if path:
         reads.add(path)
 
@@ -93,7 +89,7 @@ class RecordingDict(dict):
 
 
 def _walk(section: BaseModel, path: str) -> None:
-    _paths[id(section)] = path
+    sections[id(section)] = path
     for name in type(section).model_fields:
         value = section.__dict__[name]
         child = f"{path}.{name}" if path else name

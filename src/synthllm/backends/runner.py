@@ -126,10 +126,7 @@ class RunStats:
 
     def tally(self, errors: Sequence[str | None], unanswered: int) -> "RunStats":
         """These totals with the failure tallies of the final answers (one error or None per row)."""
-        reasons: dict[str, int] = {}
-        for error in errors:
-            if error is not None:
-                reasons[failure_kind(error)] = reasons.get(failure_kind(error), 0) + 1
+        reasons = kind_counts(errors)
         return replace(self, failures=sum(reasons.values()), failure_reasons=dict(sorted(reasons.items())),
                        unanswered=unanswered)
 
@@ -150,6 +147,15 @@ def _affordable(requests: Sequence[Request], start: int, left_usd: float, bound:
 def failure_kind(error: str) -> str:
     """The reason class of an error text ('http 503: ...' -> 'http 503'), for counting."""
     return (error or "unknown").split(":")[0]
+
+
+def kind_counts(errors: Sequence[str | None]) -> dict[str, int]:
+    """How many of ``errors`` (None: no error) fall in each reason class."""
+    counts: dict[str, int] = {}
+    for error in errors:
+        if error is not None:
+            counts[failure_kind(error)] = counts.get(failure_kind(error), 0) + 1
+    return counts
 
 
 def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCache | None = None,
@@ -254,10 +260,7 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
 
 def unanswered_message(desc: str, stats: RunStats, errors: Sequence[str | None], no_answer: Sequence[bool],
                        max_unanswered: float, param: str) -> str:
-    reasons: dict[str, int] = {}
-    for error, missing in zip(errors, no_answer):
-        if missing:
-            reasons[failure_kind(error or "")] = reasons.get(failure_kind(error or ""), 0) + 1
+    reasons = kind_counts([error or "unknown" if missing else None for error, missing in zip(errors, no_answer)])
     per_reason = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
     return (f"{desc}: {stats.unanswered} of {stats.requests} requests got no answer ({per_reason}); "
             f"{param} accepts {max_unanswered:.1%}. The {stats.requests - stats.unanswered} answered ones are "
