@@ -38,16 +38,19 @@ def main() -> None:
     for method in ("logprob", "instruct"):
         variant = cfg.model_copy(update={"method": method})
         fmt = answer_format(variant, prompt, labels, params.task.name)
-        requests = build_requests(pairs, variant, prompt, train, params.annotate.seed, labels=labels,
-                                  task=params.task.name)
+        requests = build_requests(
+            pairs, variant, prompt, train, params.annotate.seed, labels=labels, task=params.task.name
+        )
         started = time.perf_counter()
         results, run = run_requests(backend, requests, None, progress=False)
         wall = time.perf_counter() - started
         pred = [parse_result(r, fmt).label for r in results]
         gold = [p["label"] for p in pairs]
-        print(f"method={method:8s} n={len(pred)} accuracy={stats.accuracy(gold, pred):.3f} "
-              f"macro_f1={stats.macro_f1(gold, pred, labels):.3f} failed={sum(p is None for p in pred)} "
-              f"pairs_per_s={len(pred) / wall:.2f} prompt_tokens={run.prompt_tokens}")
+        print(
+            f"method={method:8s} n={len(pred)} accuracy={stats.accuracy(gold, pred):.3f} "
+            f"macro_f1={stats.macro_f1(gold, pred, labels):.3f} failed={sum(p is None for p in pred)} "
+            f"pairs_per_s={len(pred) / wall:.2f} prompt_tokens={run.prompt_tokens}"
+        )
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -55,8 +55,7 @@ GEMMA_CANDIDATES: dict[str, dict] = {
 # the Gemma passes that fill the cache: one pass up to layer 8 stores the conditioned layers 4, 6
 # and 8 (the compute of layer 8 alone: the layers below run anyway), one up to layer 6 the
 # texts read apart
-FILLS: dict[str, dict] = {"cond": dict(layers=[4, 6, 8]),
-                          "apart": dict(layers=[0, 6], condition_on_premise=False)}
+FILLS: dict[str, dict] = {"cond": dict(layers=[4, 6, 8]), "apart": dict(layers=[0, 6], condition_on_premise=False)}
 DESCRIPTIONS = {
     "tfidf_lr": "TF-IDF word 1-2 + char 2-4 (hypothesis) + words new to the premise, LogisticRegression",
     "sklearn_sgd": "project default: hashed n-grams + overlap, SGD logistic (HashingSGDClassifier)",
@@ -104,23 +103,38 @@ def tfidf_lr(gold: dict[str, pd.DataFrame]) -> Result:
     from sklearn.linear_model import LogisticRegression
 
     def novel(rows: pd.DataFrame) -> list[str]:
-        return [" ".join(w for w in h.split() if w not in set(p.split()))
-                for p, h in zip(rows["premise"], rows["hypothesis"])]
+        return [
+            " ".join(w for w in h.split() if w not in set(p.split()))
+            for p, h in zip(rows["premise"], rows["hypothesis"])
+        ]
 
     words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
     chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, min_df=2)
     new = TfidfVectorizer(ngram_range=(1, 1), sublinear_tf=True)
-    fit = [words.fit(gold["train"]["hypothesis"]), chars.fit(gold["train"]["hypothesis"]),
-           new.fit(novel(gold["train"]))]
-    x = {s: hstack([fit[0].transform(r["hypothesis"]), fit[1].transform(r["hypothesis"]),
-                    fit[2].transform(novel(r))]).tocsr() for s, r in gold.items()}
+    fit = [
+        words.fit(gold["train"]["hypothesis"]),
+        chars.fit(gold["train"]["hypothesis"]),
+        new.fit(novel(gold["train"])),
+    ]
+    x = {
+        s: hstack(
+            [fit[0].transform(r["hypothesis"]), fit[1].transform(r["hypothesis"]), fit[2].transform(novel(r))]
+        ).tocsr()
+        for s, r in gold.items()
+    }
     best: Result | None = None
     for c in (1.0, 3.0, 10.0):  # C chosen on val
-        model, seconds, cpu = timed(lambda: LogisticRegression(C=c, max_iter=2000).fit(
-            x["train"], gold["train"]["label"]))
-        res = Result("tfidf_lr", [float(model.score(x["val"], gold["val"]["label"]))],
-                     [float(model.score(x["test"], gold["test"]["label"]))], [seconds], [cpu],
-                     note=f"C={c} (of 1, 3, 10, on val); closed form: no phases")
+        model, seconds, cpu = timed(
+            lambda c=c: LogisticRegression(C=c, max_iter=2000).fit(x["train"], gold["train"]["label"])
+        )
+        res = Result(
+            "tfidf_lr",
+            [float(model.score(x["val"], gold["val"]["label"]))],
+            [float(model.score(x["test"], gold["test"]["label"]))],
+            [seconds],
+            [cpu],
+            note=f"C={c} (of 1, 3, 10, on val); closed form: no phases",
+        )
         if best is None or res.val[0] > best.val[0]:
             best = res
     return best
@@ -130,10 +144,13 @@ def sklearn_sgd(gold: dict[str, pd.DataFrame], seeds: list[int]) -> Result:
     res = Result("sklearn_sgd", note="SklearnClassifierParams() defaults")
     for seed in seeds:
         clf = HashingSGDClassifier(SklearnClassifierParams())
-        _, seconds, cpu = timed(lambda: clf.fit_phase(gold["train"], GOLD_EPOCHS, seed, 0, lambda e: None))
+        _, seconds, cpu = timed(
+            lambda clf=clf, seed=seed: clf.fit_phase(gold["train"], GOLD_EPOCHS, seed, 0, lambda e: None)
+        )
         for split, out in (("val", res.val), ("test", res.test)):
-            out.append(accuracy(clf.predict_proba(list(gold[split]["premise"]),
-                                                  list(gold[split]["hypothesis"])), gold[split]))
+            out.append(
+                accuracy(clf.predict_proba(list(gold[split]["premise"]), list(gold[split]["hypothesis"])), gold[split])
+            )
         res.train_s.append(seconds)
         res.cpu_s.append(cpu)
     return res
@@ -155,11 +172,18 @@ def pooled_lr(gold: dict[str, pd.DataFrame], cache: PairStateCache, feature_s: f
     x = {s: scaler.transform(v) for s, v in x.items()}
     best: Result | None = None
     for c in (0.003, 0.01, 0.03):  # C chosen on val
-        model, seconds, cpu = timed(lambda: LogisticRegression(C=c, max_iter=1000).fit(
-            x["train"], gold["train"]["label"]))
-        res = Result("pooled_lr_apart_l6", [float(model.score(x["val"], gold["val"]["label"]))],
-                     [float(model.score(x["test"], gold["test"]["label"]))], [seconds], [cpu], feature_s,
-                     note=f"C={c} (of 0.003, 0.01, 0.03, on val); closed form: no phases")
+        model, seconds, cpu = timed(
+            lambda c=c: LogisticRegression(C=c, max_iter=1000).fit(x["train"], gold["train"]["label"])
+        )
+        res = Result(
+            "pooled_lr_apart_l6",
+            [float(model.score(x["val"], gold["val"]["label"]))],
+            [float(model.score(x["test"], gold["test"]["label"]))],
+            [seconds],
+            [cpu],
+            feature_s,
+            note=f"C={c} (of 0.003, 0.01, 0.03, on val); closed form: no phases",
+        )
         if best is None or res.val[0] > best.val[0]:
             best = res
     return best
@@ -169,22 +193,30 @@ def pooled_lr(gold: dict[str, pd.DataFrame], cache: PairStateCache, feature_s: f
 
 
 def gemma_params(args: argparse.Namespace, overrides: dict, ngram_weight: float) -> GemmaAttentionParams:
-    return GemmaAttentionParams(model_dir=str(args.model_dir), feature_cache=str(args.cache),
-                                ngram_weight=ngram_weight, **overrides)
+    return GemmaAttentionParams(
+        model_dir=str(args.model_dir), feature_cache=str(args.cache), ngram_weight=ngram_weight, **overrides
+    )
 
 
 def fill_cache(args: argparse.Namespace, overrides: dict, gold: dict[str, pd.DataFrame]) -> float:
     """Seconds to compute the states of every gold pair that the cache lacks for this config."""
     params = gemma_params(args, overrides, 0.0)
-    cache = PairStateCache(params.model_dir, params.layers, params.max_tokens, params.feature_cache,
-                           params.condition_on_premise, params.extract_batch_tokens)
+    cache = PairStateCache(
+        params.model_dir,
+        params.layers,
+        params.max_tokens,
+        params.feature_cache,
+        params.condition_on_premise,
+        params.extract_batch_tokens,
+    )
     rows = pd.concat(gold.values())
     _, seconds, _ = timed(lambda: cache.get(list(rows["premise"]), list(rows["hypothesis"])))
     return seconds
 
 
-def run_gemma(args: argparse.Namespace, name: str, overrides: dict, gold: dict[str, pd.DataFrame],
-              seed: int, ngram_weight: float) -> dict:
+def run_gemma(
+    args: argparse.Namespace, name: str, overrides: dict, gold: dict[str, pd.DataFrame], seed: int, ngram_weight: float
+) -> dict:
     clf = GemmaAttentionClassifier(gemma_params(args, overrides, ngram_weight))
     log, seconds, cpu = timed(lambda: clf.fit_phases([(gold["train"], GOLD_EPOCHS)], seed))
     out = {"name": name, "seed": seed, "train_s": seconds, "cpu_s": cpu, "log": log}
@@ -193,24 +225,26 @@ def run_gemma(args: argparse.Namespace, name: str, overrides: dict, gold: dict[s
         out[f"{split}_head"] = clf.head_proba(list(rows["premise"]), list(rows["hypothesis"]))
         if clf.ngram is not None:
             out[f"{split}_ngram"] = clf.ngram.predict_proba(list(rows["premise"]), list(rows["hypothesis"]))
-    print(f"{name} seed {seed}: val {accuracy(out['val_head'], gold['val']):.4f} "
-          f"({seconds:.0f} s)", flush=True)
+    print(f"{name} seed {seed}: val {accuracy(out['val_head'], gold['val']):.4f} ({seconds:.0f} s)", flush=True)
     return out
 
 
-def finalist(args: argparse.Namespace, name: str, gold: dict[str, pd.DataFrame],
-             feature_s: float) -> tuple[Result, Result]:
+def finalist(
+    args: argparse.Namespace, name: str, gold: dict[str, pd.DataFrame], feature_s: float
+) -> tuple[Result, Result]:
     """The head alone and the val-chosen ensemble, over every seed."""
     runs = [run_gemma(args, name, GEMMA_CANDIDATES[name], gold, seed, 0.5) for seed in args.seeds]
 
     def mean_val(w: float) -> float:
-        return float(np.mean([accuracy((1 - w) * r["val_head"] + w * r["val_ngram"], gold["val"])
-                              for r in runs]))
+        return float(np.mean([accuracy((1 - w) * r["val_head"] + w * r["val_ngram"], gold["val"]) for r in runs]))
 
     w = max(NGRAM_WEIGHTS, key=lambda w: (mean_val(w), -w))  # ties: the smaller weight
     alone = Result(name, feature_s=feature_s, note="head alone (train s include the n-gram member)")
-    ens = Result(f"{name} + ngram (w={w})", feature_s=feature_s,
-                 note=f"n-gram weight {w} of {NGRAM_WEIGHTS} by mean val accuracy over seeds")
+    ens = Result(
+        f"{name} + ngram (w={w})",
+        feature_s=feature_s,
+        note=f"n-gram weight {w} of {NGRAM_WEIGHTS} by mean val accuracy over seeds",
+    )
     for r in runs:
         for res, weight in ((alone, 0.0), (ens, w)):
             res.val.append(accuracy((1 - weight) * r["val_head"] + weight * r["val_ngram"], gold["val"]))
@@ -233,12 +267,16 @@ def fmt(values: list[float]) -> str:
 
 
 def table(results: list[Result]) -> str:
-    lines = ["| candidate | seeds | val acc % | test acc % | train s / seed (CPU s) | one-off feature s | note |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| candidate | seeds | val acc % | test acc % | train s / seed (CPU s) | one-off feature s | note |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in results:
         feature = "–" if r.feature_s is None else f"{r.feature_s:.0f}"
-        lines.append(f"| {r.name} | {len(r.val)} | {fmt(r.val)} | {fmt(r.test)} | "
-                     f"{np.mean(r.train_s):.1f} ({np.mean(r.cpu_s):.0f}) | {feature} | {r.note} |")
+        lines.append(
+            f"| {r.name} | {len(r.val)} | {fmt(r.val)} | {fmt(r.test)} | "
+            f"{np.mean(r.train_s):.1f} ({np.mean(r.cpu_s):.0f}) | {feature} | {r.note} |"
+        )
     return "\n".join(lines)
 
 
@@ -258,8 +296,9 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path(".cache/synthllm/gemma-features"))
     ap.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 3])
     ap.add_argument("--fast-seconds", type=float, default=30.0)
-    ap.add_argument("--only", type=lambda s: s.split(","), default=None,
-                    help="comma-separated candidate names (default: all)")
+    ap.add_argument(
+        "--only", type=lambda s: s.split(","), default=None, help="comma-separated candidate names (default: all)"
+    )
     ap.add_argument("--json", type=Path, default=None, help="write every number here too")
     args = ap.parse_args()
     gold = {s: read_frame(args.gold / f"{s}.jsonl") for s in ("train", "val", "test")}
@@ -287,9 +326,15 @@ def main() -> None:
     for name, overrides in GEMMA_CANDIDATES.items():
         if name in wanted:
             run = run_gemma(args, name, overrides, gold, args.seeds[0], 0.0)
-            singles[name] = Result(name, [accuracy(run["val_head"], gold["val"])],
-                                   [accuracy(run["test_head"], gold["test"])], [run["train_s"]],
-                                   [run["cpu_s"]], feature_s[name], note="head alone, one seed")
+            singles[name] = Result(
+                name,
+                [accuracy(run["val_head"], gold["val"])],
+                [accuracy(run["test_head"], gold["test"])],
+                [run["train_s"]],
+                [run["cpu_s"]],
+                feature_s[name],
+                note="head alone, one seed",
+            )
     results.extend(singles.values())
     if singles:  # finalists, by val accuracy only
         full = max(singles.values(), key=lambda r: r.val[0])
@@ -302,8 +347,13 @@ def main() -> None:
     print(header)
     print(table(results))
     if args.json:
-        args.json.write_text(json.dumps({"machine": header, "results": [r.__dict__ for r in results],
-                                         "descriptions": DESCRIPTIONS}, indent=1, ensure_ascii=False))
+        args.json.write_text(
+            json.dumps(
+                {"machine": header, "results": [r.__dict__ for r in results], "descriptions": DESCRIPTIONS},
+                indent=1,
+                ensure_ascii=False,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -44,10 +44,12 @@ def main() -> None:
         started = time.perf_counter()
         _, stats = run_requests(backend, requests[:n], None, progress=False)
         wall = time.perf_counter() - started
-        print(f"batch={bs:3d} requests={n:3d} prompt_tokens={stats.prompt_tokens:6d} "
-              f"completion_tokens={stats.completion_tokens:5d} wall_s={wall:7.1f} "
-              f"completion_tokens_per_s={stats.completion_tokens / wall:6.2f} "
-              f"requests_per_s={n / wall:5.2f}")
+        print(
+            f"batch={bs:3d} requests={n:3d} prompt_tokens={stats.prompt_tokens:6d} "
+            f"completion_tokens={stats.completion_tokens:5d} wall_s={wall:7.1f} "
+            f"completion_tokens_per_s={stats.completion_tokens / wall:6.2f} "
+            f"requests_per_s={n / wall:5.2f}"
+        )
 
 
 if __name__ == "__main__":

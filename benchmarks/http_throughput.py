@@ -78,7 +78,9 @@ def prompts(tag, k):
     return [prompt.format(tag=tag, i=i) for i in range(k)]
 """
 
-CURATOR = PEER_HEAD + r"""
+CURATOR = (
+    PEER_HEAD
+    + r"""
 os.environ.update(TELEMETRY_ENABLED="false", CURATOR_DISABLE_CACHE="1", CURATOR_DISABLE_RICH_DISPLAY="1",
                   LITELLM_LOCAL_MODEL_COST_MAP="True", CURATOR_CACHE_DIR=tempfile.mkdtemp())
 import tiktoken
@@ -97,8 +99,11 @@ seconds, cpu = time.perf_counter() - started, cpu_s() - cpu0
 answered = sum(1 for r in out.dataset if r.get("response"))
 print("PEER_RESULT " + json.dumps({"seconds": seconds, "answered": answered, "cpu_s": cpu}))
 """
+)
 
-DISTILABEL = PEER_HEAD + r"""
+DISTILABEL = (
+    PEER_HEAD
+    + r"""
 from distilabel.models.llms import OpenAILLM
 llm = OpenAILLM(model="bench-model", base_url=url, api_key="EMPTY", max_retries=0, timeout=120)
 llm.load()
@@ -114,6 +119,7 @@ seconds, cpu = time.perf_counter() - started, cpu_s() - cpu0
 answered = sum(1 for o in out if o["generations"] and o["generations"][0])
 print("PEER_RESULT " + json.dumps({"seconds": seconds, "answered": answered, "cpu_s": cpu}))
 """
+)
 
 PEERS = {"curator": CURATOR, "distilabel": DISTILABEL}
 
@@ -133,8 +139,12 @@ def cpu_s() -> float:
 
 def start_server(kind: str, latency: float) -> tuple[subprocess.Popen, str]:
     script = ROOT / ("benchmarks/load_server.py" if kind == "load" else "tests/fake_openai.py")
-    server = subprocess.Popen([sys.executable, str(script), "--latency", str(latency)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, str(script), "--latency", str(latency)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     return server, server.stdout.readline().strip()
 
 
@@ -150,13 +160,23 @@ def stop_server(server: subprocess.Popen) -> float | None:
 
 
 def requests_for(n: int, tag: str) -> list[Request]:
-    return [Request(messages=({"role": "user", "content": PROMPT.format(tag=tag, i=i)},), max_new_tokens=16)
-            for i in range(n)]
+    return [
+        Request(messages=({"role": "user", "content": PROMPT.format(tag=tag, i=i)},), max_new_tokens=16)
+        for i in range(n)
+    ]
 
 
 def ours(url: str, n: int, concurrency: int) -> Run:
-    backend = OpenAIBackend(OpenAIBackendParams(model="bench-model", base_urls=[url], concurrency=concurrency,
-                                                max_retries=0, structured_output=False, logprobs=False))
+    backend = OpenAIBackend(
+        OpenAIBackendParams(
+            model="bench-model",
+            base_urls=[url],
+            concurrency=concurrency,
+            max_retries=0,
+            structured_output=False,
+            logprobs=False,
+        )
+    )
     run_requests(backend, requests_for(WARMUP, f"synthllm-warmup {concurrency}"), progress=False)
     requests = requests_for(n, f"synthllm {concurrency}")
     cpu0, started = cpu_s(), time.perf_counter()
@@ -167,8 +187,12 @@ def ours(url: str, n: int, concurrency: int) -> Run:
 
 def peer(name: str, python: str, url: str, n: int, concurrency: int) -> Run | str:
     try:
-        done = subprocess.run([python, "-c", PEERS[name], url, str(n), str(concurrency), str(WARMUP), PROMPT],
-                              capture_output=True, text=True, timeout=900)
+        done = subprocess.run(
+            [python, "-c", PEERS[name], url, str(n), str(concurrency), str(WARMUP), PROMPT],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     except (OSError, subprocess.TimeoutExpired) as err:
         return f"{name} run failed: {err}"
     for line in done.stdout.splitlines():
@@ -192,8 +216,16 @@ def one_run(client: str, pythons: dict[str, str], server_kind: str, latency: flo
 
 def row(c: int, client: str, n: int, latency: float, run: Run, markdown: bool = False) -> str:
     rate, server = n / run.seconds, "n/a" if run.server_cpu_s is None else f"{run.server_cpu_s:.2f}"
-    cells = (f"{c}", client, f"{n}", f"{run.answered}", f"{rate:.1f}", f"{rate / (c / latency):.2f}",
-             f"{1000 * run.cpu_s / n:.3f}", server)
+    cells = (
+        f"{c}",
+        client,
+        f"{n}",
+        f"{run.answered}",
+        f"{rate:.1f}",
+        f"{rate / (c / latency):.2f}",
+        f"{1000 * run.cpu_s / n:.3f}",
+        server,
+    )
     if markdown:
         return "| " + " | ".join(cells) + " |"
     return "{:>4} {:<10} {:>8} {:>8} {:>8} {:>6} {:>11} {:>10}".format(*cells)
@@ -208,10 +240,17 @@ def main() -> None:
     parser.add_argument("--concurrency", default="16,64,128,256,512", help="comma-separated concurrencies")
     parser.add_argument("--rounds", type=int, default=10, help="requests per run = rounds x concurrency")
     parser.add_argument("--repeats", type=int, default=1, help="runs per client and C (the median is reported)")
-    parser.add_argument("--server", choices=("load", "fake"), default="load",
-                        help="load: benchmarks/load_server.py (asyncio); fake: tests/fake_openai.py (threads)")
-    parser.add_argument("--clients", default="synthllm,curator,distilabel",
-                        help="which clients to run (peers without a --*-python are skipped)")
+    parser.add_argument(
+        "--server",
+        choices=("load", "fake"),
+        default="load",
+        help="load: benchmarks/load_server.py (asyncio); fake: tests/fake_openai.py (threads)",
+    )
+    parser.add_argument(
+        "--clients",
+        default="synthllm,curator,distilabel",
+        help="which clients to run (peers without a --*-python are skipped)",
+    )
     parser.add_argument("--curator-python", help="python of a venv with bespokelabs-curator installed")
     parser.add_argument("--distilabel-python", help="python of a venv with distilabel[openai] installed")
     parser.add_argument("--peer-python", help="old name of --curator-python")
@@ -221,8 +260,10 @@ def main() -> None:
     for skipped in sorted(set(args.clients.split(",")) - set(clients)):
         print(f"{skipped}: no --{skipped}-python given, skipped (see the module docstring)")
     concurrencies = [int(x) for x in args.concurrency.split(",")]
-    print(f"server {args.server}, latency {args.latency:g} s, {args.rounds} rounds x C requests, "
-          f"{args.repeats} repeat(s), clients rotate per C")
+    print(
+        f"server {args.server}, latency {args.latency:g} s, {args.rounds} rounds x C requests, "
+        f"{args.repeats} repeat(s), clients rotate per C"
+    )
     print("{:>4} {:<10} {:>8} {:>8} {:>8} {:>6} {:>11} {:>10}".format(*HEADER), flush=True)
     runs: dict[tuple[int, str], list[Run]] = {}
     for repeat in range(args.repeats):
@@ -242,9 +283,12 @@ def main() -> None:
         for client in clients:
             done = runs.get((c, client))
             if done:
-                mid = Run(statistics.median(r.seconds for r in done), min(r.answered for r in done),
-                          statistics.median(r.cpu_s for r in done),
-                          None if done[0].server_cpu_s is None else statistics.median(r.server_cpu_s for r in done))
+                mid = Run(
+                    statistics.median(r.seconds for r in done),
+                    min(r.answered for r in done),
+                    statistics.median(r.cpu_s for r in done),
+                    None if done[0].server_cpu_s is None else statistics.median(r.server_cpu_s for r in done),
+                )
                 print(row(c, client, args.rounds * c, args.latency, mid, markdown=True))
 
 

@@ -47,11 +47,16 @@ def main() -> None:
         ways = {
             "chat + JSON schema": AnnotatorParams(kind="llm", method="instruct", backend=OpenAIBackendParams(**common)),
             "completions + label-word logprobs": AnnotatorParams(
-                kind="llm", method="logprob", shots=args.shots,
-                backend=OpenAIBackendParams(endpoint="completions", **common)),
+                kind="llm",
+                method="logprob",
+                shots=args.shots,
+                backend=OpenAIBackendParams(endpoint="completions", **common),
+            ),
         }
         print(f"{len(pairs)} gold-val pairs, llama.cpp with {args.slots} slot(s), Gemma 3 270M Q4_K_M")
-        print(f"{'way':36} {'req/s':>6} {'acc':>6} {'macroF1':>7} {'failed':>6} {'ECE':>6} {'mean conf':>9} labels listed")
+        print(
+            f"{'way':36} {'req/s':>6} {'acc':>6} {'macroF1':>7} {'failed':>6} {'ECE':>6} {'mean conf':>9} labels listed"
+        )
         for name, cfg in ways.items():
             fmt = answer_format(cfg, prompt, params.task.labels)
             requests = build_requests(pairs, cfg, prompt, train, params.annotate.seed)
@@ -63,10 +68,12 @@ def main() -> None:
             scored = [(a.confidence, a.label == g) for a, g in zip(answers, gold) if a.confidence is not None]
             ece = stats.expected_calibration_error(*zip(*scored)) if scored else float("nan")
             seen = {k: sum(a.labels_seen == k for a in answers) for k in (1, 2, 3)}
-            print(f"{name:36} {rate:6.2f} {stats.accuracy(gold, pred):6.3f} "
-                  f"{stats.macro_f1(gold, pred, params.task.labels):7.3f} {sum(p is None for p in pred):6d} "
-                  f"{ece:6.3f} {sum(c for c, _ in scored) / max(1, len(scored)):9.3f} "
-                  f"1:{seen[1]} 2:{seen[2]} 3:{seen[3]}")
+            print(
+                f"{name:36} {rate:6.2f} {stats.accuracy(gold, pred):6.3f} "
+                f"{stats.macro_f1(gold, pred, params.task.labels):7.3f} {sum(p is None for p in pred):6d} "
+                f"{ece:6.3f} {sum(c for c, _ in scored) / max(1, len(scored)):9.3f} "
+                f"1:{seen[1]} 2:{seen[2]} 3:{seen[3]}"
+            )
 
 
 if __name__ == "__main__":

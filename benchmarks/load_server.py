@@ -35,8 +35,10 @@ ANSWER = "هوا امروز آفتابی است و باد ملایمی از سم
 
 def _response(body: dict, keep_alive: bool) -> bytes:
     payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-    head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-            f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n")
+    head = (
+        f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
+    )
     return head.encode("ascii") + payload
 
 
@@ -44,8 +46,12 @@ def canned(path: bytes, keep_alive: bool) -> bytes:
     usage = {"prompt_tokens": 24, "completion_tokens": 16, "total_tokens": 40}
     common = {"id": "cmpl-load", "created": 1700000000, "model": "bench-model", "usage": usage}
     if path == CHAT_PATH:
-        choice = {"index": 0, "message": {"role": "assistant", "content": ANSWER}, "logprobs": None,
-                  "finish_reason": "stop"}
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": ANSWER},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
         return _response({**common, "object": "chat.completion", "choices": [choice]}, keep_alive)
     choice = {"index": 0, "text": ANSWER, "logprobs": None, "finish_reason": "stop"}
     return _response({**common, "object": "text_completion", "choices": [choice]}, keep_alive)
@@ -101,7 +107,7 @@ class LoadProtocol(asyncio.Protocol):
                 keep_alive = False
             if len(self.buffer) < end + 4 + length:
                 return  # the body is still arriving
-            self.buffer = self.buffer[end + 4 + length:]
+            self.buffer = self.buffer[end + 4 + length :]
             self._accept(method, path.split(b"?")[0], keep_alive)
 
     def _accept(self, method: bytes, path: bytes, keep_alive: bool) -> None:
@@ -151,13 +157,25 @@ async def serve(latency_s: float, jitter_s: float, port: int) -> Stats:
 def main() -> None:
     parser = argparse.ArgumentParser(description="OpenAI-protocol load server (fixed latency, canned answers)")
     parser.add_argument("--latency", type=float, default=0.2, help="seconds before each answer")
-    parser.add_argument("--jitter", type=float, default=0.0,
-                        help="each latency is drawn uniformly from latency +- jitter (0: all alike)")
+    parser.add_argument(
+        "--jitter",
+        type=float,
+        default=0.0,
+        help="each latency is drawn uniformly from latency +- jitter (0: all alike)",
+    )
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     args = parser.parse_args()
     stats = asyncio.run(serve(args.latency, args.jitter, args.port))
-    print(json.dumps({"server_cpu_s": round(cpu_s() - stats.cpu_at_start, 3), "answered": stats.answered,
-                      "max_in_flight": stats.max_in_flight}), flush=True)
+    print(
+        json.dumps(
+            {
+                "server_cpu_s": round(cpu_s() - stats.cpu_at_start, 3),
+                "answered": stats.answered,
+                "max_in_flight": stats.max_in_flight,
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -35,11 +35,94 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = ("شهر کتاب دریا باغ کوه مدرسه دانشجو پزشک بیمار بازار خانه خیابان رودخانه جنگل کارخانه دولت مردم "
-         "کودک مادر پدر معلم کشاورز باران برف آفتاب زمستان تابستان پاییز بهار امروز دیروز فردا همیشه هرگز "
-         "بزرگ کوچک زیبا آرام شلوغ قدیمی جدید گرم سرد روشن تاریک خوب بد سریع کند بلند کوتاه نزدیک دور "
-         "رفت آمد دید خرید فروخت نوشت خواند ساخت گفت شنید ماند برگشت کار درس غذا آب نان میوه گل درخت "
-         "ماشین قطار هواپیما کشتی جاده پل ساختمان بیمارستان دانشگاه کتابخانه موزه پارک ورزشگاه").split()
+WORDS = [
+    "شهر",
+    "کتاب",
+    "دریا",
+    "باغ",
+    "کوه",
+    "مدرسه",
+    "دانشجو",
+    "پزشک",
+    "بیمار",
+    "بازار",
+    "خانه",
+    "خیابان",
+    "رودخانه",
+    "جنگل",
+    "کارخانه",
+    "دولت",
+    "مردم",
+    "کودک",
+    "مادر",
+    "پدر",
+    "معلم",
+    "کشاورز",
+    "باران",
+    "برف",
+    "آفتاب",
+    "زمستان",
+    "تابستان",
+    "پاییز",
+    "بهار",
+    "امروز",
+    "دیروز",
+    "فردا",
+    "همیشه",
+    "هرگز",
+    "بزرگ",
+    "کوچک",
+    "زیبا",
+    "آرام",
+    "شلوغ",
+    "قدیمی",
+    "جدید",
+    "گرم",
+    "سرد",
+    "روشن",
+    "تاریک",
+    "خوب",
+    "بد",
+    "سریع",
+    "کند",
+    "بلند",
+    "کوتاه",
+    "نزدیک",
+    "دور",
+    "رفت",
+    "آمد",
+    "دید",
+    "خرید",
+    "فروخت",
+    "نوشت",
+    "خواند",
+    "ساخت",
+    "گفت",
+    "شنید",
+    "ماند",
+    "برگشت",
+    "کار",
+    "درس",
+    "غذا",
+    "آب",
+    "نان",
+    "میوه",
+    "گل",
+    "درخت",
+    "ماشین",
+    "قطار",
+    "هواپیما",
+    "کشتی",
+    "جاده",
+    "پل",
+    "ساختمان",
+    "بیمارستان",
+    "دانشگاه",
+    "کتابخانه",
+    "موزه",
+    "پارک",
+    "ورزشگاه",
+]
 LABELS = ("entailment", "contradiction", "neutral")
 
 
@@ -65,21 +148,42 @@ def chat_answer(body: dict) -> dict:
             tokens = ([lab[:3] for lab in LABELS] if position == 3 else []) + [f"t{j}" for j in range(k)]
             return [{"token": t, "logprob": -0.05 - j, "bytes": list(t.encode())} for j, t in enumerate(tokens[:k])]
 
-        choice["logprobs"] = {"content": [{"token": t, "logprob": -0.05, "bytes": list(t.encode()),
-                                           "top_logprobs": alternatives(i)} for i, t in enumerate(pieces)]}
-    return {"id": "chatcmpl-sim", "object": "chat.completion", "created": 0, "model": body.get("model"),
-            "choices": [choice], "usage": {"prompt_tokens": len(question) // 3 + 60, "completion_tokens": 7,
-                                           "total_tokens": len(question) // 3 + 67}}
+        choice["logprobs"] = {
+            "content": [
+                {"token": t, "logprob": -0.05, "bytes": list(t.encode()), "top_logprobs": alternatives(i)}
+                for i, t in enumerate(pieces)
+            ]
+        }
+    return {
+        "id": "chatcmpl-sim",
+        "object": "chat.completion",
+        "created": 0,
+        "model": body.get("model"),
+        "choices": [choice],
+        "usage": {
+            "prompt_tokens": len(question) // 3 + 60,
+            "completion_tokens": 7,
+            "total_tokens": len(question) // 3 + 67,
+        },
+    }
 
 
 def completion_answer(body: dict) -> dict:
     prompt = body.get("prompt", "")
     text = sentence(prompt, int(body.get("seed") or 0))
     cut = text.index("\n")  # the stop string
-    return {"id": "cmpl-sim", "object": "text_completion", "created": 0, "model": body.get("model"),
-            "choices": [{"index": 0, "text": text[:cut], "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": len(prompt) // 3, "completion_tokens": len(text.split()) * 2,
-                      "total_tokens": len(prompt) // 3 + len(text.split()) * 2}}
+    return {
+        "id": "cmpl-sim",
+        "object": "text_completion",
+        "created": 0,
+        "model": body.get("model"),
+        "choices": [{"index": 0, "text": text[:cut], "finish_reason": "stop", "logprobs": None}],
+        "usage": {
+            "prompt_tokens": len(prompt) // 3,
+            "completion_tokens": len(text.split()) * 2,
+            "total_tokens": len(prompt) // 3 + len(text.split()) * 2,
+        },
+    }
 
 
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, latency: dict) -> None:
@@ -99,8 +203,12 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, la
             else:
                 payload = {"object": "list", "data": [{"id": "sim", "object": "model"}]}
             data = json.dumps(payload, ensure_ascii=False).encode()
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                         + str(len(data)).encode() + b"\r\n\r\n" + data)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                + str(len(data)).encode()
+                + b"\r\n\r\n"
+                + data
+            )
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
@@ -138,7 +246,8 @@ def params_for(rows: int, urls: list[str]) -> dict:
     params["generate"]["backend"].update(base_urls=urls, served_identity="simulated generator", concurrency=128)
     for name in ("gpt4o_mini", "aya23"):
         params["annotator_configs"][name]["backend"].update(
-            base_urls=urls, use_batch_api=False, concurrency=128, served_identity=f"simulated {name}")
+            base_urls=urls, use_batch_api=False, concurrency=128, served_identity=f"simulated {name}"
+        )
     sgd = {"kind": "sklearn_sgd", "n_features": 262144, "alpha": 0.0001, "batch_size": 256}
     params["annotator_training"]["classifier"] = sgd
     params["train"].update(classifier=sgd, launcher="python -m")
@@ -163,22 +272,54 @@ def dry_run(rows: int, work: Path, mirror: Path) -> dict:
     servers, urls = [], []
     for _ in range(2):  # two replicas of each simulated model
         port = _free_port()
-        servers.append(subprocess.Popen([sys.executable, __file__, "--serve", str(port)], stdout=subprocess.PIPE, text=True))
+        servers.append(
+            subprocess.Popen([sys.executable, __file__, "--serve", str(port)], stdout=subprocess.PIPE, text=True)
+        )
         servers[-1].stdout.readline()
         urls.append(f"http://127.0.0.1:{port}/v1")
     repo = work / f"repo-{rows}"
-    shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(
-        ".venv", ".git", ".dvc", "data", "models", "metrics", "plots", "reports", ".cache", "__pycache__",
-        "*.egg-info", "notebooks", "benchmarks", "tests"))
+    shutil.copytree(
+        ROOT,
+        repo,
+        ignore=shutil.ignore_patterns(
+            ".venv",
+            ".git",
+            ".dvc",
+            "data",
+            "models",
+            "metrics",
+            "plots",
+            "reports",
+            ".cache",
+            "__pycache__",
+            "*.egg-info",
+            "notebooks",
+            "benchmarks",
+            "tests",
+        ),
+    )
     (repo / "params.yaml").write_text(yaml.safe_dump(params_for(rows, urls), allow_unicode=True, sort_keys=False))
     stats = work / f"stages-{rows}.jsonl"
-    env = {**os.environ, "SYNTHLLM_FARSTAIL_MIRROR": str(mirror), "SYNTHLLM_CACHE_DIR": str(work / f"cache-{rows}"),
-           "SYNTHLLM_STAGE_STATS": str(stats), "TQDM_DISABLE": "1", "OPENAI_API_KEY": "sk-simulated",
-           "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
+    env = {
+        **os.environ,
+        "SYNTHLLM_FARSTAIL_MIRROR": str(mirror),
+        "SYNTHLLM_CACHE_DIR": str(work / f"cache-{rows}"),
+        "SYNTHLLM_STAGE_STATS": str(stats),
+        "TQDM_DISABLE": "1",
+        "OPENAI_API_KEY": "sk-simulated",
+        "GIT_AUTHOR_NAME": "b",
+        "GIT_AUTHOR_EMAIL": "b@b",
+        "GIT_COMMITTER_NAME": "b",
+        "GIT_COMMITTER_EMAIL": "b@b",
+    }
     dvc = [sys.executable, "-m", "dvc"]
     try:
-        for cmd in (["git", "init", "-q"], ["git", "commit", "-q", "--allow-empty", "-m", "dry run"],  # DVCLive wants a rev
-                    [*dvc, "init", "-q"], [*dvc, "config", "core.analytics", "false"]):
+        for cmd in (
+            ["git", "init", "-q"],
+            ["git", "commit", "-q", "--allow-empty", "-m", "dry run"],  # DVCLive wants a rev
+            [*dvc, "init", "-q"],
+            [*dvc, "config", "core.analytics", "false"],
+        ):
             run(cmd, repo, env)
         repro_s = run([*dvc, "repro"], repo, env)
         status_s = run([*dvc, "status"], repo, env)
@@ -193,20 +334,30 @@ def dry_run(rows: int, work: Path, mirror: Path) -> dict:
         run_stats = json.loads(f.read_text()).get("run")
         if run_stats:
             rates[f"annotate:{f.stem}"] = run_stats
-    return {"rows": rows, "kept": json.loads((metrics / "generate.json").read_text())["kept"],
-            "repro_s": round(repro_s, 1), "status_s": round(status_s, 2), "noop_repro_s": round(noop_s, 2),
-            "stages": by_stage,
-            "requests_per_s": {k: round(v["sent"] / v["wall_s"], 1) for k, v in rates.items() if v.get("sent")},
-            "sizes_mib": {"data": round(size_mib(repo / "data"), 1), "models": round(size_mib(repo / "models"), 1),
-                          "request_cache": round(size_mib(work / f"cache-{rows}"), 1),
-                          "dvc_cache": round(size_mib(repo / ".dvc" / "cache"), 1),
-                          "generated.jsonl": round(size_mib(repo / "data/synthetic/generated.jsonl"), 1)}}
+    return {
+        "rows": rows,
+        "kept": json.loads((metrics / "generate.json").read_text())["kept"],
+        "repro_s": round(repro_s, 1),
+        "status_s": round(status_s, 2),
+        "noop_repro_s": round(noop_s, 2),
+        "stages": by_stage,
+        "requests_per_s": {k: round(v["sent"] / v["wall_s"], 1) for k, v in rates.items() if v.get("sent")},
+        "sizes_mib": {
+            "data": round(size_mib(repo / "data"), 1),
+            "models": round(size_mib(repo / "models"), 1),
+            "request_cache": round(size_mib(work / f"cache-{rows}"), 1),
+            "dvc_cache": round(size_mib(repo / ".dvc" / "cache"), 1),
+            "generated.jsonl": round(size_mib(repo / "data/synthetic/generated.jsonl"), 1),
+        },
+    }
 
 
 def table(results: list[dict]) -> str:
     stages = sorted({s["stage"].rsplit(".", 1)[-1] for r in results for s in r["stages"]})
-    lines = ["| stage | " + " | ".join(f"{r['rows']:,} rows: wall s / s per 1k rows / peak RSS MiB" for r in results) + " |",
-             "|---|" + "---|" * len(results)]
+    lines = [
+        "| stage | " + " | ".join(f"{r['rows']:,} rows: wall s / s per 1k rows / peak RSS MiB" for r in results) + " |",
+        "|---|" + "---|" * len(results),
+    ]
     for stage in stages:
         cells = []
         for r in results:
@@ -216,10 +367,14 @@ def table(results: list[dict]) -> str:
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     for key in ("repro_s", "status_s", "noop_repro_s"):
         lines.append(f"| **{key}** | " + " | ".join(str(r[key]) for r in results) + " |")
-    lines.append("| requests/s | " + " | ".join(", ".join(f"{k} {v}" for k, v in r["requests_per_s"].items())
-                                                 for r in results) + " |")
-    lines.append("| sizes MiB | " + " | ".join(", ".join(f"{k} {v}" for k, v in r["sizes_mib"].items())
-                                                for r in results) + " |")
+    lines.append(
+        "| requests/s | "
+        + " | ".join(", ".join(f"{k} {v}" for k, v in r["requests_per_s"].items()) for r in results)
+        + " |"
+    )
+    lines.append(
+        "| sizes MiB | " + " | ".join(", ".join(f"{k} {v}" for k, v in r["sizes_mib"].items()) for r in results) + " |"
+    )
     return "\n".join(lines)
 
 
@@ -240,19 +395,25 @@ def marginal_table(small: dict, large: dict) -> str:
     milliseconds per added row, and the peak RSS growth per added row."""
     a, b, n = per_stage(small), per_stage(large), large["rows"] - small["rows"]
     k1, k2 = f"{small['rows'] / 1000:g}k", f"{large['rows'] / 1000:g}k"
-    lines = [f"| stage | wall s {k1} | wall s {k2} | s per 1k rows {k1} | s per 1k rows {k2} | marginal ms/row "
-             f"({k1}→{k2}) | peak RSS MiB {k1} | peak RSS MiB {k2} | RSS KiB/row ({k1}→{k2}) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| stage | wall s {k1} | wall s {k2} | s per 1k rows {k1} | s per 1k rows {k2} | marginal ms/row "
+        f"({k1}→{k2}) | peak RSS MiB {k1} | peak RSS MiB {k2} | RSS KiB/row ({k1}→{k2}) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for stage in sorted(b, key=lambda st: -b[st]["wall_s"]):
         x, y = a.get(stage), b[stage]
         if x is None:
             continue
-        lines.append(f"| {stage} | {x['wall_s']:.1f} | {y['wall_s']:.1f} | {1000 * x['wall_s'] / small['rows']:.2f} | "
-                     f"{1000 * y['wall_s'] / large['rows']:.2f} | {1000 * (y['wall_s'] - x['wall_s']) / n:.2f} | "
-                     f"{x['rss_mib']:.0f} | {y['rss_mib']:.0f} | {1024 * (y['rss_mib'] - x['rss_mib']) / n:.1f} |")
-    lines.append(f"| **whole `dvc repro`** | {small['repro_s']} | {large['repro_s']} | "
-                 f"{1000 * small['repro_s'] / small['rows']:.2f} | {1000 * large['repro_s'] / large['rows']:.2f} | "
-                 f"{1000 * (large['repro_s'] - small['repro_s']) / n:.2f} | | | |")
+        lines.append(
+            f"| {stage} | {x['wall_s']:.1f} | {y['wall_s']:.1f} | {1000 * x['wall_s'] / small['rows']:.2f} | "
+            f"{1000 * y['wall_s'] / large['rows']:.2f} | {1000 * (y['wall_s'] - x['wall_s']) / n:.2f} | "
+            f"{x['rss_mib']:.0f} | {y['rss_mib']:.0f} | {1024 * (y['rss_mib'] - x['rss_mib']) / n:.1f} |"
+        )
+    lines.append(
+        f"| **whole `dvc repro`** | {small['repro_s']} | {large['repro_s']} | "
+        f"{1000 * small['repro_s'] / small['rows']:.2f} | {1000 * large['repro_s'] / large['rows']:.2f} | "
+        f"{1000 * (large['repro_s'] - small['repro_s']) / n:.2f} | | | |"
+    )
     return "\n".join(lines)
 
 
@@ -262,8 +423,11 @@ def main() -> None:
     ap.add_argument("--rows", type=int, action="append", help="synthetic rows (repeat for several runs)")
     ap.add_argument("--chat-latency", type=float, default=0.15)
     ap.add_argument("--completion-latency", type=float, default=0.3)
-    ap.add_argument("--mirror", type=Path, default=Path(os.environ.get("SYNTHLLM_FARSTAIL_MIRROR",
-                                                                        ROOT.parent / "shared/data/farstail")))
+    ap.add_argument(
+        "--mirror",
+        type=Path,
+        default=Path(os.environ.get("SYNTHLLM_FARSTAIL_MIRROR", ROOT.parent / "shared/data/farstail")),
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--work", type=Path, help="keep the run's repos and caches here (default: a temporary folder)")
     ap.add_argument("--tables", type=Path, help="only print the tables of a results .json written before")
@@ -282,8 +446,12 @@ def main() -> None:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         args.out.mkdir(parents=True, exist_ok=True)
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+            ).stdout.strip()
+            or None
+        )
         for rows in args.rows or [20000]:
             results.append({"commit": commit, **dry_run(rows, work, args.mirror)})
             print(json.dumps(results[-1], indent=1)[:2000], flush=True)

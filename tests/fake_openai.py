@@ -25,11 +25,11 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -43,8 +43,22 @@ HOSTILE = {  # answers outside the requested form
     "extra_key": '{"label": "entailment", "note": "actually neutral"}',
     "json_maybe": '{"label": "maybe"}',
 }
-FAULTS = ("429", "500", "503", "400", "401", "hang", "drop", "malformed", "out_of_set", "empty", "length",
-          "bare", "cancel", *HOSTILE)  # cancel: batch lines only; the batch ends cancelled, those lines unanswered
+FAULTS = (
+    "429",
+    "500",
+    "503",
+    "400",
+    "401",
+    "hang",
+    "drop",
+    "malformed",
+    "out_of_set",
+    "empty",
+    "length",
+    "bare",
+    "cancel",
+    *HOSTILE,
+)  # cancel: batch lines only; the batch ends cancelled, those lines unanswered
 DECIDED, OTHER, JUNK = -0.1, -3.0, -4.0
 
 
@@ -93,8 +107,7 @@ class FakeOpenAI:
         self.down = False
 
     # ---- control --------------------------------------------------------------------------
-    def fail(self, kind: str, times: int | None = 1, match: str | None = None,
-             endpoint: str | None = None) -> None:
+    def fail(self, kind: str, times: int | None = 1, match: str | None = None, endpoint: str | None = None) -> None:
         assert kind in FAULTS, f"unknown fault {kind!r}; known: {FAULTS}"
         with self.lock:
             self.faults.append(Fault(kind, times, match, endpoint))
@@ -126,8 +139,11 @@ class FakeOpenAI:
     def _take_fault(self, endpoint: str, raw: str) -> str | None:
         with self.lock:
             for fault in self.faults:
-                if (fault.endpoint in (None, endpoint) and (fault.match is None or fault.match in raw)
-                        and (fault.times is None or fault.times > 0)):
+                if (
+                    fault.endpoint in (None, endpoint)
+                    and (fault.match is None or fault.match in raw)
+                    and (fault.times is None or fault.times > 0)
+                ):
                     if fault.times is not None:
                         fault.times -= 1
                     return fault.kind
@@ -138,7 +154,7 @@ class FakeOpenAI:
         assert self._server is not None, "start() the server first"
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
-    def start(self, port: int = 0) -> "FakeOpenAI":
+    def start(self, port: int = 0) -> FakeOpenAI:
         """Serve on 127.0.0.1 (``port`` 0: any free port; a stopped server's port to bring it back)."""
         handler = type("Handler", (_Handler,), {"fake": self})
         server_cls = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 1024, "daemon_threads": True})
@@ -164,16 +180,25 @@ class FakeOpenAI:
                 tops = {" " + first[lab]: (DECIDED if lab == label else OTHER) for lab in NLI_LABELS}
                 tops["\n"] = JUNK
                 text = " " + first[label]
-                logprobs = {"tokens": [text], "token_logprobs": [DECIDED], "top_logprobs": [tops],
-                            "text_offset": [0]}
+                logprobs = {"tokens": [text], "token_logprobs": [DECIDED], "top_logprobs": [tops], "text_offset": [0]}
                 choice = {"index": 0, "text": text, "finish_reason": "length", "logprobs": logprobs}
             else:
                 text = sentence_for(prompt, int(body.get("seed") or 0))
                 text = "" if fault == "empty" else text
-                choice = {"index": 0, "text": text, "finish_reason": "length" if fault == "length" else "stop",
-                          "logprobs": None}
-            return {"id": "cmpl-fake", "object": "text_completion", "created": created,
-                    "model": body.get("model"), "choices": [choice], "usage": _usage(prompt, text)}
+                choice = {
+                    "index": 0,
+                    "text": text,
+                    "finish_reason": "length" if fault == "length" else "stop",
+                    "logprobs": None,
+                }
+            return {
+                "id": "cmpl-fake",
+                "object": "text_completion",
+                "created": created,
+                "model": body.get("model"),
+                "choices": [choice],
+                "usage": _usage(prompt, text),
+            }
         question = str(body["messages"][-1]["content"])
         label = "sarcasm" if fault == "out_of_set" else label_for(question)
         structured = "response_format" in body and fault != "bare"
@@ -184,22 +209,37 @@ class FakeOpenAI:
         else:
             pieces = [label[:1], label[1:]]
         text = "" if fault == "empty" else "".join(pieces)
-        choice = {"index": 0, "message": {"role": "assistant", "content": text},
-                  "finish_reason": "length" if fault == "length" else "stop", "logprobs": None}
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": "length" if fault == "length" else "stop",
+            "logprobs": None,
+        }
         if body.get("logprobs") and text:
             decided = 3 if structured and fault not in HOSTILE else 0
             content = []
             for k, piece in enumerate(pieces):
-                item = {"token": piece, "logprob": DECIDED if k == decided else -0.01,
-                        "bytes": list(piece.encode()), "top_logprobs": []}
+                item = {
+                    "token": piece,
+                    "logprob": DECIDED if k == decided else -0.01,
+                    "bytes": list(piece.encode()),
+                    "top_logprobs": [],
+                }
                 if k == decided:
                     alts = [(lab[:1], DECIDED if lab[:1] == piece[:1] else OTHER) for lab in NLI_LABELS]
-                    item["top_logprobs"] = [{"token": t, "logprob": lp, "bytes": list(t.encode())}
-                                            for t, lp in alts + [("The", JUNK)]]
+                    item["top_logprobs"] = [
+                        {"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in alts + [("The", JUNK)]
+                    ]
                 content.append(item)
             choice["logprobs"] = {"content": content}
-        return {"id": "chatcmpl-fake", "object": "chat.completion", "created": created,
-                "model": body.get("model"), "choices": [choice], "usage": _usage(question, text)}
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": created,
+            "model": body.get("model"),
+            "choices": [choice],
+            "usage": _usage(question, text),
+        }
 
     def poll_batch(self, batch_id: str) -> dict:
         with self.lock:
@@ -220,18 +260,36 @@ class FakeOpenAI:
             fault = self._take_fault("batch_line", raw)
             if fault == "cancel":  # as OpenAI writes the lines a cancelled batch never ran
                 cancelled = True
-                err.append({"id": "r", "custom_id": line["custom_id"], "response": None,
-                            "error": {"code": "batch_cancelled", "message": "This batch was cancelled."}})
+                err.append(
+                    {
+                        "id": "r",
+                        "custom_id": line["custom_id"],
+                        "response": None,
+                        "error": {"code": "batch_cancelled", "message": "This batch was cancelled."},
+                    }
+                )
                 continue
             if fault in ("429", "500", "503", "400"):
-                err.append({"id": "r", "custom_id": line["custom_id"], "error": None, "response": {
-                    "status_code": int(fault), "body": {"error": {"message": f"injected {fault}"}}}})
+                err.append(
+                    {
+                        "id": "r",
+                        "custom_id": line["custom_id"],
+                        "error": None,
+                        "response": {"status_code": int(fault), "body": {"error": {"message": f"injected {fault}"}}},
+                    }
+                )
                 continue
             answer = self.answer(endpoint, line["body"], fault)
             with self.lock:
                 self.completed[body_key(line["body"])] += 1
-            out.append({"id": "r", "custom_id": line["custom_id"], "error": None,
-                        "response": {"status_code": 200, "body": answer}})
+            out.append(
+                {
+                    "id": "r",
+                    "custom_id": line["custom_id"],
+                    "error": None,
+                    "response": {"status_code": 200, "body": answer},
+                }
+            )
         with self.lock:
             for name, rows in (("output_file_id", out), ("error_file_id", err)):
                 if rows:
@@ -255,8 +313,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep test output quiet
         pass
 
-    def _send(self, status: int, payload: bytes, headers: dict | None = None,
-              content_type: str = "application/json") -> None:
+    def _send(
+        self, status: int, payload: bytes, headers: dict | None = None, content_type: str = "application/json"
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
@@ -327,18 +386,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if fault == "429":
-            return self._json(429, {"error": {"message": "rate limited", "type": "requests"}},
-                              {"Retry-After": fake.retry_after})
+            return self._json(
+                429, {"error": {"message": "rate limited", "type": "requests"}}, {"Retry-After": fake.retry_after}
+            )
         if fault in ("500", "503"):
             return self._json(int(fault), {"error": {"message": f"injected {fault}"}})
         if fault == "401":  # like OpenAI, echo the key that was refused (clients must redact it)
-            return self._json(401, {"error": {"message": f"Incorrect API key provided: "
-                                                         f"{self.headers.get('Authorization', '')[7:]}"}})
+            return self._json(
+                401, {"error": {"message": f"Incorrect API key provided: {self.headers.get('Authorization', '')[7:]}"}}
+            )
         if fault == "400":
             return self._json(400, {"error": {"message": "injected bad request", "type": "invalid_request_error"}})
         if "response_format" in body and not fake.accepts_response_format:
-            return self._json(400, {"error": {"message": "response_format is not supported by this server",
-                                              "param": "response_format"}})
+            return self._json(
+                400,
+                {"error": {"message": "response_format is not supported by this server", "param": "response_format"}},
+            )
         if fault == "malformed":
             return self._send(200, b'{"id": "chatcmpl-fake", "choices": [')
         self._json(200, fake.answer(endpoint, body, fault))
@@ -353,18 +416,34 @@ class _Handler(BaseHTTPRequestHandler):
         with self.fake.lock:
             file_id = f"file-{len(self.fake.files)}"
             self.fake.files[file_id] = data
-        self._json(200, {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
-                         "filename": parts["file"].get_filename(), "purpose": "batch", "status": "processed"})
+        self._json(
+            200,
+            {
+                "id": file_id,
+                "object": "file",
+                "bytes": len(data),
+                "created_at": int(time.time()),
+                "filename": parts["file"].get_filename(),
+                "purpose": "batch",
+                "status": "processed",
+            },
+        )
 
     def _create_batch(self, body: dict) -> None:
         with self.fake.lock:
             batch_id = f"batch_{len(self.fake.batches)}"
             lines = self.fake.files[body["input_file_id"]].count(b"\n")
             self.fake.batches[batch_id] = batch = {
-                "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "status": "validating",
-                "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],
-                "created_at": int(time.time()), "request_counts": {"total": lines, "completed": 0, "failed": 0},
-                "_polls": 0}
+                "id": batch_id,
+                "object": "batch",
+                "endpoint": body["endpoint"],
+                "status": "validating",
+                "input_file_id": body["input_file_id"],
+                "completion_window": body["completion_window"],
+                "created_at": int(time.time()),
+                "request_counts": {"total": lines, "completed": 0, "failed": 0},
+                "_polls": 0,
+            }
         self._json(200, {k: v for k, v in batch.items() if not k.startswith("_")})
 
 

@@ -13,9 +13,9 @@ import json
 import socket
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 def gemma_gguf(folder: Path) -> Path:

@@ -11,9 +11,19 @@ E, C, N = NLI_LABELS
 
 
 def _pool(labels, confs, gold=None):
-    rows = [{"id": f"s{i}", "premise": "p", "hypothesis": f"h{i}", "intended_label": "neutral",
-             "label": lab, "confidence": c, "status": "ok" if lab else "failed", "annotator": "x"}
-            for i, (lab, c) in enumerate(zip(labels, confs))]
+    rows = [
+        {
+            "id": f"s{i}",
+            "premise": "p",
+            "hypothesis": f"h{i}",
+            "intended_label": "neutral",
+            "label": lab,
+            "confidence": c,
+            "status": "ok" if lab else "failed",
+            "annotator": "x",
+        }
+        for i, (lab, c) in enumerate(zip(labels, confs))
+    ]
     for r, g in zip(rows, gold or []):
         r["gold_label"] = g
     return rows
@@ -64,8 +74,9 @@ def test_a_missing_member_counts_against_certainty():
     dissent = vote({**pools, "b": _pool([C], [0.2])}, ["a", "b", "c"], "confidence")[0]["confidence"]
     assert dissent < alone["confidence"] < agree
     for method in ("majority", "confidence"):
-        two = vote({"a": _pool([E], [0.9]), "b": _pool([E], [0.9]), "c": _pool([None], [None])},
-                   ["a", "b", "c"], method)[0]["confidence"]
+        two = vote(
+            {"a": _pool([E], [0.9]), "b": _pool([E], [0.9]), "c": _pool([None], [None])}, ["a", "b", "c"], method
+        )[0]["confidence"]
         three = vote({m: _pool([E], [0.9]) for m in "abc"}, ["a", "b", "c"], method)[0]["confidence"]
         assert two < three
 
@@ -107,9 +118,11 @@ def _simulated(n, seed):
     bad = [np.where(rng.random(n) < 0.8, (truth + 1) % 3, truth) for _ in range(2)]
     name = np.array(NLI_LABELS)
     gold = list(name[truth])
-    members = {"good": _pool(list(name[good]), [0.6] * n, gold),
-               "bad1": _pool(list(name[bad[0]]), [0.9] * n, gold),
-               "bad2": _pool(list(name[bad[1]]), [0.9] * n, gold)}
+    members = {
+        "good": _pool(list(name[good]), [0.6] * n, gold),
+        "bad1": _pool(list(name[bad[0]]), [0.9] * n, gold),
+        "bad2": _pool(list(name[bad[1]]), [0.9] * n, gold),
+    }
     return members, gold
 
 
@@ -133,7 +146,11 @@ def test_learned_votes_beat_the_best_member_where_confidence_follows_the_bad_one
         assert acc[method][1] >= _accuracy(audits["good"], audit_gold), acc  # out of fold
     table = compare_methods(pools, audits, AggregateParams(members=members, method="dawid_skene"), "v", NLI_LABELS)
     assert table["method"] == "dawid_skene" and set(table["methods"]) == {
-        "majority", "confidence", "audit_weighted", "dawid_skene"}
+        "majority",
+        "confidence",
+        "audit_weighted",
+        "dawid_skene",
+    }
     assert table["methods"]["dawid_skene"]["accuracy"] == pytest.approx(acc["dawid_skene"][1], abs=1e-6)
     low, high = table["methods"]["dawid_skene"]["accuracy_ci"]
     assert low <= acc["dawid_skene"][1] <= high
@@ -169,8 +186,10 @@ def test_learned_votes_are_deterministic_and_a_missing_member_gives_no_evidence(
     assert first == again
     row = first[0][0]
     assert row["votes"]["bad1"] is None and row["status"] == "ok"
-    nobody = {m: [{**r, "label": None, "confidence": None} if i == 1 else r for i, r in enumerate(rows)]
-              for m, rows in pools.items()}
+    nobody = {
+        m: [{**r, "label": None, "confidence": None} if i == 1 else r for i, r in enumerate(rows)]
+        for m, rows in pools.items()
+    }
     rows, _ = aggregate(nobody, audits, cfg, "v", NLI_LABELS)
     assert rows[1]["status"] == "failed" and rows[1]["reason"] == "no member labelled this pair"
 
@@ -202,8 +221,10 @@ def test_dawid_skene_agrees_with_crowd_kit_on_unanchored_data():
     codes[rng.random((n, members)) < 0.1] = MISSING
     codes[(codes == MISSING).all(axis=1), 0] = 0
     ours, _, _ = dawid_skene(codes, 3, max_iter=50, tol=-1.0)  # every iteration, as crowd-kit below
-    data = pd.DataFrame([(i, m, int(codes[i, m])) for i in range(n) for m in range(members)
-                         if codes[i, m] != MISSING], columns=["task", "worker", "label"])
+    data = pd.DataFrame(
+        [(i, m, int(codes[i, m])) for i in range(n) for m in range(members) if codes[i, m] != MISSING],
+        columns=["task", "worker", "label"],
+    )
     theirs = DawidSkene(n_iter=50, tol=-np.inf).fit(data).probas_.sort_index()[[0, 1, 2]].to_numpy()
     assert np.abs(ours - theirs).max() < 1e-6
 

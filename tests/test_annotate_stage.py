@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from fake_openai import cached_results, fake_openai_fixture  # noqa: F401  (the fixture)
+
 from synthllm.io import read_jsonl, write_jsonl
 from synthllm.stages import annotate
 
@@ -27,30 +27,59 @@ N_POOL = 40
 def workdir(tmp_path, repo_root, gold_dir, fake_openai):
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
     params["annotators"] = {"remote": "prompts/fa/nli/annotate.yaml"}
-    params["annotator_configs"] = {"remote": {
-        "kind": "llm", "method": "instruct", "prompt": "fa/nli/annotate",
-        "backend": {"kind": "openai", "model": "fake-model", "base_urls": [fake_openai.url],
-                    "api_key_env": "SYNTHLLM_TEST_KEY", "concurrency": 4, "timeout_s": 2.0,
-                    "max_retries": 3, "retry_backoff_s": 0.01}}}
+    params["annotator_configs"] = {
+        "remote": {
+            "kind": "llm",
+            "method": "instruct",
+            "prompt": "fa/nli/annotate",
+            "backend": {
+                "kind": "openai",
+                "model": "fake-model",
+                "base_urls": [fake_openai.url],
+                "api_key_env": "SYNTHLLM_TEST_KEY",
+                "concurrency": 4,
+                "timeout_s": 2.0,
+                "max_retries": 3,
+                "retry_backoff_s": 0.01,
+            },
+        }
+    }
     params["aggregates"], params["cascades"] = {}, {}
     params["branches"] = {"remote": "data/annotated/remote.jsonl"}
     params["annotate"]["audit_size"] = 10
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
-    pool = [{**r, "id": f"syn-{i}", "intended_label": r["label"]}
-            for i, r in enumerate(read_jsonl(gold_dir / "train.jsonl")[:N_POOL])]
+    pool = [
+        {**r, "id": f"syn-{i}", "intended_label": r["label"]}
+        for i, r in enumerate(read_jsonl(gold_dir / "train.jsonl")[:N_POOL])
+    ]
     write_jsonl(pool, tmp_path / "generated.jsonl")
     return tmp_path
 
 
 def argv(work: Path, gold_dir: Path, repo_root: Path, tag: str) -> list[str]:
-    return ["--params", str(work / "params.yaml"), "--name", "remote", "--pool", str(work / "generated.jsonl"),
-            "--gold", str(gold_dir), "--prompts", str(repo_root / "prompts"),
-            "--out", str(work / tag / "annotated.jsonl"), "--audit", str(work / tag / "audit.jsonl"),
-            "--metrics", str(work / tag / "metrics.json")]
+    return [
+        "--params",
+        str(work / "params.yaml"),
+        "--name",
+        "remote",
+        "--pool",
+        str(work / "generated.jsonl"),
+        "--gold",
+        str(gold_dir),
+        "--prompts",
+        str(repo_root / "prompts"),
+        "--out",
+        str(work / tag / "annotated.jsonl"),
+        "--audit",
+        str(work / tag / "audit.jsonl"),
+        "--metrics",
+        str(work / tag / "metrics.json"),
+    ]
 
 
 def test_kill_9_mid_annotate_then_rerun_gives_the_uninterrupted_output(
-        workdir, gold_dir, repo_root, fake_openai, monkeypatch):
+    workdir, gold_dir, repo_root, fake_openai, monkeypatch
+):
     monkeypatch.setenv("SYNTHLLM_TEST_KEY", PLANTED)
     monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(workdir / "cache-ref"))
     annotate.main(argv(workdir, gold_dir, repo_root, "ref"))
@@ -63,8 +92,12 @@ def test_kill_9_mid_annotate_then_rerun_gives_the_uninterrupted_output(
     cache = workdir / "cache-kill"
     env = {**os.environ, "SYNTHLLM_TEST_KEY": PLANTED, "SYNTHLLM_CACHE_DIR": str(cache), "TQDM_DISABLE": "1"}
     log = (workdir / "kill.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "synthllm.stages.annotate",
-                             *argv(workdir, gold_dir, repo_root, "killed")], env=env, stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "synthllm.stages.annotate", *argv(workdir, gold_dir, repo_root, "killed")],
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
     deadline = time.monotonic() + 60
     while cached_results(cache / "requests.sqlite") < 12:
         assert proc.poll() is None, (workdir / "kill.log").read_text()[-2000:]
@@ -103,8 +136,7 @@ def _chat_params(work: Path, fake_url: str, **backend) -> None:
 HOSTILE_ROWS = {"maybe": 1, "prose": 2, "bare": 3, "injection": 4, "extra_key": 5, "json_maybe": 6}
 
 
-def test_answers_outside_the_requested_form_fail_row_by_row(workdir, gold_dir, repo_root, fake_openai,
-                                                            monkeypatch):
+def test_answers_outside_the_requested_form_fail_row_by_row(workdir, gold_dir, repo_root, fake_openai, monkeypatch):
     """A hostile server: 0 wrong labels; each row fails with its reason; counts per reason in metrics."""
     from fake_openai import label_for
 
@@ -129,8 +161,9 @@ def test_answers_outside_the_requested_form_fail_row_by_row(workdir, gold_dir, r
     assert metrics["pool"]["failure_reasons"] == {"not_json": 4, "schema_violation": 2}
 
 
-def test_a_parser_fix_rereads_paid_answers_without_a_request(workdir, gold_dir, repo_root, fake_openai,
-                                                             monkeypatch, tmp_path):
+def test_a_parser_fix_rereads_paid_answers_without_a_request(
+    workdir, gold_dir, repo_root, fake_openai, monkeypatch, tmp_path
+):
     """Plain chat answers; the server says "maybe" for two rows, which the prompt does not accept.
     Adding "maybe" to the neutral words re-reads the cached responses: 0 requests, rows change."""
     monkeypatch.setenv("SYNTHLLM_TEST_KEY", PLANTED)

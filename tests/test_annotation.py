@@ -1,11 +1,19 @@
 """Strict reading of annotator answers, and each confidence definition computed by hand."""
 
+import json
 import math
 
 import pytest
 
-from synthllm.annotation import (AnswerFormat, answer_format, annotate_rows, ask_until_parsed, build_requests, label_schema,
-                                 parse_result)
+from synthllm.annotation import (
+    AnswerFormat,
+    annotate_rows,
+    answer_format,
+    ask_until_parsed,
+    build_requests,
+    label_schema,
+    parse_result,
+)
 from synthllm.backends import run_requests
 from synthllm.backends.base import Result, TokenChoice, TokenStep
 from synthllm.backends.classifier_annotator import ClassifierBackend
@@ -15,8 +23,10 @@ from synthllm.io import read_frame
 from synthllm.params import AnnotatorParams, OpenAIBackendParams, SklearnClassifierParams, TransformersBackendParams
 from synthllm.prompts import load_annotate_prompt
 
-PAIRS = [{"id": "a", "premise": "هوا آفتابی است.", "hypothesis": "باران می‌بارد."},
-         {"id": "b", "premise": "کتاب روی میز است.", "hypothesis": "میز کتاب دارد."}]
+PAIRS = [
+    {"id": "a", "premise": "هوا آفتابی است.", "hypothesis": "باران می‌بارد."},
+    {"id": "b", "premise": "کتاب روی میز است.", "hypothesis": "میز کتاب دارد."},
+]
 LOCAL_LOGPROB = AnnotatorParams(kind="llm", method="logprob", shots=0, backend=TransformersBackendParams())
 LOCAL_WRITE = AnnotatorParams(kind="llm", method="instruct", shots=0, backend=TransformersBackendParams())
 CHAT = AnnotatorParams(kind="llm", method="instruct", backend=OpenAIBackendParams(model="m"))
@@ -38,34 +48,48 @@ def test_local_label_word_scores_become_label_and_softmax_confidence(prompt):
     assert out.confidence == pytest.approx(0.6 / 0.9, abs=1e-9)
 
 
-@pytest.mark.parametrize("result, reason", [
-    (Result(text="entailment", finish_reason="length", error="finish_reason=length"), "finish_reason=length"),
-    (Result(error="empty answer"), "empty answer"),
-    (Result(text="probably yes", finish_reason="stop"), "not_a_label_word"),
-    (Result(text="maybe", finish_reason="stop"), "not_a_label_word"),
-    (Result(text="neutral.", finish_reason="stop"), "not_a_label_word"),
-    (Result(text='{"label": "neutral"}', finish_reason="stop"), "not_a_label_word"),  # JSON not asked for
-    (Result(error="http 400: bad request"), "http 400"),
-])
+@pytest.mark.parametrize(
+    "result, reason",
+    [
+        (Result(text="entailment", finish_reason="length", error="finish_reason=length"), "finish_reason=length"),
+        (Result(error="empty answer"), "empty answer"),
+        (Result(text="probably yes", finish_reason="stop"), "not_a_label_word"),
+        (Result(text="maybe", finish_reason="stop"), "not_a_label_word"),
+        (Result(text="neutral.", finish_reason="stop"), "not_a_label_word"),
+        (Result(text='{"label": "neutral"}', finish_reason="stop"), "not_a_label_word"),  # JSON not asked for
+        (Result(error="http 400: bad request"), "http 400"),
+    ],
+)
 def test_plain_answers_that_are_not_exactly_a_label_word_fail(prompt, result, reason):
     out = parse_result(result, answer_format(CHAT, prompt))
     assert out.label is None and out.reason.startswith(reason)
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("entailment", "not_json"), ('{"label": "maybe"}', "schema_violation"),
-    ('{"label": "neutral", "why": "x"}', "schema_violation"), ('{"label": "neutral"} ok', "not_json"),
-    ('["neutral"]', "schema_violation"), ('{"label": "Neutral"}', "schema_violation"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("entailment", "not_json"),
+        ('{"label": "maybe"}', "schema_violation"),
+        ('{"label": "neutral", "why": "x"}', "schema_violation"),
+        ('{"label": "neutral"} ok', "not_json"),
+        ('["neutral"]', "schema_violation"),
+        ('{"label": "Neutral"}', "schema_violation"),
+    ],
+)
 def test_structured_answers_must_match_the_schema(prompt, text, reason):
     out = parse_result(Result(text=text, finish_reason="stop", structured=True), answer_format(CHAT, prompt))
     assert out.label is None and out.reason.startswith(reason)
 
 
-@pytest.mark.parametrize("text, label, fmt", [
-    (" neutral\n", "neutral", CHAT), ("Contradiction", "contradiction", CHAT),
-    ('{"label": "entailment"}', "entailment", CHAT), (" غلط", "contradiction", LOCAL_WRITE),
-])
+@pytest.mark.parametrize(
+    "text, label, fmt",
+    [
+        (" neutral\n", "neutral", CHAT),
+        ("Contradiction", "contradiction", CHAT),
+        ('{"label": "entailment"}', "entailment", CHAT),
+        (" غلط", "contradiction", LOCAL_WRITE),
+    ],
+)
 def test_accepted_written_answers(prompt, text, label, fmt):
     structured = text.startswith("{")
     out = parse_result(Result(text=text, finish_reason="stop", structured=structured), answer_format(fmt, prompt))
@@ -74,13 +98,29 @@ def test_accepted_written_answers(prompt, text, label, fmt):
 
 def test_chat_json_confidence_at_the_first_deciding_token(prompt):
     """Multi-token labels under a grammar: ' "' then 'c', 'ont', ...; top_logprobs unconstrained."""
-    tokens = (tok("{", -0.5), tok('"label', -0.1), tok('":', -0.1),
-              tok(' "c', -2.0, ("assistant", -0.7), (' "c', -2.0), (' "e', -1.0), (' "ne', -3.0),
-                  (' "n', -3.5), ('"e', -0.2), (' "', -1.5)),
-              tok("ont", -0.3, ("ont", -0.3), ("ompl", -0.9)), tok("radiction", -0.01), tok('"}', -0.01))
+    tokens = (
+        tok("{", -0.5),
+        tok('"label', -0.1),
+        tok('":', -0.1),
+        tok(
+            ' "c',
+            -2.0,
+            ("assistant", -0.7),
+            (' "c', -2.0),
+            (' "e', -1.0),
+            (' "ne', -3.0),
+            (' "n', -3.5),
+            ('"e', -0.2),
+            (' "', -1.5),
+        ),
+        tok("ont", -0.3, ("ont", -0.3), ("ompl", -0.9)),
+        tok("radiction", -0.01),
+        tok('"}', -0.01),
+    )
     text = '{"label": "contradiction"}'
-    out = parse_result(Result(text=text, tokens=tokens, finish_reason="stop", structured=True),
-                       answer_format(CHAT, prompt))
+    out = parse_result(
+        Result(text=text, tokens=tokens, finish_reason="stop", structured=True), answer_format(CHAT, prompt)
+    )
     # at ' "c' only alternatives that start with the lead ' "' and then one label's word count:
     # c: e^-2; e: e^-1; n: e^-3 + e^-3.5. 'assistant', '"e' (no space) and ' "' (undecided) are left out.
     c, e, n = math.exp(-2.0), math.exp(-1.0), math.exp(-3.0) + math.exp(-3.5)
@@ -91,8 +131,10 @@ def test_chat_json_confidence_at_the_first_deciding_token(prompt):
 def test_shared_prefix_labels_are_scored_along_the_answers_path():
     words = {"contradiction": ("contradiction",), "contrast": ("contrast",), "neutral": ("neutral",)}
     fmt = AnswerFormat("write", words, None, chat=True)
-    tokens = (tok("contr", -0.2, ("contr", -0.2), ("neut", -2.0)),
-              tok("adiction", -0.4, ("adiction", -0.4), ("ast", -1.1), ("ary", -2.0)))
+    tokens = (
+        tok("contr", -0.2, ("contr", -0.2), ("neut", -2.0)),
+        tok("adiction", -0.4, ("adiction", -0.4), ("ast", -1.1), ("ary", -2.0)),
+    )
     out = parse_result(Result(text="contradiction", tokens=tokens, finish_reason="stop"), fmt)
     # 'contr' fits two labels, so the next token decides between them, each on the path P(contr):
     # contradiction e^-0.2·e^-0.4, contrast e^-0.2·e^-1.1; neutral branched off at the first token, e^-2.0
@@ -107,8 +149,10 @@ def test_confidence_is_not_conditional_on_a_shared_first_token():
     0.5 · 0.99 = 0.495, P(negative) 0.5 · 0.01, P(positive) 0.5."""
     words = {"negative": ("negative",), "neutral": ("neutral",), "positive": ("positive",)}
     fmt = AnswerFormat("write", words, None, chat=True)
-    tokens = (tok("ne", math.log(0.5), ("ne", math.log(0.5)), ("pos", math.log(0.5))),
-              tok("utral", math.log(0.99), ("utral", math.log(0.99)), ("gative", math.log(0.01))))
+    tokens = (
+        tok("ne", math.log(0.5), ("ne", math.log(0.5)), ("pos", math.log(0.5))),
+        tok("utral", math.log(0.99), ("utral", math.log(0.99)), ("gative", math.log(0.01))),
+    )
     out = parse_result(Result(text="neutral", tokens=tokens, finish_reason="stop"), fmt)
     assert out.label == "neutral" and out.labels_seen == 3
     assert out.confidence == pytest.approx(0.495, rel=1e-9)
@@ -120,8 +164,10 @@ def test_confidence_is_not_conditional_on_a_shared_first_token():
 
 
 def test_score_over_http_reads_first_token_alternatives(prompt):
-    fmt = answer_format(AnnotatorParams(kind="llm", method="logprob", backend=OpenAIBackendParams(
-        model="m", endpoint="completions")), prompt)
+    fmt = answer_format(
+        AnnotatorParams(kind="llm", method="logprob", backend=OpenAIBackendParams(model="m", endpoint="completions")),
+        prompt,
+    )
     first = tok(" د", -0.4, (" د", -0.4), (" غ", -1.2), ("غ", -2.5), (" ش", -2.0), ("\n", -1.0), (" ", -1.5))
     out = parse_result(Result(text=" د", tokens=(first,), finish_reason="length"), fmt)
     d, g, s = math.exp(-0.4), math.exp(-1.2) + math.exp(-2.5), math.exp(-2.0)
@@ -141,30 +187,40 @@ def test_request_shapes_per_annotator_kind(prompt):
     assert user.index("باران") < user.index("آفتابی")  # hypothesis first
     assert {r.seed for r in reqs} == {0}  # greedy: no per-sample seed
     sampled = CHAT.model_copy(update={"temperature": 0.7})
-    first, again = build_requests(PAIRS, sampled, prompt, [], 0), build_requests(PAIRS, sampled, prompt, [], 0, attempt=1)
+    first, again = (
+        build_requests(PAIRS, sampled, prompt, [], 0),
+        build_requests(PAIRS, sampled, prompt, [], 0, attempt=1),
+    )
     assert len({r.seed for r in first + again}) == 4  # a seed per row and per attempt
     clf = AnnotatorParams(kind="classifier", model_dir="x")
     assert build_requests(PAIRS, clf, None, [], seed=0)[0].kind == "classify"
 
 
-SHOT_POOL = [{"premise": f"متن نمونه {i}", "hypothesis": f"جمله نمونه {i}", "label": lab}
-             for i, lab in enumerate(["entailment", "contradiction", "neutral"] * 3)]
+SHOT_POOL = [
+    {"premise": f"متن نمونه {i}", "hypothesis": f"جمله نمونه {i}", "label": lab}
+    for i, lab in enumerate(["entailment", "contradiction", "neutral"] * 3)
+]
 
 
 def test_chat_annotators_get_their_shots_as_user_assistant_turns(prompt):
     """Issue 14 (defect 2): shots were ignored for chat annotators (always zero-shot, same cache key)."""
     zero = build_requests(PAIRS, CHAT.model_copy(update={"shots": 0}), prompt, SHOT_POOL, seed=0)
     assert [m["role"] for m in zero[0].messages] == ["system", "user"]  # shots: 0 stays zero-shot
-    two = build_requests(PAIRS, CHAT.model_copy(update={"shots": 2}), prompt, SHOT_POOL, seed=0,
-                         variant="hypothesis_first")
+    two = build_requests(
+        PAIRS, CHAT.model_copy(update={"shots": 2}), prompt, SHOT_POOL, seed=0, variant="hypothesis_first"
+    )
     assert [m["role"] for m in two[0].messages] == ["system", "user", "assistant", "user", "assistant", "user"]
     by_premise = {s["premise"]: s for s in SHOT_POOL}
     for user, answer in zip(two[0].messages[1:5:2], two[0].messages[2:5:2]):
         shot = next(s for p, s in by_premise.items() if p in user["content"])
         assert user["content"].index(shot["hypothesis"]) < user["content"].index(shot["premise"])  # the variant
-        assert answer["content"] == '{"label": "%s"}' % shot["label"]  # a JSON-schema request's answer shape
-    assert two[0].messages[-1] == build_requests(PAIRS, CHAT.model_copy(update={"shots": 0}), prompt, SHOT_POOL,
-                                                 seed=0, variant="hypothesis_first")[0].messages[-1]
+        assert answer["content"] == json.dumps({"label": shot["label"]})  # a JSON-schema request's answer shape
+    assert (
+        two[0].messages[-1]
+        == build_requests(
+            PAIRS, CHAT.model_copy(update={"shots": 0}), prompt, SHOT_POOL, seed=0, variant="hypothesis_first"
+        )[0].messages[-1]
+    )
     assert two[0].cache_key("m") != zero[0].cache_key("m")  # the shots are in the cache key
     plain = CHAT.model_copy(update={"shots": 1, "backend": OpenAIBackendParams(model="m", structured_output=False)})
     answer = build_requests(PAIRS, plain, prompt, SHOT_POOL, seed=0)[0].messages[2]["content"]
@@ -179,25 +235,29 @@ def test_sampled_answers_are_asked_again_with_new_seeds_greedy_ones_are_not(prom
 
     def ask(requests, keep):  # answers "maybe" to first attempts, a label word afterwards
         asked.append([r.seed for r in requests])
-        out = [keep(Result(text="maybe" if len(asked) == 1 else "neutral", finish_reason="stop", raw={}))
-               for _ in requests]
+        out = [
+            keep(Result(text="maybe" if len(asked) == 1 else "neutral", finish_reason="stop", raw={})) for _ in requests
+        ]
         return out, RunStats(requests=len(requests), sent=len(requests))
 
     sampled = CHAT.model_copy(update={"temperature": 0.7})
     answers, attempts, stats = ask_until_parsed(
-        lambda k: build_requests(PAIRS, sampled, prompt, [], 0, attempt=k), ask, fmt, retries=2)
+        lambda k: build_requests(PAIRS, sampled, prompt, [], 0, attempt=k), ask, fmt, retries=2
+    )
     assert [a.label for a in answers] == ["neutral", "neutral"] and attempts == [2, 2] and stats.sent == 4
     assert set(asked[0]).isdisjoint(asked[1])
     asked.clear()
-    answers, attempts, _ = ask_until_parsed(lambda k: build_requests(PAIRS, CHAT, prompt, [], 0, attempt=k),
-                                            ask, fmt, retries=0)
+    answers, attempts, _ = ask_until_parsed(
+        lambda k: build_requests(PAIRS, CHAT, prompt, [], 0, attempt=k), ask, fmt, retries=0
+    )
     assert [a.label for a in answers] == [None, None] and len(asked) == 1
 
 
 def test_classifier_annotator_labels_every_row(gold_dir, tmp_path):
     gold = read_frame(gold_dir / "train.jsonl").head(600)
-    clf, _ = train_regime("gold_only", gold, None, SklearnClassifierParams(n_features=2**14),
-                          gold_epochs=2, synthetic_epochs=1, seed=0)
+    clf, _ = train_regime(
+        "gold_only", gold, None, SklearnClassifierParams(n_features=2**14), gold_epochs=2, synthetic_epochs=1, seed=0
+    )
     clf.save(tmp_path / "clf")
     backend = ClassifierBackend(tmp_path / "clf")
     cfg = AnnotatorParams(kind="classifier", model_dir=str(tmp_path / "clf"))
@@ -206,5 +266,9 @@ def test_classifier_annotator_labels_every_row(gold_dir, tmp_path):
     fmt = answer_format(cfg, None)
     rows = annotate_rows(val, [parse_result(r, fmt) for r in results], "classifier")
     assert len(rows) == 50 and stats.failures == 0
-    assert all(r["label"] in ("entailment", "contradiction", "neutral") and 0.33 < r["confidence"] <= 1
-               and r["confidence_source"] == "classifier" for r in rows)
+    assert all(
+        r["label"] in ("entailment", "contradiction", "neutral")
+        and 0.33 < r["confidence"] <= 1
+        and r["confidence_source"] == "classifier"
+        for r in rows
+    )

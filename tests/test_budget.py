@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 import yaml
-
 from fake_openai import fake_openai_fixture  # noqa: F401  (the fixture)
+
 from synthllm.budget import nested_order, subset
 from synthllm.io import read_frame, read_jsonl, write_jsonl
 from synthllm.stages import annotate, generate
@@ -37,8 +37,16 @@ def test_subsets_are_nested_and_stratified(gold_dir):
 def budget_work(tmp_path, repo_root, gold_dir, fake_openai):
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
     params["gold"].update(budget=BUDGET, shot_pool=SHOTS)
-    remote = {"kind": "openai", "model": "m", "base_urls": [fake_openai.url], "endpoint": "completions",
-              "api_key_env": "NO_KEY_NEEDED", "concurrency": 4, "timeout_s": 5, "max_retries": 1}
+    remote = {
+        "kind": "openai",
+        "model": "m",
+        "base_urls": [fake_openai.url],
+        "endpoint": "completions",
+        "api_key_env": "NO_KEY_NEEDED",
+        "concurrency": 4,
+        "timeout_s": 5,
+        "max_retries": 1,
+    }
     params["generate"].update(num_premises=20, shots=3, backend=remote)
     params["annotators"] = {"writer": "prompts/fa/nli/annotate.yaml"}
     params["annotator_configs"] = {"writer": {"kind": "llm", "method": "instruct", "shots": 3, "backend": remote}}
@@ -60,25 +68,79 @@ def test_no_gold_label_outside_the_budget_is_used(budget_work, gold_dir, repo_ro
     shot_texts = set(subset(train, SHOTS, 5)["hypothesis"])
     common = ["--params", str(work / "params.yaml")]
 
-    generate.main([*common, "--gold", str(gold_dir), "--prompts", str(repo_root / "prompts"),
-                   "--out", str(work / "generated.jsonl"), "--stats", str(work / "g.json"), "--run-stats", str(work / "gr.json")])
+    generate.main(
+        [
+            *common,
+            "--gold",
+            str(gold_dir),
+            "--prompts",
+            str(repo_root / "prompts"),
+            "--out",
+            str(work / "generated.jsonl"),
+            "--stats",
+            str(work / "g.json"),
+            "--run-stats",
+            str(work / "gr.json"),
+        ]
+    )
     pool = [{**r, "id": f"syn-{i}"} for i, r in enumerate(read_jsonl(gold_dir / "val.jsonl")[-12:])]
     write_jsonl(pool, work / "pool.jsonl")
-    annotate.main([*common, "--name", "writer", "--pool", str(work / "pool.jsonl"), "--gold", str(gold_dir),
-                   "--prompts", str(repo_root / "prompts"), "--out", str(work / "a.jsonl"),
-                   "--audit", str(work / "au.jsonl"), "--metrics", str(work / "am.json")])
+    annotate.main(
+        [
+            *common,
+            "--name",
+            "writer",
+            "--pool",
+            str(work / "pool.jsonl"),
+            "--gold",
+            str(gold_dir),
+            "--prompts",
+            str(repo_root / "prompts"),
+            "--out",
+            str(work / "a.jsonl"),
+            "--audit",
+            str(work / "au.jsonl"),
+            "--metrics",
+            str(work / "am.json"),
+        ]
+    )
     prompts = [b["prompt"] for b in fake_openai.bodies]
     assert len(prompts) == 60 + 12 + 10  # generation, pool, audit
     used = Counter(h for h in train["hypothesis"] for p in prompts if f": {h}\n" in p)
     assert used and set(used) <= shot_texts  # every labelled example shown comes from the shot pool
     assert not any(f": {h}\n" in p for h in outside["hypothesis"] for p in prompts)
 
-    train_stage.main([*common, "--annotator-classifier", "--regime", "gold_only", "--gold", str(gold_dir),
-                      "--out", str(work / "clf"), "--metrics", str(work / "ta.json")])
+    train_stage.main(
+        [
+            *common,
+            "--annotator-classifier",
+            "--regime",
+            "gold_only",
+            "--gold",
+            str(gold_dir),
+            "--out",
+            str(work / "clf"),
+            "--metrics",
+            str(work / "ta.json"),
+        ]
+    )
     write_jsonl(pool[:8], work / "split" / "train.jsonl")
     write_jsonl(pool[8:], work / "split" / "dev.jsonl")
-    train_stage.main([*common, "--regime", "warmup", "--gold", str(gold_dir), "--synthetic", str(work / "split"),
-                      "--out", str(work / "down"), "--metrics", str(work / "td.json")])
+    train_stage.main(
+        [
+            *common,
+            "--regime",
+            "warmup",
+            "--gold",
+            str(gold_dir),
+            "--synthetic",
+            str(work / "split"),
+            "--out",
+            str(work / "down"),
+            "--metrics",
+            str(work / "td.json"),
+        ]
+    )
     expected = hashlib.sha256("\n".join(sorted(inside["id"])).encode()).hexdigest()
     for metrics in ("ta.json", "td.json"):
         report = json.loads((work / metrics).read_text())

@@ -8,8 +8,8 @@ import json
 
 import pytest
 import yaml
-
 from fake_openai import fake_openai_fixture, label_for  # noqa: F401  (the fixture)
+
 from synthllm.io import read_jsonl, write_jsonl
 from synthllm.stages import cascade as cascade_stage
 
@@ -23,22 +23,61 @@ def work(tmp_path, repo_root, gold_dir, fake_openai):
     params["annotators"] = {"classifier": "models/annotators/classifier"}
     params["annotator_configs"] = {
         "classifier": {"kind": "classifier", "model_dir": "models/annotators/classifier"},
-        "remote": {"kind": "llm", "method": "instruct", "backend": {
-            "kind": "openai", "model": "m", "base_urls": [fake_openai.url], "api_key_env": "NO_KEY",
-            "concurrency": 4, "timeout_s": 5, "max_retries": 1}}}
+        "remote": {
+            "kind": "llm",
+            "method": "instruct",
+            "backend": {
+                "kind": "openai",
+                "model": "m",
+                "base_urls": [fake_openai.url],
+                "api_key_env": "NO_KEY",
+                "concurrency": 4,
+                "timeout_s": 5,
+                "max_retries": 1,
+            },
+        },
+    }
     params["aggregates"] = {}
-    params["cascades"] = {"casc": {"cheap": ["classifier"], "expensive": "remote",
-                                   "expensive_reads": "prompts/fa/nli/annotate.yaml", "threshold": 0.5,
-                                   "on_flip": False, "frontier_thresholds": [0.0, 0.5, 0.7, 1.01]}}
+    params["cascades"] = {
+        "casc": {
+            "cheap": ["classifier"],
+            "expensive": "remote",
+            "expensive_reads": "prompts/fa/nli/annotate.yaml",
+            "threshold": 0.5,
+            "on_flip": False,
+            "frontier_thresholds": [0.0, 0.5, 0.7, 1.01],
+        }
+    }
     params["branches"] = {"classifier": "data/annotated/classifier.jsonl"}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     train, val = read_jsonl(gold_dir / "train.jsonl"), read_jsonl(gold_dir / "val.jsonl")
-    pool = [{"id": f"syn-{i}", "premise": r["premise"], "hypothesis": r["hypothesis"], "label": "neutral",
-             "confidence": c, "confidence_source": "classifier", "status": "ok", "reason": None}
-            for i, (r, c) in enumerate(zip(train, CONFIDENCES))]
-    audit = [{"id": r["id"], "premise": r["premise"], "hypothesis": r["hypothesis"], "gold_label": r["label"],
-              "label": "neutral", "confidence": CONFIDENCES[i], "confidence_source": "classifier",
-              "status": "ok", "reason": None} for i, r in enumerate(val[:N_AUDIT])]
+    pool = [
+        {
+            "id": f"syn-{i}",
+            "premise": r["premise"],
+            "hypothesis": r["hypothesis"],
+            "label": "neutral",
+            "confidence": c,
+            "confidence_source": "classifier",
+            "status": "ok",
+            "reason": None,
+        }
+        for i, (r, c) in enumerate(zip(train, CONFIDENCES))
+    ]
+    audit = [
+        {
+            "id": r["id"],
+            "premise": r["premise"],
+            "hypothesis": r["hypothesis"],
+            "gold_label": r["label"],
+            "label": "neutral",
+            "confidence": CONFIDENCES[i],
+            "confidence_source": "classifier",
+            "status": "ok",
+            "reason": None,
+        }
+        for i, r in enumerate(val[:N_AUDIT])
+    ]
     write_jsonl(pool, tmp_path / "annotated" / "classifier.jsonl")
     write_jsonl(audit, tmp_path / "audit" / "classifier.jsonl")
     return tmp_path
@@ -48,16 +87,35 @@ def run(work, repo_root, gold_dir, threshold: float, tag: str) -> dict:
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["cascades"]["casc"]["threshold"] = threshold
     (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
-    cascade_stage.main(["--params", str(work / "params.yaml"), "--name", "casc", "--annotated", str(work / "annotated"),
-                        "--audit", str(work / "audit"), "--gold", str(gold_dir), "--prompts", str(repo_root / "prompts"),
-                        "--out", str(work / tag / "pool.jsonl"), "--audit-out", str(work / tag / "audit.jsonl"),
-                        "--metrics", str(work / tag / "metrics.json")])
+    cascade_stage.main(
+        [
+            "--params",
+            str(work / "params.yaml"),
+            "--name",
+            "casc",
+            "--annotated",
+            str(work / "annotated"),
+            "--audit",
+            str(work / "audit"),
+            "--gold",
+            str(gold_dir),
+            "--prompts",
+            str(repo_root / "prompts"),
+            "--out",
+            str(work / tag / "pool.jsonl"),
+            "--audit-out",
+            str(work / tag / "audit.jsonl"),
+            "--metrics",
+            str(work / tag / "metrics.json"),
+        ]
+    )
     return json.loads((work / tag / "metrics.json").read_text())
 
 
 @pytest.mark.parametrize("threshold", [0.5, 0.7])
-def test_only_escalated_rows_reach_the_expensive_annotator(work, repo_root, gold_dir, fake_openai, monkeypatch,
-                                                           threshold):
+def test_only_escalated_rows_reach_the_expensive_annotator(
+    work, repo_root, gold_dir, fake_openai, monkeypatch, threshold
+):
     monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(work / f"cache-{threshold}"))
     metrics = run(work, repo_root, gold_dir, threshold, f"t{threshold}")
     escalated = sum(c < threshold for c in CONFIDENCES)
@@ -70,8 +128,9 @@ def test_only_escalated_rows_reach_the_expensive_annotator(work, repo_root, gold
         assert row["escalated"] == (conf < threshold) == asked
         assert row["label_from"] == ("remote" if conf < threshold else "classifier")
         if row["escalated"]:
-            assert row["label"] == label_for(f"متن: {row['premise']}\nجمله: {row['hypothesis']}\n\n"
-                                             "Label (entailment, contradiction or neutral):")
+            assert row["label"] == label_for(
+                f"متن: {row['premise']}\nجمله: {row['hypothesis']}\n\nLabel (entailment, contradiction or neutral):"
+            )
 
 
 def test_frontier_from_the_audit_equals_a_cascade_run_at_that_threshold(work, repo_root, gold_dir, monkeypatch):
@@ -83,7 +142,8 @@ def test_frontier_from_the_audit_equals_a_cascade_run_at_that_threshold(work, re
         accuracy = sum(r["label"] == r["gold_label"] for r in audit) / len(audit)
         assert frontier[threshold]["audit_accuracy"] == pytest.approx(accuracy, abs=1e-6)
         assert frontier[threshold]["escalated_share"] == pytest.approx(
-            sum(r["escalated"] for r in audit) / len(audit), abs=1e-6)
+            sum(r["escalated"] for r in audit) / len(audit), abs=1e-6
+        )
         assert metrics["audit"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
     assert frontier[1.01]["escalated_share"] == 1.0 and frontier[0.0]["escalated_share"] == 0.0
 
@@ -95,12 +155,30 @@ def test_max_escalated_caps_the_audit_in_the_pools_share():
     from synthllm.cascade import escalate, escalation_share, frontier
     from synthllm.params import CascadeParams
 
-    cfg = CascadeParams(cheap=["c"], expensive="e", expensive_reads="x", threshold=0.9, on_disagreement=False,
-                        on_flip=False, max_escalated=10, frontier_thresholds=[0.9])
+    cfg = CascadeParams(
+        cheap=["c"],
+        expensive="e",
+        expensive_reads="x",
+        threshold=0.9,
+        on_disagreement=False,
+        on_flip=False,
+        max_escalated=10,
+        frontier_thresholds=[0.9],
+    )
 
     def rows(n):
-        return [{"c": {"id": f"r{i}", "label": "neutral", "confidence": 0.1 + 0.7 * i / n, "status": "ok",
-                       "gold_label": "neutral"}} for i in range(n)]
+        return [
+            {
+                "c": {
+                    "id": f"r{i}",
+                    "label": "neutral",
+                    "confidence": 0.1 + 0.7 * i / n,
+                    "status": "ok",
+                    "gold_label": "neutral",
+                }
+            }
+            for i in range(n)
+        ]
 
     share = escalation_share(cfg, 100)
     assert share == pytest.approx(0.1)
@@ -113,8 +191,9 @@ def test_max_escalated_caps_the_audit_in_the_pools_share():
     assert sum(escalate(audit, cfg, 0.9, escalation_share(cfg.model_copy(update={"max_escalated": None}), 100))) == 20
 
 
-def test_an_outage_fails_the_cascade_stage_and_an_accepted_share_keeps_every_row(work, repo_root, gold_dir,
-                                                                                 fake_openai, monkeypatch):
+def test_an_outage_fails_the_cascade_stage_and_an_accepted_share_keeps_every_row(
+    work, repo_root, gold_dir, fake_openai, monkeypatch
+):
     """Rows in = rows out for the cascade: with the expensive annotator's server failing, the stage
     exits non-zero and writes nothing; with max_unanswered accepting it, every pool row comes back,
     each escalated one keeping the cheap label with the reason the escalation failed."""
@@ -130,6 +209,9 @@ def test_an_outage_fails_the_cascade_stage_and_an_accepted_share_keeps_every_row
     rows = read_jsonl(work / "accepted" / "pool.jsonl")
     assert len(rows) == N_POOL
     escalated = [r for r in rows if r["escalated"]]
-    assert escalated and all(r["escalation_failed"].startswith("http 503") and r["label"] == "neutral"
-                             for r in escalated)
-    assert metrics["escalation"]["failed"] == len(escalated) and metrics["run"]["unanswered"] == len(escalated) + N_AUDIT
+    assert escalated and all(
+        r["escalation_failed"].startswith("http 503") and r["label"] == "neutral" for r in escalated
+    )
+    assert (
+        metrics["escalation"]["failed"] == len(escalated) and metrics["run"]["unanswered"] == len(escalated) + N_AUDIT
+    )

@@ -2,19 +2,25 @@ import pandas as pd
 import pytest
 
 from synthllm.classifier import HFClassifier, load_classifier, train_regime
-from synthllm.regimes import passes, regime_phases
 from synthllm.evaluation import evaluate_predictions
 from synthllm.io import read_frame
 from synthllm.params import NLI_LABELS, HFClassifierParams, SklearnClassifierParams
+from synthllm.regimes import passes, regime_phases
 
 GOLD = pd.DataFrame({"premise": ["a"] * 4, "hypothesis": list("wxyz"), "label": list(NLI_LABELS) + ["neutral"]})
 SYN = pd.DataFrame({"premise": ["b"] * 2, "hypothesis": ["u", "v"], "label": ["neutral", "entailment"]})
 
 
-@pytest.mark.parametrize("regime, expected", [
-    ("gold_only", [(4, 8)]), ("synthetic_only", [(2, 3)]), ("warmup", [(2, 3), (4, 8)]),
-    ("reversed", [(4, 8), (2, 3)]), ("mix", [(4 * 8 + 2 * 3, 1)]),
-])
+@pytest.mark.parametrize(
+    "regime, expected",
+    [
+        ("gold_only", [(4, 8)]),
+        ("synthetic_only", [(2, 3)]),
+        ("warmup", [(2, 3), (4, 8)]),
+        ("reversed", [(4, 8), (2, 3)]),
+        ("mix", [(4 * 8 + 2 * 3, 1)]),
+    ],
+)
 def test_regimes_are_ordered_phases(regime, expected):
     phases = regime_phases(regime, GOLD, SYN, gold_epochs=8, synthetic_epochs=3, seed=0)
     assert [(len(p.rows), p.epochs) for p in phases] == expected
@@ -43,8 +49,9 @@ def test_offline_default_learns_farstail(gold_dir, tmp_path):
     gold pass over a third of train (the full default run reaches ~67 %; see README)."""
     train = read_frame(gold_dir / "train.jsonl").sample(2500, random_state=0)
     test = read_frame(gold_dir / "test.jsonl")
-    clf, log = train_regime("gold_only", train, None, SklearnClassifierParams(), gold_epochs=3,
-                            synthetic_epochs=1, seed=1)
+    clf, log = train_regime(
+        "gold_only", train, None, SklearnClassifierParams(), gold_epochs=3, synthetic_epochs=1, seed=1
+    )
     assert log == [{"phase": 0, "source": "gold", "rows": 2500, "epochs": 3}]
     clf.save(tmp_path / "m")
     proba = load_classifier(tmp_path / "m").predict_proba(list(test["premise"]), list(test["hypothesis"]))
@@ -72,8 +79,9 @@ def test_warmup_continues_from_the_synthetic_phase(gold_dir):
 def test_hf_trainer_path_trains_saves_and_reloads(tiny_encoder, gold_dir, tmp_path):
     gold = read_frame(gold_dir / "train.jsonl").head(64)
     syn = read_frame(gold_dir / "val.jsonl").head(32)
-    params = HFClassifierParams(model=str(tiny_encoder), max_length=64, batch_size=16,
-                                learning_rate=1e-3, max_steps_per_phase=3)
+    params = HFClassifierParams(
+        model=str(tiny_encoder), max_length=64, batch_size=16, learning_rate=1e-3, max_steps_per_phase=3
+    )
     clf, log = train_regime("warmup", gold, syn, params, gold_epochs=1, synthetic_epochs=1, seed=0)
     assert [p["rows"] for p in log] == [32, 64]
     assert all(p["train_loss"] > 0 for p in log)
@@ -103,7 +111,7 @@ def test_the_feature_cache_is_bounded_in_bytes_and_still_hashes_once(gold_dir, m
     assert clf.features(list(big["premise"]), list(big["hypothesis"])) is not big_x  # re-hashed, equal
     assert (clf.features(list(big["premise"]), list(big["hypothesis"])) != big_x).nnz == 0
     for start in range(0, 1000, 100):  # ten small matrices: the oldest make room, the total stays bounded
-        part = rows.iloc[start:start + 100]
+        part = rows.iloc[start : start + 100]
         clf.features(list(part["premise"]), list(part["hypothesis"]))
         assert sum(map(classifier._nbytes, classifier._FEATURES.values())) <= classifier.FEATURE_CACHE_BYTES
     assert 1 < len(classifier._FEATURES) < 11

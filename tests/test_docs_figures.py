@@ -24,7 +24,8 @@ def test_estimate_tables_in_the_readme_are_the_estimators_output(repo_root):
         expected = format_markdown(estimate(load_params(repo_root / params), repo_root / "prompts", int(rows), Speed()))
         assert block["table"].strip() == expected.strip(), (
             f"README table for {block['args']} is stale: paste `python -m synthllm.estimate --params {params} "
-            f"--rows {rows} --markdown`")
+            f"--rows {rows} --markdown`"
+        )
 
 
 def test_the_estimator_prices_a_cascade_whose_expensive_annotator_is_not_active(repo_root):

@@ -41,8 +41,11 @@ def import_closure(module: str) -> set[Path]:
                     todo += [a.name for a in node.names if a.name.startswith("synthllm")]
                 elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("synthllm"):
                     todo.append(node.module)
-                    todo += [f"{node.module}.{a.name}" for a in node.names
-                             if module_file(f"{node.module}.{a.name}") is not None]
+                    todo += [
+                        f"{node.module}.{a.name}"
+                        for a in node.names
+                        if module_file(f"{node.module}.{a.name}") is not None
+                    ]
     return seen
 
 
@@ -88,7 +91,7 @@ def fix_dvc_yaml() -> None:
         if match:
             stage = match.group(1)
         if line.strip().startswith("- src/synthllm/"):
-            indent = line[:len(line) - len(line.lstrip())]
+            indent = line[: len(line) - len(line.lstrip())]
             while i < len(lines) and lines[i].strip().startswith("- src/synthllm/"):
                 i += 1
             out += [f"{indent}- {p.relative_to(ROOT).as_posix()}" for p in sorted(import_closure(modules[stage]))]

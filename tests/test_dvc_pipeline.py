@@ -20,42 +20,77 @@ import yaml
 pytestmark = pytest.mark.slow
 
 PLANTED_KEY = "sk-test-PLANTED-dvc-41b7c9e2d0"
-COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", ".dvc", "data", "models", "metrics", "plots",
-                                     "reports", ".cache", "__pycache__", "*.egg-info", ".pytest_cache",
-                                     "notebooks", "benchmarks", "tests")
+COPY_IGNORE = shutil.ignore_patterns(
+    ".venv",
+    ".git",
+    ".dvc",
+    "data",
+    "models",
+    "metrics",
+    "plots",
+    "reports",
+    ".cache",
+    "__pycache__",
+    "*.egg-info",
+    ".pytest_cache",
+    "notebooks",
+    "benchmarks",
+    "tests",
+)
 
 
 def tiny_params(repo_root: Path, tiny_lm: Path) -> dict:
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
     params["gold"]["max_train"] = 400
     params["generator_model"] = {"source": "hf", "name_or_path": str(tiny_lm), "save_dtype": "float32"}
-    params["generate"].update(num_premises=14, shots=1, max_new_tokens=32,
-                              backend={"kind": "transformers", "model_dir": "models/generator", "batch_size": 8})
+    params["generate"].update(
+        num_premises=14,
+        shots=1,
+        max_new_tokens=32,
+        backend={"kind": "transformers", "model_dir": "models/generator", "batch_size": 8},
+    )
     params["generate"]["filters"].update(min_script_ratio=0.5, min_words=2)
     params["annotators"] = {"classifier": "models/annotators/classifier", "tinylm": "models/generator"}
     params["annotator_configs"]["tinylm"] = {
-        "kind": "llm", "method": "logprob", "prompt": "fa/nli/annotate", "shots": 1,
+        "kind": "llm",
+        "method": "logprob",
+        "prompt": "fa/nli/annotate",
+        "shots": 1,
         "stability_variant": "hypothesis_first",
-        "backend": {"kind": "transformers", "model_dir": "models/generator", "batch_size": 8}}
+        "backend": {"kind": "transformers", "model_dir": "models/generator", "batch_size": 8},
+    }
     params["aggregates"] = {"vote": {"members": ["classifier", "tinylm"], "method": "dawid_skene"}}
-    params["branches"] = {"classifier": "data/annotated/classifier.jsonl",
-                          "tinylm": "data/annotated/tinylm.jsonl", "vote": "data/aggregated/vote.jsonl"}
+    params["branches"] = {
+        "classifier": "data/annotated/classifier.jsonl",
+        "tinylm": "data/annotated/tinylm.jsonl",
+        "vote": "data/aggregated/vote.jsonl",
+    }
     params["annotate"]["audit_size"] = 20
     # the default's kind, on the tiny LM: the classifier annotator reads models/generator's states
-    params["annotator_training"] = {"gold_epochs": 1, "seed": 0, "classifier": {
-        "kind": "gemma_attention", "layers": [1], "hidden": 16, "max_tokens": 48, "batch_size": 32}}
+    params["annotator_training"] = {
+        "gold_epochs": 1,
+        "seed": 0,
+        "classifier": {"kind": "gemma_attention", "layers": [1], "hidden": 16, "max_tokens": 48, "batch_size": 32},
+    }
     params["split"]["dev_fraction"] = 0.2
     params["regimes"] = ["warmup", "mix"]
     params["curves"] = {"budgets": [100, 200], "pool_budget": 100, "pool_fractions": [0.5, 1.0]}
-    params["train"] = {"classifier": {"kind": "sklearn_sgd", "n_features": 4096}, "gold_epochs": 1,
-                       "synthetic_epochs": 1, "seeds": [1, 2], "launcher": "python -m"}
+    params["train"] = {
+        "classifier": {"kind": "sklearn_sgd", "n_features": 4096},
+        "gold_epochs": 1,
+        "synthetic_epochs": 1,
+        "seeds": [1, 2],
+        "launcher": "python -m",
+    }
     return params
 
 
 def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -64,17 +99,26 @@ def dvc(*args: str, cwd: Path, env: dict, check: bool = True) -> subprocess.Comp
 
 
 def with_git_identity(env: dict) -> dict:
-    return {**env, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-            "GIT_COMMITTER_EMAIL": "t@t"}
+    return {
+        **env,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
 
 
 def make_repo(repo_root: Path, dest: Path, params: dict) -> Path:
     shutil.copytree(repo_root, dest, ignore=COPY_IGNORE)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
     env = with_git_identity(dict(os.environ))
-    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
-                [sys.executable, "-m", "dvc", "config", "core.analytics", "false"],
-                ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        [sys.executable, "-m", "dvc", "init", "-q"],
+        [sys.executable, "-m", "dvc", "config", "core.analytics", "false"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "tiny"],
+    ):
         run(cmd, dest, env)
     return dest
 
@@ -84,9 +128,14 @@ def pipeline_env(tmp_path_factory, farstail_mirror):
     cache = tmp_path_factory.mktemp("llm-cache")
     # a planted key in the environment must end up nowhere (dvc.lock, outputs, metrics, cache);
     # every stage records which params it reads (synthllm.params_reads) for the dvc.yaml check
-    return {**os.environ, "SYNTHLLM_FARSTAIL_MIRROR": str(farstail_mirror),
-            "SYNTHLLM_CACHE_DIR": str(cache), "TQDM_DISABLE": "1", "OPENAI_API_KEY": PLANTED_KEY,
-            "SYNTHLLM_PARAMS_LOG": str(tmp_path_factory.mktemp("params-reads"))}
+    return {
+        **os.environ,
+        "SYNTHLLM_FARSTAIL_MIRROR": str(farstail_mirror),
+        "SYNTHLLM_CACHE_DIR": str(cache),
+        "TQDM_DISABLE": "1",
+        "OPENAI_API_KEY": PLANTED_KEY,
+        "SYNTHLLM_PARAMS_LOG": str(tmp_path_factory.mktemp("params-reads")),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +191,15 @@ def test_full_dag_outputs(tiny_repo):
         assert m["audit"]["n"] == 20 and 0 <= m["audit"]["accuracy"] <= 1
     assert "prompt_order_flip_rate" in json.loads((tiny_repo / "metrics/annotators/tinylm.json").read_text())["pool"]
     runs = sorted(p.stem for p in (tiny_repo / "metrics/eval").glob("*.json"))
-    assert runs == ["classifier__mix", "classifier__warmup", "gold__gold_only", "tinylm__mix", "tinylm__warmup",
-                    "vote__mix", "vote__warmup"]
+    assert runs == [
+        "classifier__mix",
+        "classifier__warmup",
+        "gold__gold_only",
+        "tinylm__mix",
+        "tinylm__warmup",
+        "vote__mix",
+        "vote__warmup",
+    ]
     voted = [json.loads(x) for x in (tiny_repo / "data/aggregated/vote.jsonl").read_text().splitlines()]
     assert len(voted) == len(generated) and set(voted[0]["votes"]) == {"classifier", "tinylm"}
     assert "| vote | natural | warmup | synthetic ×1 → gold ×1 | 2 |" in (tiny_repo / "reports/results.md").read_text()
@@ -161,7 +217,10 @@ def test_full_dag_outputs(tiny_repo):
     assert "Majority vote of classifier, tinylm" in table
     quality = json.loads((tiny_repo / "metrics/annotation_quality.json").read_text())
     assert "classifier__tinylm" in quality["pairwise_kappa"]
-    assert json.loads((tiny_repo / "plots/agreement/classifier__tinylm.json").read_text())[0].keys() == {"actual", "predicted"}
+    assert json.loads((tiny_repo / "plots/agreement/classifier__tinylm.json").read_text())[0].keys() == {
+        "actual",
+        "predicted",
+    }
     card = (tiny_repo / "data/export/tinylm/README.md").read_text()
     assert "apache-2.0" in card.lower() and (tiny_repo / "data/export/tinylm/parquet/train.parquet").is_file()
 
@@ -272,20 +331,41 @@ def test_metrics_are_readable_by_dvc(tiny_repo, pipeline_env):
 
 def test_train_param_change_stales_only_train_evaluate_report(tiny_repo, pipeline_env):
     changed, stale = stale_after(tiny_repo, pipeline_env, lambda p: p["train"].update(gold_epochs=2))
-    assert changed == {"train_gold_only", "train@classifier-warmup", "train@classifier-mix",
-                       "train@tinylm-warmup", "train@tinylm-mix", "train@vote-warmup", "train@vote-mix",
-                       "curve@100", "curve@200", "curve_pool",  # the curves re-train every regime too
-                       "report"}  # the report prints each regime's passes
-    assert all(s.split("@")[0] in {"train", "train_gold_only", "evaluate", "evaluate_gold_only", "curve",
-                                   "curve_pool", "report"} for s in stale), stale
+    assert changed == {
+        "train_gold_only",
+        "train@classifier-warmup",
+        "train@classifier-mix",
+        "train@tinylm-warmup",
+        "train@tinylm-mix",
+        "train@vote-warmup",
+        "train@vote-mix",
+        "curve@100",
+        "curve@200",
+        "curve_pool",  # the curves re-train every regime too
+        "report",
+    }  # the report prints each regime's passes
+    assert all(
+        s.split("@")[0]
+        in {"train", "train_gold_only", "evaluate", "evaluate_gold_only", "curve", "curve_pool", "report"}
+        for s in stale
+    ), stale
     assert {"train_gold_only", "train@tinylm-warmup", "evaluate@classifier-mix", "report"} <= stale
 
 
 def test_generate_param_change_stales_generate_and_downstream_not_gold(tiny_repo, pipeline_env):
     changed, stale = stale_after(tiny_repo, pipeline_env, lambda p: p["generate"].update(temperature=0.7))
     assert changed == {"generate"}
-    assert {"generate", "annotate@tinylm", "aggregate@vote", "split@vote", "split@classifier", "train@classifier-warmup",
-            "evaluate@tinylm-mix", "quality", "report"} <= stale
+    assert {
+        "generate",
+        "annotate@tinylm",
+        "aggregate@vote",
+        "split@vote",
+        "split@classifier",
+        "train@classifier-warmup",
+        "evaluate@tinylm-mix",
+        "quality",
+        "report",
+    } <= stale
     assert not stale & {"gold", "generator_model", "train_annotator", "train_gold_only", "evaluate_gold_only"}
 
 
@@ -297,8 +377,10 @@ def test_retraining_one_annotator_reruns_no_other(tiny_repo, pipeline_env):
 
 def test_a_fix_in_any_imported_module_stales_the_stages_that_run_it(tiny_repo, pipeline_env):
     """classifier.py is imported by evaluate (to load models); stats.py by quality and report."""
-    for module, must in (("classifier.py", {"evaluate_gold_only", "evaluate@vote-mix", "annotate@classifier"}),
-                         ("stats.py", {"quality", "report", "aggregate@vote"})):
+    for module, must in (
+        ("classifier.py", {"evaluate_gold_only", "evaluate@vote-mix", "annotate@classifier"}),
+        ("stats.py", {"quality", "report", "aggregate@vote"}),
+    ):
         path = tiny_repo / "src/synthllm" / module
         original = path.read_text()
         path.write_text(original + "\n# a fix\n")
@@ -313,9 +395,12 @@ def test_a_fix_in_any_imported_module_stales_the_stages_that_run_it(tiny_repo, p
 def file_hashes(root: Path, folders=("data", "models")) -> dict[str, str]:
     import hashlib
 
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for folder in folders for p in sorted((root / folder).rglob("*"))
-            if p.is_file() and p.name != "README.md"}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for folder in folders
+        for p in sorted((root / folder).rglob("*"))
+        if p.is_file() and p.name != "README.md"
+    }
 
 
 def test_generation_is_byte_identical_without_the_request_cache(tiny_repo, pipeline_env, tmp_path):
@@ -379,5 +464,9 @@ def test_report_and_metrics_hold_only_the_configured_regimes(tiny_repo, pipeline
     shown = json.loads(dvc("metrics", "show", "--json", cwd=tiny_repo, env=git_env).stdout)
     files = next(iter(shown.values()))["data"]
     evals = sorted(f for f in files if f.startswith("metrics/eval/"))
-    assert evals == ["metrics/eval/classifier__warmup.json", "metrics/eval/gold__gold_only.json",
-                     "metrics/eval/tinylm__warmup.json", "metrics/eval/vote__warmup.json"]
+    assert evals == [
+        "metrics/eval/classifier__warmup.json",
+        "metrics/eval/gold__gold_only.json",
+        "metrics/eval/tinylm__warmup.json",
+        "metrics/eval/vote__warmup.json",
+    ]

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import yaml
-
 from fake_openai import cached_results
+
 from synthllm.backends import Request, RequestCache, run_requests
 from synthllm.backends.transformers_local import TransformersBackend
 from synthllm.io import read_jsonl
@@ -26,8 +26,12 @@ from synthllm.stages import generate
 
 def _params(tmp_path: Path, repo_root: Path, tiny_lm: Path, num_premises: int, name: str) -> Path:
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    params["generate"].update(num_premises=num_premises, shots=1, max_new_tokens=24, backend={
-        "kind": "transformers", "model_dir": str(tiny_lm), "batch_size": 5})
+    params["generate"].update(
+        num_premises=num_premises,
+        shots=1,
+        max_new_tokens=24,
+        backend={"kind": "transformers", "model_dir": str(tiny_lm), "batch_size": 5},
+    )
     params["generate"]["filters"].update(min_script_ratio=0.0, min_words=1)
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(params, allow_unicode=True))
@@ -35,9 +39,20 @@ def _params(tmp_path: Path, repo_root: Path, tiny_lm: Path, num_premises: int, n
 
 
 def _argv(params: Path, gold_dir: Path, repo_root: Path, out: Path) -> list[str]:
-    return ["--params", str(params), "--gold", str(gold_dir), "--prompts", str(repo_root / "prompts"),
-            "--out", str(out / "generated.jsonl"), "--stats", str(out / "stats.json"),
-            "--run-stats", str(out / "run.json")]
+    return [
+        "--params",
+        str(params),
+        "--gold",
+        str(gold_dir),
+        "--prompts",
+        str(repo_root / "prompts"),
+        "--out",
+        str(out / "generated.jsonl"),
+        "--stats",
+        str(out / "stats.json"),
+        "--run-stats",
+        str(out / "run.json"),
+    ]
 
 
 def _texts(out: Path) -> dict[str, str]:
@@ -61,9 +76,12 @@ def test_rows_do_not_depend_on_their_batch_resume_or_run_size(tmp_path, repo_roo
     cache = tmp_path / "cache-killed"
     env = {**os.environ, "SYNTHLLM_CACHE_DIR": str(cache), "TQDM_DISABLE": "1"}
     with (tmp_path / "kill.log").open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "synthllm.stages.generate",
-                                 *_argv(small, gold_dir, repo_root, tmp_path / "killed")],
-                                env=env, stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "synthllm.stages.generate", *_argv(small, gold_dir, repo_root, tmp_path / "killed")],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
     deadline = time.monotonic() + 120
     while cached_results(cache / "requests.sqlite") < 5:  # one batch of 5 done
         assert proc.poll() is None, (tmp_path / "kill.log").read_text()[-2000:]
@@ -77,7 +95,9 @@ def test_rows_do_not_depend_on_their_batch_resume_or_run_size(tmp_path, repo_roo
     generate.main(_argv(small, gold_dir, repo_root, tmp_path / "killed"))
     run = json.loads((tmp_path / "killed" / "run.json").read_text())
     assert run["cache_hits"] == done and run["sent"] == 18 - done
-    assert (tmp_path / "killed" / "generated.jsonl").read_bytes() == (tmp_path / "cold" / "generated.jsonl").read_bytes()
+    assert (tmp_path / "killed" / "generated.jsonl").read_bytes() == (
+        tmp_path / "cold" / "generated.jsonl"
+    ).read_bytes()
 
 
 def test_model_dtype_is_part_of_the_cache_key(tiny_lm, tmp_path):
@@ -90,7 +110,8 @@ def test_model_dtype_is_part_of_the_cache_key(tiny_lm, tmp_path):
 
 
 def test_an_outage_fails_generate_and_every_request_is_kept_or_dropped_with_a_reason(
-        tmp_path, repo_root, gold_dir, monkeypatch):
+    tmp_path, repo_root, gold_dir, monkeypatch
+):
     """Rows in = rows out for generate, over HTTP: requests whose answers could not be read are
     dropped with a counted reason (stage exits 0); requests with no answer fail the stage unless
     generate.max_unanswered accepts them, and then they are counted as dropped too."""
@@ -101,10 +122,21 @@ def test_an_outage_fails_generate_and_every_request_is_kept_or_dropped_with_a_re
         monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(tmp_path / "cache"))
         monkeypatch.setenv("NO_KEY_NEEDED", "sk-test-generate")
         params = yaml.safe_load((repo_root / "params.yaml").read_text())
-        params["generate"].update(num_premises=6, shots=1, backend={
-            "kind": "openai", "model": "m", "base_urls": [server.url], "endpoint": "completions",
-            "api_key_env": "NO_KEY_NEEDED", "concurrency": 2, "timeout_s": 5, "max_retries": 1,
-            "retry_backoff_s": 0.01})
+        params["generate"].update(
+            num_premises=6,
+            shots=1,
+            backend={
+                "kind": "openai",
+                "model": "m",
+                "base_urls": [server.url],
+                "endpoint": "completions",
+                "api_key_env": "NO_KEY_NEEDED",
+                "concurrency": 2,
+                "timeout_s": 5,
+                "max_retries": 1,
+                "retry_backoff_s": 0.01,
+            },
+        )
         path = tmp_path / "p.yaml"
         path.write_text(yaml.safe_dump(params, allow_unicode=True))
         server.fail("length", times=2, endpoint="completions")  # answered, unusable: dropped with a reason
@@ -127,6 +159,6 @@ def test_an_outage_fails_generate_and_every_request_is_kept_or_dropped_with_a_re
         generate.main(_argv(path, gold_dir, repo_root, tmp_path / "c"))
         stats = json.loads((tmp_path / "c" / "stats.json").read_text())
         assert stats["generated"] == 18 and len(read_jsonl(tmp_path / "c" / "generated.jsonl")) == 0
-        assert 18 == sum(v for k, v in stats.items() if k.startswith("dropped_"))
+        assert sum(v for k, v in stats.items() if k.startswith("dropped_")) == 18
     finally:
         server.stop()

@@ -5,14 +5,16 @@ from synthllm.prompts import load_generate_prompt
 
 TRAIN = [
     {"id": f"t{i}", "premise": p, "hypothesis": h, "label": lab}
-    for i, (p, h, lab) in enumerate([
-        ("کتاب‌ها در کتابخانه مرکزی شهر نگهداری می‌شوند.", "کتاب‌ها در کتابخانه هستند.", "entailment"),
-        ("کتاب‌ها در کتابخانه مرکزی شهر نگهداری می‌شوند.", "کتابخانه خالی است.", "contradiction"),
-        ("رودخانه از میان شهر می‌گذرد و به دریا می‌ریزد.", "رودخانه ماهی دارد.", "neutral"),
-        ("دانشجویان در آزمون پایانی شرکت کردند.", "آزمونی برگزار شد.", "entailment"),
-        ("هوای امروز تهران آفتابی و گرم بود.", "امروز باران بارید.", "contradiction"),
-        ("پزشک به بیمار دارو داد.", "بیمار بهبود یافت.", "neutral"),
-    ])
+    for i, (p, h, lab) in enumerate(
+        [
+            ("کتاب‌ها در کتابخانه مرکزی شهر نگهداری می‌شوند.", "کتاب‌ها در کتابخانه هستند.", "entailment"),
+            ("کتاب‌ها در کتابخانه مرکزی شهر نگهداری می‌شوند.", "کتابخانه خالی است.", "contradiction"),
+            ("رودخانه از میان شهر می‌گذرد و به دریا می‌ریزد.", "رودخانه ماهی دارد.", "neutral"),
+            ("دانشجویان در آزمون پایانی شرکت کردند.", "آزمونی برگزار شد.", "entailment"),
+            ("هوای امروز تهران آفتابی و گرم بود.", "امروز باران بارید.", "contradiction"),
+            ("پزشک به بیمار دارو داد.", "بیمار بهبود یافت.", "neutral"),
+        ]
+    )
 ]
 
 
@@ -34,7 +36,9 @@ def test_plan_requests_one_per_premise_label_sample_with_label_cue(repo_root):
     assert len(requests) == 2 * 3 * 2
     assert len({r.seed for r in requests}) == len(requests)  # n samples are n cache entries
     for req, m in zip(requests, meta):
-        assert req.prompt.endswith(prompt.query.format(premise=m["premise"], cue=prompt.label_cues[m["intended_label"]]))
+        assert req.prompt.endswith(
+            prompt.query.format(premise=m["premise"], cue=prompt.label_cues[m["intended_label"]])
+        )
         assert m["prompt_version"] == "fa-nli-generate-v1"
         # the shot never shows the query's own premise
         assert req.prompt.count(m["premise"]) == 1
@@ -43,8 +47,14 @@ def test_plan_requests_one_per_premise_label_sample_with_label_cue(repo_root):
 
 
 def _meta(premise, label="entailment", sample=0):
-    return {"premise_id": "t0", "premise": premise, "intended_label": label, "sample": sample,
-            "seed": 1, "prompt_version": "v"}
+    return {
+        "premise_id": "t0",
+        "premise": premise,
+        "intended_label": label,
+        "sample": sample,
+        "seed": 1,
+        "prompt_version": "v",
+    }
 
 
 def test_filters_count_every_reason():
@@ -63,8 +73,7 @@ def test_filters_count_every_reason():
     ]
     meta = [_meta(premise, sample=i) for i in range(len(cases))]
     blocked = blocked_texts([[{"premise": "-", "hypothesis": "آزمونی برگزار شد و همه آمدند."}]])
-    kept, counts = filter_generations(meta, [c[0] for c in cases], FilterParams(max_words=40),
-                                      blocked, "gen:x")
+    kept, counts = filter_generations(meta, [c[0] for c in cases], FilterParams(max_words=40), blocked, "gen:x")
     assert len(kept) == 1 and kept[0]["hypothesis"] == "کتاب‌ها در کتابخانه مرکزی هستند."
     assert kept[0]["generator"] == "gen:x" and kept[0]["intended_label"] == "entailment"
     expected = {f"dropped_{r}": 1 for _, r in cases if r}
@@ -87,21 +96,33 @@ def test_planted_farstail_test_item_is_filtered(gold_dir):
     assert leaked >= 1 and test[0]["premise"] not in {p["premise"] for p in chosen}
     # a generated hypothesis that copies a test hypothesis is dropped as leakage
     meta = [_meta(train[0]["premise"])]
-    kept, counts = filter_generations(meta, [Result(text=" " + test[1]["hypothesis"])], FilterParams(),
-                                      blocked, "gen")
+    kept, counts = filter_generations(meta, [Result(text=" " + test[1]["hypothesis"])], FilterParams(), blocked, "gen")
     assert kept == [] and counts["dropped_leakage"] == 1
 
 
 def test_near_duplicate_leakage_is_dropped_and_counted():
     from synthllm.text import near_duplicates
 
-    gold_test = [{"premise": "هوای امروز تهران آفتابی و گرم بود.", "hypothesis": "امروز در تهران هوا گرم و آفتابی بود."}]
+    gold_test = [
+        {"premise": "هوای امروز تهران آفتابی و گرم بود.", "hypothesis": "امروز در تهران هوا گرم و آفتابی بود."}
+    ]
     blocked = blocked_texts([gold_test])
-    meta = [{"premise_id": f"t{i}", "premise": "پزشک به بیمار دارو داد.", "intended_label": "neutral", "sample": 0,
-             "seed": i, "prompt_version": "v"} for i in range(3)]
-    results = [Result(text=" امروز در تهران هوا گرم و آفتابی بود", finish_reason="stop"),  # no final period
-               Result(text=" امروز در شهر تهران هوا گرم و آفتابی بود.", finish_reason="stop"),  # one word added
-               Result(text=" بیمار پس از یک هفته بهبود یافت.", finish_reason="stop")]
+    meta = [
+        {
+            "premise_id": f"t{i}",
+            "premise": "پزشک به بیمار دارو داد.",
+            "intended_label": "neutral",
+            "sample": 0,
+            "seed": i,
+            "prompt_version": "v",
+        }
+        for i in range(3)
+    ]
+    results = [
+        Result(text=" امروز در تهران هوا گرم و آفتابی بود", finish_reason="stop"),  # no final period
+        Result(text=" امروز در شهر تهران هوا گرم و آفتابی بود.", finish_reason="stop"),  # one word added
+        Result(text=" بیمار پس از یک هفته بهبود یافت.", finish_reason="stop"),
+    ]
     kept, counts = filter_generations(meta, results, FilterParams(min_script_ratio=0.5), blocked, "gen")
     assert [r["hypothesis"] for r in kept] == ["بیمار پس از یک هفته بهبود یافت."]
     assert counts["dropped_leakage"] == 1 and counts["dropped_near_leakage"] == 1
@@ -109,6 +130,6 @@ def test_near_duplicate_leakage_is_dropped_and_counted():
     assert len(filter_generations(meta, results, off, blocked, "gen")[0]) == 2
     # the vectorised Jaccard equals a plain set computation
     a, b = "abcdefgh", "abcdxfgh"
-    grams = lambda t: {t[i:i + 4] for i in range(len(t) - 3)}  # noqa: E731
+    grams = lambda t: {t[i : i + 4] for i in range(len(t) - 3)}  # noqa: E731
     j = len(grams(a) & grams(b)) / len(grams(a) | grams(b))
     assert near_duplicates([a], [b], 4, j) == [True] and near_duplicates([a], [b], 4, j + 1e-9) == [False]

@@ -29,7 +29,10 @@ def test_download_over_http_verifies_and_parses(served, tmp_path):
     frames = gold.load_farstail(tmp_path / "stage", base_url=url, mirror_dir=None)
     assert {k: len(v) for k, v in frames.items()} == {"train": 7266, "val": 1537, "test": 1564}
     assert frames["train"]["label"].value_counts().to_dict() == {
-        "neutral": 2448, "entailment": 2429, "contradiction": 2389}
+        "neutral": 2448,
+        "entailment": 2429,
+        "contradiction": 2389,
+    }
     test = frames["test"]
     assert {"hard_hypothesis", "hard_overlap"} <= set(test.columns)
     assert 0 < test["hard_hypothesis"].sum() < len(test)

@@ -9,10 +9,13 @@ from synthllm.io import read_jsonl
 def test_shared_reads_hold_each_repeated_string_once_and_change_no_value(tmp_path):
     premise = "متن فرضیه‌ای که برای چند فرضیه تکرار می‌شود."
     for name, label in (("a", "entailment"), ("b", "neutral")):
-        rows = [{"id": f"{name}{i}", "premise": premise, "hypothesis": f"h{i}", "label": label, "n": i,
-                 "votes": {"x": 1}} for i in range(3)]
-        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
-                                                encoding="utf-8")
+        rows = [
+            {"id": f"{name}{i}", "premise": premise, "hypothesis": f"h{i}", "label": label, "n": i, "votes": {"x": 1}}
+            for i in range(3)
+        ]
+        (tmp_path / f"{name}.jsonl").write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+        )
     shared: dict[str, str] = {}
     a, b = (read_jsonl(tmp_path / f"{n}.jsonl", shared=shared) for n in "ab")
     assert a == read_jsonl(tmp_path / "a.jsonl") and b == read_jsonl(tmp_path / "b.jsonl")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from llama_server import gemma_gguf, llama_server
+
 from synthllm.io import read_jsonl, write_jsonl
 from synthllm.stages import aggregate, annotate, generate
 from synthllm.stages import train as train_stage
@@ -42,7 +42,7 @@ def raw_bodies(cache_file: Path) -> list[dict]:
 
 
 def _fits(written: str, word: str) -> bool:
-    return word.startswith(written) or (written.startswith(word) and not written[len(word):][:1].isalnum())
+    return word.startswith(written) or (written.startswith(word) and not written[len(word) :][:1].isalnum())
 
 
 def chat_confidence_by_hand(body: dict) -> tuple[str, float]:
@@ -66,7 +66,7 @@ def chat_confidence_by_hand(body: dict) -> tuple[str, float]:
         for token, logprob in alts.items():
             if lead and not token.startswith(lead):
                 continue
-            written = prefix + token[len(lead):]
+            written = prefix + token[len(lead) :]
             fits = [w for w in NLI if written.strip() and _fits(written, w)]
             if len(fits) == 1:
                 mass[fits[0]] += math.exp(logprob)
@@ -84,26 +84,58 @@ def workdir(tmp_path: Path, repo_root: Path, gold_dir: Path, annotators: dict) -
     params["branches"] = {name: f"data/annotated/{name}.jsonl" for name in annotators}
     params["annotate"]["audit_size"] = N_AUDIT
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
-    pool = [{"id": f"syn-{i}", "premise": r["premise"], "hypothesis": r["hypothesis"], "intended_label": r["label"]}
-            for i, r in enumerate(read_jsonl(gold_dir / "train.jsonl")[:N_POOL])]
+    pool = [
+        {"id": f"syn-{i}", "premise": r["premise"], "hypothesis": r["hypothesis"], "intended_label": r["label"]}
+        for i, r in enumerate(read_jsonl(gold_dir / "train.jsonl")[:N_POOL])
+    ]
     write_jsonl(pool, tmp_path / "generated.jsonl")
     return tmp_path
 
 
 def run_annotate(work: Path, gold_dir: Path, repo_root: Path, name: str) -> tuple[list[dict], list[dict], dict]:
-    annotate.main(["--params", str(work / "params.yaml"), "--name", name, "--pool", str(work / "generated.jsonl"),
-                   "--gold", str(gold_dir), "--prompts", str(repo_root / "prompts"),
-                   "--out", str(work / f"{name}.jsonl"), "--audit", str(work / f"{name}.audit.jsonl"),
-                   "--metrics", str(work / f"{name}.json")])
-    return (read_jsonl(work / f"{name}.jsonl"), read_jsonl(work / f"{name}.audit.jsonl"),
-            json.loads((work / f"{name}.json").read_text()))
+    annotate.main(
+        [
+            "--params",
+            str(work / "params.yaml"),
+            "--name",
+            name,
+            "--pool",
+            str(work / "generated.jsonl"),
+            "--gold",
+            str(gold_dir),
+            "--prompts",
+            str(repo_root / "prompts"),
+            "--out",
+            str(work / f"{name}.jsonl"),
+            "--audit",
+            str(work / f"{name}.audit.jsonl"),
+            "--metrics",
+            str(work / f"{name}.json"),
+        ]
+    )
+    return (
+        read_jsonl(work / f"{name}.jsonl"),
+        read_jsonl(work / f"{name}.audit.jsonl"),
+        json.loads((work / f"{name}.json").read_text()),
+    )
 
 
 def test_annotate_stage_chat_json_schema_logprobs(llama_url, tmp_path, repo_root, gold_dir, monkeypatch):
     monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(tmp_path / "cache"))
-    chat = {"kind": "llm", "method": "instruct", "stability_variant": "hypothesis_first",
-            "backend": {"kind": "openai", "model": "gemma-3-270m", "base_urls": [llama_url], "endpoint": "chat",
-                        "concurrency": 1, "timeout_s": 120, "max_retries": 1}}
+    chat = {
+        "kind": "llm",
+        "method": "instruct",
+        "stability_variant": "hypothesis_first",
+        "backend": {
+            "kind": "openai",
+            "model": "gemma-3-270m",
+            "base_urls": [llama_url],
+            "endpoint": "chat",
+            "concurrency": 1,
+            "timeout_s": 120,
+            "max_retries": 1,
+        },
+    }
     work = workdir(tmp_path, repo_root, gold_dir, {"chat": chat})
     pool, audit, metrics = run_annotate(work, gold_dir, repo_root, "chat")
     rows = pool + audit
@@ -123,9 +155,20 @@ def test_annotate_stage_chat_json_schema_logprobs(llama_url, tmp_path, repo_root
 
 def test_annotate_stage_completions_label_word_scoring(llama_url, tmp_path, repo_root, gold_dir, monkeypatch):
     monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(tmp_path / "cache"))
-    scorer = {"kind": "llm", "method": "logprob", "shots": 1,
-              "backend": {"kind": "openai", "model": "gemma-3-270m", "base_urls": [llama_url],
-                          "endpoint": "completions", "concurrency": 1, "timeout_s": 120, "max_retries": 1}}
+    scorer = {
+        "kind": "llm",
+        "method": "logprob",
+        "shots": 1,
+        "backend": {
+            "kind": "openai",
+            "model": "gemma-3-270m",
+            "base_urls": [llama_url],
+            "endpoint": "completions",
+            "concurrency": 1,
+            "timeout_s": 120,
+            "max_retries": 1,
+        },
+    }
     work = workdir(tmp_path, repo_root, gold_dir, {"scorer": scorer})
     pool, audit, metrics = run_annotate(work, gold_dir, repo_root, "scorer")
     rows = pool + audit
@@ -154,13 +197,36 @@ def test_annotate_stage_completions_label_word_scoring(llama_url, tmp_path, repo
 def test_generate_stage_through_completions(llama_url, tmp_path, repo_root, gold_dir, monkeypatch):
     monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(tmp_path / "cache"))
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    params["generate"].update(num_premises=2, shots=1, max_new_tokens=40, backend={
-        "kind": "openai", "model": "gemma-3-270m", "base_urls": [llama_url], "endpoint": "completions",
-        "concurrency": 1, "timeout_s": 120, "max_retries": 1, "logprobs": False})
+    params["generate"].update(
+        num_premises=2,
+        shots=1,
+        max_new_tokens=40,
+        backend={
+            "kind": "openai",
+            "model": "gemma-3-270m",
+            "base_urls": [llama_url],
+            "endpoint": "completions",
+            "concurrency": 1,
+            "timeout_s": 120,
+            "max_retries": 1,
+            "logprobs": False,
+        },
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
-    argv = ["--params", str(tmp_path / "params.yaml"), "--gold", str(gold_dir), "--prompts", str(repo_root / "prompts"),
-            "--out", str(tmp_path / "generated.jsonl"), "--stats", str(tmp_path / "stats.json"),
-            "--run-stats", str(tmp_path / "run.json")]
+    argv = [
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "--gold",
+        str(gold_dir),
+        "--prompts",
+        str(repo_root / "prompts"),
+        "--out",
+        str(tmp_path / "generated.jsonl"),
+        "--stats",
+        str(tmp_path / "stats.json"),
+        "--run-stats",
+        str(tmp_path / "run.json"),
+    ]
     generate.main(argv)
     stats, run = json.loads((tmp_path / "stats.json").read_text()), json.loads((tmp_path / "run.json").read_text())
     assert stats["generated"] == 6 and run["sent"] == 6 and run["completion_tokens"] > 6
@@ -182,45 +248,115 @@ def test_paper_preset_annotators_on_the_llama_server(llama_url, tmp_path, repo_r
     params = yaml.safe_load((repo_root / "presets" / "paper.yaml").read_text())
     for name in ("gpt4o_mini", "aya23"):
         params["annotator_configs"][name]["backend"].update(
-            base_urls=[llama_url], model="gemma-3-270m", use_batch_api=False, concurrency=1, timeout_s=120)
+            base_urls=[llama_url], model="gemma-3-270m", use_batch_api=False, concurrency=1, timeout_s=120
+        )
     params["annotator_training"] = {"classifier": {"kind": "sklearn_sgd"}, "gold_epochs": 2, "seed": 0}
     params["annotate"]["audit_size"] = N_AUDIT
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
-    pool = [{"id": f"syn-{i}", "premise": r["premise"], "hypothesis": r["hypothesis"], "intended_label": r["label"]}
-            for i, r in enumerate(read_jsonl(gold_dir / "val.jsonl")[-N_POOL:])]
+    pool = [
+        {"id": f"syn-{i}", "premise": r["premise"], "hypothesis": r["hypothesis"], "intended_label": r["label"]}
+        for i, r in enumerate(read_jsonl(gold_dir / "val.jsonl")[-N_POOL:])
+    ]
     write_jsonl(pool, tmp_path / "generated.jsonl")
     common = ["--params", str(tmp_path / "params.yaml")]
-    train_stage.main([*common, "--annotator-classifier", "--regime", "gold_only", "--gold", str(gold_dir),
-                      "--out", str(tmp_path / "models/annotators/classifier"), "--metrics", str(tmp_path / "t.json")])
+    train_stage.main(
+        [
+            *common,
+            "--annotator-classifier",
+            "--regime",
+            "gold_only",
+            "--gold",
+            str(gold_dir),
+            "--out",
+            str(tmp_path / "models/annotators/classifier"),
+            "--metrics",
+            str(tmp_path / "t.json"),
+        ]
+    )
     monkeypatch.chdir(tmp_path)  # the classifier's model_dir is relative, as in the repository
     for name in params["annotators"]:
-        annotate.main([*common, "--name", name, "--pool", "generated.jsonl", "--gold", str(gold_dir),
-                       "--prompts", str(repo_root / "prompts"), "--out", f"annotated/{name}.jsonl",
-                       "--audit", f"audit/{name}.jsonl", "--metrics", f"metrics/{name}.json"])
+        annotate.main(
+            [
+                *common,
+                "--name",
+                name,
+                "--pool",
+                "generated.jsonl",
+                "--gold",
+                str(gold_dir),
+                "--prompts",
+                str(repo_root / "prompts"),
+                "--out",
+                f"annotated/{name}.jsonl",
+                "--audit",
+                f"audit/{name}.jsonl",
+                "--metrics",
+                f"metrics/{name}.json",
+            ]
+        )
     # the preset's own vote (dawid_skene) from the labels already paid for, then a confidence vote
     assert params["aggregates"]["vote"]["method"] == "dawid_skene"
-    aggregate.main([*common, "--name", "vote", "--annotated", "annotated", "--audit", "audit",
-                    "--out", "ds.jsonl", "--audit-out", "ds.audit.jsonl", "--metrics", "ds.json"])
+    aggregate.main(
+        [
+            *common,
+            "--name",
+            "vote",
+            "--annotated",
+            "annotated",
+            "--audit",
+            "audit",
+            "--out",
+            "ds.jsonl",
+            "--audit-out",
+            "ds.audit.jsonl",
+            "--metrics",
+            "ds.json",
+        ]
+    )
     ds = json.loads((tmp_path / "ds.json").read_text())
     assert ds["aggregate"]["method"] == "dawid_skene" and ds["audit"]["n"] == N_AUDIT
     assert {r["fold"] for r in read_jsonl(tmp_path / "ds.audit.jsonl")} == set(range(5))  # out of fold
     params["aggregates"]["vote"] = {"members": params["aggregates"]["vote"]["members"], "method": "confidence"}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
-    aggregate.main([*common, "--name", "vote", "--annotated", "annotated", "--audit", "audit",
-                    "--out", "vote.jsonl", "--audit-out", "vote.audit.jsonl", "--metrics", "vote.json"])
+    aggregate.main(
+        [
+            *common,
+            "--name",
+            "vote",
+            "--annotated",
+            "annotated",
+            "--audit",
+            "audit",
+            "--out",
+            "vote.jsonl",
+            "--audit-out",
+            "vote.audit.jsonl",
+            "--metrics",
+            "vote.json",
+        ]
+    )
     pools = {n: {r["id"]: r for r in read_jsonl(tmp_path / "annotated" / f"{n}.jsonl")} for n in params["annotators"]}
     for name in ("gpt4o_mini", "aya23"):
         metrics = json.loads((tmp_path / "metrics" / f"{name}.json").read_text())
         assert metrics["audit"]["confidence_coverage"] == 1.0 and metrics["audit"]["ece"] is not None
         assert all(r["confidence"] is not None and r["status"] == "ok" for r in pools[name].values())
     # both LLM annotators ask the same served model: the second is answered from the cache
-    sent = {n: json.loads((tmp_path / "metrics" / f"{n}.json").read_text())["run"]["sent"] for n in ("gpt4o_mini", "aya23")}
+    sent = {
+        n: json.loads((tmp_path / "metrics" / f"{n}.json").read_text())["run"]["sent"] for n in ("gpt4o_mini", "aya23")
+    }
     assert sent == {"gpt4o_mini": 2 * N_POOL + N_AUDIT, "aya23": 0}
     vote = {r["id"]: r for r in read_jsonl(tmp_path / "vote.jsonl")}
-    against = [i for i in vote if pools["gpt4o_mini"][i]["label"] == pools["aya23"][i]["label"]
-               != pools["classifier"][i]["label"]]
+    against = [
+        i
+        for i in vote
+        if pools["gpt4o_mini"][i]["label"] == pools["aya23"][i]["label"] != pools["classifier"][i]["label"]
+    ]
     for i in against:  # weights are confidences: two agreeing LLMs outvote the classifier unless it is surer than both
         llm = pools["gpt4o_mini"][i]["confidence"] + pools["aya23"][i]["confidence"]
-        expected = pools["aya23"][i]["label"] if llm > pools["classifier"][i]["confidence"] else pools["classifier"][i]["label"]
+        expected = (
+            pools["aya23"][i]["label"]
+            if llm > pools["classifier"][i]["confidence"]
+            else pools["classifier"][i]["label"]
+        )
         assert vote[i]["label"] == expected
     assert against and sum(vote[i]["label"] == pools["aya23"][i]["label"] for i in against) >= 0.75 * len(against)

@@ -14,8 +14,17 @@ def backend(tiny_lm):
 
 
 def _gen(n, seed0=0):
-    return [Request(prompt=f"متن: جمله شماره {i} درباره شهر است.\nجمله:", max_new_tokens=16,
-                    temperature=0.9, top_p=0.95, stop=("\n",), seed=seed0 + i) for i in range(n)]
+    return [
+        Request(
+            prompt=f"متن: جمله شماره {i} درباره شهر است.\nجمله:",
+            max_new_tokens=16,
+            temperature=0.9,
+            top_p=0.95,
+            stop=("\n",),
+            seed=seed0 + i,
+        )
+        for i in range(n)
+    ]
 
 
 def test_generation_is_deterministic_and_stops_on_newline(backend):

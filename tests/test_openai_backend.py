@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fake_openai import DECIDED, OTHER, FakeOpenAI, cached_results, fake_openai_fixture, label_for  # noqa: F401
+
 from synthllm.annotation import answer_format, label_schema, parse_result
 from synthllm.backends import Request, RequestCache, run_requests
 from synthllm.backends.openai_http import AdaptiveLimit, OpenAIBackend
@@ -27,16 +27,21 @@ from synthllm.prompts import load_annotate_prompt
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = load_annotate_prompt(ROOT / "prompts", "fa/nli/annotate")
 SCHEMA = label_schema(NLI_LABELS)
-CHAT = answer_format(AnnotatorParams(kind="llm", method="instruct", backend=OpenAIBackendParams(model="m")),
-                     PROMPT)
+CHAT = answer_format(AnnotatorParams(kind="llm", method="instruct", backend=OpenAIBackendParams(model="m")), PROMPT)
 PLANTED = "sk-test-PLANTED-5f1c2e9a7b"
 # the fake's logprobs at the deciding token: chosen -0.1, each other label -3.0 (and junk, left out)
 FAKE_CONFIDENCE = math.exp(DECIDED) / (math.exp(DECIDED) + 2 * math.exp(OTHER))
 
 
 def chat_requests(n: int) -> list[Request]:
-    return [Request(messages=PROMPT.render_chat(f"متن شماره {i} درباره هوا است.", f"جمله {i}"),
-                    json_schema=SCHEMA, max_new_tokens=16) for i in range(n)]
+    return [
+        Request(
+            messages=PROMPT.render_chat(f"متن شماره {i} درباره هوا است.", f"جمله {i}"),
+            json_schema=SCHEMA,
+            max_new_tokens=16,
+        )
+        for i in range(n)
+    ]
 
 
 def label_of(result) -> str | None:
@@ -48,8 +53,15 @@ def expected(request: Request) -> str:
 
 
 def params(server: FakeOpenAI, **overrides) -> OpenAIBackendParams:
-    base = dict(model="fake-model", base_urls=[server.url], concurrency=4, timeout_s=0.5, max_retries=3,
-                retry_backoff_s=0.01, batch_poll_s=0.05)
+    base = dict(
+        model="fake-model",
+        base_urls=[server.url],
+        concurrency=4,
+        timeout_s=0.5,
+        max_retries=3,
+        retry_backoff_s=0.01,
+        batch_poll_s=0.05,
+    )
     return OpenAIBackendParams(**{**base, **overrides})
 
 
@@ -85,8 +97,9 @@ def test_retryable_faults_recover_within_max_retries(fake_openai):
 def test_persistent_5xx_gives_up_after_exactly_max_retries(fake_openai):
     requests = chat_requests(6)
     fake_openai.fail("503", times=None, match="جمله 3")
-    results, stats = run_requests(OpenAIBackend(params(fake_openai, max_retries=2)), requests, max_unanswered=1.0,
-                                  progress=False)
+    results, stats = run_requests(
+        OpenAIBackend(params(fake_openai, max_retries=2)), requests, max_unanswered=1.0, progress=False
+    )
     assert results[3].error == "http 503: injected 503 (after 3 attempts)" and results[3].retryable
     assert sum(r.ok for r in results) == 5 and stats.failure_reasons == {"http 503": 1}
     assert sum(fake_openai.received.values()) == 5 + 3  # SDK retries are off: counts are exact
@@ -132,10 +145,10 @@ def test_structured_output_rejected_falls_back_to_plain_once(fake_openai):
 def test_completions_endpoint_and_replicas_round_robin(fake_openai):
     second = FakeOpenAI().start()
     try:
-        backend = OpenAIBackend(params(fake_openai, endpoint="completions",
-                                       base_urls=[second.url, fake_openai.url]))
-        requests = [Request(prompt="متن: هوا آفتابی است.\nجمله:", temperature=0.8, seed=i, stop=("\n",))
-                    for i in range(10)]
+        backend = OpenAIBackend(params(fake_openai, endpoint="completions", base_urls=[second.url, fake_openai.url]))
+        requests = [
+            Request(prompt="متن: هوا آفتابی است.\nجمله:", temperature=0.8, seed=i, stop=("\n",)) for i in range(10)
+        ]
         results, stats = run_requests(backend, requests, progress=False)
         assert all(r.ok and r.text.endswith(".") for r in results) and stats.completion_tokens > 0
         assert fake_openai.received["POST /v1/completions"] == second.received["POST /v1/completions"] == 5
@@ -191,8 +204,12 @@ run_requests(backend, chat_requests(n), RequestCache(Path(sys.argv[2]) / "cache.
 def _spawn(p: OpenAIBackendParams, state_dir: Path, n: int = 60) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OPENAI_API_KEY": PLANTED}
     with (state_dir / "driver.log").open("w") as log:  # a file, not a pipe: a full pipe would block it
-        return subprocess.Popen([sys.executable, "-c", DRIVER, p.model_dump_json(), str(state_dir),
-                                 str(ROOT / "tests"), str(n)], env=env, stdout=log, stderr=log)
+        return subprocess.Popen(
+            [sys.executable, "-c", DRIVER, p.model_dump_json(), str(state_dir), str(ROOT / "tests"), str(n)],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
 
 
 def _wait_for(condition, proc: subprocess.Popen, log: Path, limit_s: float = 20.0) -> None:
@@ -219,8 +236,9 @@ def test_kill_9_mid_run_then_rerun_matches_uninterrupted_run(fake_openai, tmp_pa
     done_at_kill = cached_results(tmp_path / "cache.sqlite")
     assert 15 <= done_at_kill < 60 and fake_openai.delivered(done_at_kill) == done_at_kill
     fake_openai.thaw()  # held answers now find their client gone and are dropped
-    results, stats = run_requests(OpenAIBackend(p), chat_requests(60), RequestCache(tmp_path / "cache.sqlite"),
-                                  progress=False)
+    results, stats = run_requests(
+        OpenAIBackend(p), chat_requests(60), RequestCache(tmp_path / "cache.sqlite"), progress=False
+    )
     assert results == reference and stats.cache_hits == done_at_kill and stats.sent == 60 - done_at_kill
     assert set(fake_openai.completed.values()) == {1}  # no completed request was sent twice
 
@@ -236,8 +254,9 @@ def test_killed_batch_run_reattaches_to_its_batch(fake_openai, tmp_path, monkeyp
     proc.wait()
     fake_openai.thaw()
     backend = OpenAIBackend(p, state_dir=tmp_path)
-    results, stats = run_requests(backend, chat_requests(60), RequestCache(tmp_path / "cache.sqlite"),
-                                  progress=False, cost=backend.cost)
+    results, stats = run_requests(
+        backend, chat_requests(60), RequestCache(tmp_path / "cache.sqlite"), progress=False, cost=backend.cost
+    )
     assert [label_of(r) for r in results] == [expected(q) for q in chat_requests(60)]
     assert fake_openai.received["POST /v1/batches"] == 1 and list(fake_openai.batches) == ["batch_0"]
     assert not list(tmp_path.glob("batch-*.json"))  # state removed once every answer is cached
@@ -253,8 +272,11 @@ def test_batch_api_shards_within_limits_and_reattaches_to_every_submitted_shard(
 
     fake_openai.batch_polls = 1
     requests = chat_requests(30)
-    reference, _ = run_requests(OpenAIBackend(params(fake_openai, use_batch_api=True),
-                                              state_dir=tmp_path / "unsharded"), requests, progress=False)
+    reference, _ = run_requests(
+        OpenAIBackend(params(fake_openai, use_batch_api=True), state_dir=tmp_path / "unsharded"),
+        requests,
+        progress=False,
+    )
     assert fake_openai.received["POST /v1/batches"] == 1
     fake_openai.reset_counts()
     two = sum(_tokens(r) for r in requests[:14])
@@ -269,8 +291,9 @@ def test_batch_api_shards_within_limits_and_reattaches_to_every_submitted_shard(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     fake_openai.thaw()
-    results, _ = run_requests(OpenAIBackend(p, state_dir=state), requests, RequestCache(state / "cache.sqlite"),
-                              progress=False)
+    results, _ = run_requests(
+        OpenAIBackend(p, state_dir=state), requests, RequestCache(state / "cache.sqlite"), progress=False
+    )
     assert fake_openai.received["POST /v1/batches"] == 5  # 2 before the kill, 3 after: none twice
     sizes = sorted(fake_openai.files[b["input_file_id"]].count(b"\n") for b in list(fake_openai.batches.values())[-5:])
     assert sizes == [2, 7, 7, 7, 7]
@@ -298,8 +321,11 @@ def test_a_cancelled_batchs_unrun_lines_are_not_resubmitted_and_count_as_unanswe
     assert results[4].error.startswith("http batch_cancelled") and sum(r.ok for r in results) == 9
     assert stats.unanswered == 1 and stats.failures == 1
     with pytest.raises(UnansweredRequests, match="1 of 10 requests got no answer"):
-        run_requests(OpenAIBackend(params(fake_openai, use_batch_api=True), state_dir=tmp_path),
-                     chat_requests(10), progress=False)
+        run_requests(
+            OpenAIBackend(params(fake_openai, use_batch_api=True), state_dir=tmp_path),
+            chat_requests(10),
+            progress=False,
+        )
 
 
 def test_budget_cap_stops_before_crossing(fake_openai, tmp_path):
@@ -308,8 +334,15 @@ def test_budget_cap_stops_before_crossing(fake_openai, tmp_path):
     budget = 6.5 * backend.cost_bound(requests[0])
     cache = RequestCache(tmp_path / "cache.sqlite")
     with pytest.raises(BudgetExceeded, match="raise budget_usd"):
-        run_requests(backend, requests, cache, progress=False, cost=backend.cost, budget_usd=budget,
-                     cost_bound=backend.cost_bound)
+        run_requests(
+            backend,
+            requests,
+            cache,
+            progress=False,
+            cost=backend.cost,
+            budget_usd=budget,
+            cost_bound=backend.cost_bound,
+        )
     done = cache.get_many([q.cache_key(backend.identity) for q in requests])
     assert 6 <= len(done) < 30 and cache.spent("requests") <= budget
     assert fake_openai.delivered(len(done)) == len(done)
@@ -326,8 +359,16 @@ def test_budget_caps_the_total_of_every_run_not_each_run(fake_openai, tmp_path):
     _, s1 = run_requests(backend, first, cache, progress=False, desc="annotate[x]", cost=backend.cost)
     budget = 1.5 * s1.cost_usd  # the second run alone (same size) would fit; the total cannot
     with pytest.raises(BudgetExceeded, match=r"spent on annotate\[x\] in all stages and runs so far") as err:
-        run_requests(backend, second, cache, progress=False, desc="annotate[x]", cost=backend.cost,
-                     budget_usd=budget, cost_bound=backend.cost_bound)
+        run_requests(
+            backend,
+            second,
+            cache,
+            progress=False,
+            desc="annotate[x]",
+            cost=backend.cost,
+            budget_usd=budget,
+            cost_bound=backend.cost_bound,
+        )
     assert "raise budget_usd" in str(err.value)
     assert s1.cost_usd < cache.spent("annotate[x]") <= budget  # the second run stopped at the cap
     cached_second = len(cache.get_many([q.cache_key(backend.identity) for q in second]))
@@ -341,14 +382,12 @@ def test_one_ledger_per_served_model_across_stages(fake_openai, tmp_path):
     price = PriceParams(input_per_mtok=1000.0, output_per_mtok=4000.0)
     probe = OpenAIBackend(params(fake_openai, price=price))
     cache = RequestCache(tmp_path / "cache.sqlite")
-    _, first = run_requests(probe, chat_requests(10), cache, progress=False, desc="annotate[gpt]",
-                            **probe.accounting())
+    _, first = run_requests(probe, chat_requests(10), cache, progress=False, desc="annotate[gpt]", **probe.accounting())
     budget = 1.5 * first.cost_usd  # the cascade's 10 requests alone would fit; with annotate's they cannot
     capped = OpenAIBackend(params(fake_openai, price=price, budget_usd=budget))
     assert capped.ledger == probe.ledger == "served:fake-model"
     with pytest.raises(BudgetExceeded, match="spent on served:fake-model"):
-        run_requests(capped, chat_requests(20)[10:], cache, progress=False, desc="cascade[casc]",
-                     **capped.accounting())
+        run_requests(capped, chat_requests(20)[10:], cache, progress=False, desc="cascade[casc]", **capped.accounting())
     assert first.cost_usd < cache.spent("served:fake-model") <= budget
     assert cache.spent("annotate[gpt]") == cache.spent("cascade[casc]") == 0.0
 
@@ -385,21 +424,34 @@ def test_replicas_share_answers_while_answer_shaping_settings_do_not(fake_openai
     _, s1 = run_requests(OpenAIBackend(params(fake_openai)), requests, cache, progress=False)
     second = FakeOpenAI().start()
     try:  # a new replica of the same served model: nothing is sent again
-        _, s2 = run_requests(OpenAIBackend(params(fake_openai, base_urls=[fake_openai.url, second.url])),
-                             requests, cache, progress=False)
+        _, s2 = run_requests(
+            OpenAIBackend(params(fake_openai, base_urls=[fake_openai.url, second.url])), requests, cache, progress=False
+        )
     finally:
         second.stop()
     assert (s1.sent, s2.sent, s2.cache_hits) == (6, 0, 6)
-    for change in ({"structured_output": False}, {"logprobs": False}, {"top_logprobs": 5},
-                   {"served_identity": "other weights"}):
+    for change in (
+        {"structured_output": False},
+        {"logprobs": False},
+        {"top_logprobs": 5},
+        {"served_identity": "other weights"},
+    ):
         _, s = run_requests(OpenAIBackend(params(fake_openai, **change)), requests, cache, progress=False)
         assert s.sent == 6, change
 
 
-@pytest.mark.parametrize("fault, reason", [
-    ("maybe", "not_json"), ("prose", "not_json"), ("bare", "not_json"), ("injection", "not_json"),
-    ("extra_key", "schema_violation"), ("json_maybe", "schema_violation"), ("out_of_set", "schema_violation"),
-])
+@pytest.mark.parametrize(
+    "fault, reason",
+    [
+        ("maybe", "not_json"),
+        ("prose", "not_json"),
+        ("bare", "not_json"),
+        ("injection", "not_json"),
+        ("extra_key", "schema_violation"),
+        ("json_maybe", "schema_violation"),
+        ("out_of_set", "schema_violation"),
+    ],
+)
 def test_answers_outside_the_requested_form_fail_with_their_reason(fake_openai, fault, reason):
     fake_openai.fail(fault, times=None, match="جمله 1")
     requests = chat_requests(3)
@@ -409,8 +461,9 @@ def test_answers_outside_the_requested_form_fail_with_their_reason(fake_openai, 
     assert [a.label for a in answers[::2]] == [expected(q) for q in requests[::2]]
 
 
-@pytest.mark.parametrize("fault, ok", [("maybe", False), ("prose", False), ("injection", False),
-                                       ("extra_key", False), ("bare", True)])
+@pytest.mark.parametrize(
+    "fault, ok", [("maybe", False), ("prose", False), ("injection", False), ("extra_key", False), ("bare", True)]
+)
 def test_plain_chat_answers_are_exact_label_words(fake_openai, fault, ok):
     """Without structured output a bare label word is the expected form; anything else fails."""
     fake_openai.fail(fault, times=None, match="جمله 1")
@@ -423,8 +476,10 @@ def test_plain_chat_answers_are_exact_label_words(fake_openai, fault, ok):
 
 
 def test_label_word_scoring_over_completions(fake_openai):
-    prompt_fmt = answer_format(AnnotatorParams(kind="llm", method="logprob", backend=OpenAIBackendParams(
-        model="m", endpoint="completions")), PROMPT)
+    prompt_fmt = answer_format(
+        AnnotatorParams(kind="llm", method="logprob", backend=OpenAIBackendParams(model="m", endpoint="completions")),
+        PROMPT,
+    )
     requests = [Request(prompt=f"متن {i}\nپاسخ:", choices=("درست", "غلط", "شاید")) for i in range(4)]
     backend = OpenAIBackend(params(fake_openai, endpoint="completions"))
     results, stats = run_requests(backend, requests, progress=False)
@@ -451,8 +506,15 @@ def test_planted_key_appears_nowhere(fake_openai, tmp_path, monkeypatch, caplog,
     assert results[2].error == "http 401: Incorrect API key provided: ***"
     stored = b"".join(f.read_bytes() for f in tmp_path.iterdir())
     out = capsys.readouterr()
-    for place in (stored.decode("utf-8", "replace"), repr(results), repr(stats), caplog.text, out.out,
-                  out.err, backend.identity):
+    for place in (
+        stored.decode("utf-8", "replace"),
+        repr(results),
+        repr(stats),
+        caplog.text,
+        out.out,
+        out.err,
+        backend.identity,
+    ):
         assert PLANTED not in place
 
 
@@ -469,11 +531,19 @@ def test_api_key_rules(monkeypatch):
 
 
 def test_estimate_prices_http_annotators_only():
-    llm = {"kind": "llm", "method": "instruct",
-           "backend": {"kind": "openai", "model": "gpt-x", "price": {"input_per_mtok": 1.0, "output_per_mtok": 4.0}}}
-    p = parse_params({"annotators": {"gpt": "prompts/fa/nli/annotate.yaml", "clf": "m"}, "generate": {"num_premises": 10},
-                      "branches": {"gpt": "data/annotated/gpt.jsonl"},
-                      "annotator_configs": {"gpt": llm, "clf": {"kind": "classifier", "model_dir": "m"}}})
+    llm = {
+        "kind": "llm",
+        "method": "instruct",
+        "backend": {"kind": "openai", "model": "gpt-x", "price": {"input_per_mtok": 1.0, "output_per_mtok": 4.0}},
+    }
+    p = parse_params(
+        {
+            "annotators": {"gpt": "prompts/fa/nli/annotate.yaml", "clf": "m"},
+            "generate": {"num_premises": 10},
+            "branches": {"gpt": "data/annotated/gpt.jsonl"},
+            "annotator_configs": {"gpt": llm, "clf": {"kind": "classifier", "model_dir": "m"}},
+        }
+    )
     lines = {x.run: x for x in estimate(p, ROOT / "prompts")}
     assert lines["generate"].requests == 30 and lines["generate"].usd == 0.0
     gpt = lines["annotate:gpt"]
@@ -493,8 +563,12 @@ def test_estimate_hours_from_concurrency_batch_window_and_measured_rates(tmp_pat
     assert rates == {"generate": pytest.approx(0.4), "annotate:classifier": pytest.approx(110.0)}
 
     paper = load_params(ROOT / "presets/paper.yaml")
-    lines = {x.run: x for x in estimate(paper, ROOT / "prompts", rows=1000,
-                                        speed=Speed(ttft_s=0.5, decode_tok_s=40.0, measured=rates))}
+    lines = {
+        x.run: x
+        for x in estimate(
+            paper, ROOT / "prompts", rows=1000, speed=Speed(ttft_s=0.5, decode_tok_s=40.0, measured=rates)
+        )
+    }
     gen = paper.generate
     expected = 1000 * (0.5 + gen.max_new_tokens / 40.0) / gen.backend.concurrency / 3600
     assert lines["generate"].hours == pytest.approx(expected)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from fake_openai import FakeOpenAI, body_key, cached_results, fake_openai_fixture  # noqa: F401
+
 from synthllm.io import read_jsonl, write_jsonl
 from synthllm.stages import annotate
 
@@ -39,10 +39,24 @@ STAGE = """stages:
 def _params(repo_root: Path, url: str, **backend) -> dict:
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
     params["annotators"] = {"remote": "prompts/fa/nli/annotate.yaml"}
-    params["annotator_configs"] = {"remote": {
-        "kind": "llm", "method": "instruct", "prompt": "fa/nli/annotate",
-        "backend": {"kind": "openai", "model": "fake-model", "base_urls": [url], "api_key_env": "SYNTHLLM_TEST_KEY",
-                    "concurrency": 1, "timeout_s": 2.0, "max_retries": 1, "retry_backoff_s": 0.01, **backend}}}
+    params["annotator_configs"] = {
+        "remote": {
+            "kind": "llm",
+            "method": "instruct",
+            "prompt": "fa/nli/annotate",
+            "backend": {
+                "kind": "openai",
+                "model": "fake-model",
+                "base_urls": [url],
+                "api_key_env": "SYNTHLLM_TEST_KEY",
+                "concurrency": 1,
+                "timeout_s": 2.0,
+                "max_retries": 1,
+                "retry_backoff_s": 0.01,
+                **backend,
+            },
+        }
+    }
     params["aggregates"], params["cascades"] = {}, {}
     params["branches"] = {"remote": "data/annotated/remote.jsonl"}
     params["annotate"]["audit_size"] = N_AUDIT
@@ -50,8 +64,10 @@ def _params(repo_root: Path, url: str, **backend) -> dict:
 
 
 def _pool(gold_dir: Path) -> list[dict]:
-    return [{**r, "id": f"syn-{i}", "intended_label": r["label"]}
-            for i, r in enumerate(read_jsonl(gold_dir / "train.jsonl")[:N_POOL])]
+    return [
+        {**r, "id": f"syn-{i}", "intended_label": r["label"]}
+        for i, r in enumerate(read_jsonl(gold_dir / "train.jsonl")[:N_POOL])
+    ]
 
 
 def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -68,15 +84,32 @@ def test_a_server_that_goes_away_fails_the_stage_and_dvc_repro_resumes(tmp_path,
     (repo / "dvc.yaml").write_text(STAGE.format(gold=gold_dir, prompts=repo_root / "prompts"))
     write_jsonl(_pool(gold_dir), repo / "generated.jsonl")
     cache = tmp_path / "cache"
-    env = {**os.environ, "SYNTHLLM_TEST_KEY": "sk-test-outage", "SYNTHLLM_CACHE_DIR": str(cache),
-           "TQDM_DISABLE": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
-                [sys.executable, "-m", "dvc", "config", "core.analytics", "false"]):
+    env = {
+        **os.environ,
+        "SYNTHLLM_TEST_KEY": "sk-test-outage",
+        "SYNTHLLM_CACHE_DIR": str(cache),
+        "TQDM_DISABLE": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    for cmd in (
+        ["git", "init", "-q"],
+        [sys.executable, "-m", "dvc", "init", "-q"],
+        [sys.executable, "-m", "dvc", "config", "core.analytics", "false"],
+    ):
         assert _run(cmd, repo, env).returncode == 0
 
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while cached_results(cache / "requests.sqlite") < 12:
         assert proc.poll() is None and time.monotonic() < deadline
@@ -118,15 +151,30 @@ NO_ANSWER = ("503", "401", "400", "hang", "drop", "malformed")  # malformed: a c
 
 
 def _argv(work: Path, gold_dir: Path, repo_root: Path, tag: str) -> list[str]:
-    return ["--params", str(work / "params.yaml"), "--name", "remote", "--pool", str(work / "generated.jsonl"),
-            "--gold", str(gold_dir), "--prompts", str(repo_root / "prompts"),
-            "--out", str(work / tag / "annotated.jsonl"), "--audit", str(work / tag / "audit.jsonl"),
-            "--metrics", str(work / tag / "metrics.json")]
+    return [
+        "--params",
+        str(work / "params.yaml"),
+        "--name",
+        "remote",
+        "--pool",
+        str(work / "generated.jsonl"),
+        "--gold",
+        str(gold_dir),
+        "--prompts",
+        str(repo_root / "prompts"),
+        "--out",
+        str(work / tag / "annotated.jsonl"),
+        "--audit",
+        str(work / tag / "audit.jsonl"),
+        "--metrics",
+        str(work / tag / "metrics.json"),
+    ]
 
 
 def _faulted(tmp_path, repo_root, gold_dir, fake_openai, faults, **backend) -> Path:
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
-        _params(repo_root, fake_openai.url, concurrency=4, **backend), allow_unicode=True))
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump(_params(repo_root, fake_openai.url, concurrency=4, **backend), allow_unicode=True)
+    )
     pool = _pool(gold_dir)
     write_jsonl(pool, tmp_path / "generated.jsonl")
     for i, fault in enumerate(faults):
@@ -150,7 +198,8 @@ def _rows_in_rows_out(work: Path, tag: str) -> tuple[list[dict], dict]:
 
 
 def test_unusable_answers_are_failed_rows_with_reasons_and_the_stage_succeeds(
-        tmp_path, repo_root, gold_dir, fake_openai, monkeypatch):
+    tmp_path, repo_root, gold_dir, fake_openai, monkeypatch
+):
     monkeypatch.setenv("SYNTHLLM_TEST_KEY", "sk-test-rows")
     monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(tmp_path / "cache"))
     work = _faulted(tmp_path, repo_root, gold_dir, fake_openai, UNUSABLE)
@@ -161,7 +210,8 @@ def test_unusable_answers_are_failed_rows_with_reasons_and_the_stage_succeeds(
 
 
 def test_unanswered_requests_fail_the_stage_unless_a_share_is_accepted(
-        tmp_path, repo_root, gold_dir, fake_openai, monkeypatch):
+    tmp_path, repo_root, gold_dir, fake_openai, monkeypatch
+):
     monkeypatch.setenv("SYNTHLLM_TEST_KEY", "sk-test-rows")
     monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(tmp_path / "cache"))
     work = _faulted(tmp_path, repo_root, gold_dir, fake_openai, NO_ANSWER)

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from synthllm.pair_attention import (GemmaAttentionClassifier, GemmaAttentionParams,
-                                     PairStateCache, load)
+from synthllm.pair_attention import GemmaAttentionClassifier, GemmaAttentionParams, PairStateCache, load
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +18,16 @@ def rows(farstail_mirror) -> pd.DataFrame:
 
 
 def tiny_params(model_dir, cache_dir, **kw) -> GemmaAttentionParams:
-    base = dict(model_dir=str(model_dir), feature_cache=str(cache_dir), layers=[1, 2], max_tokens=48,
-                hidden=16, batch_size=16, ngram_weight=0.3, threads=2)
+    base = dict(
+        model_dir=str(model_dir),
+        feature_cache=str(cache_dir),
+        layers=[1, 2],
+        max_tokens=48,
+        hidden=16,
+        batch_size=16,
+        ngram_weight=0.3,
+        threads=2,
+    )
     return GemmaAttentionParams(**{**base, **kw})
 
 
@@ -56,10 +63,14 @@ def test_probabilities_sum_to_one_in_the_given_label_order(tiny_lm, tmp_path):
     # each label has its own fixed hypothesis, so a working head must learn which is which
     labels = ("neutral", "entailment", "contradiction")
     cue = {"neutral": "شاید باران ببارد", "entailment": "هوا آفتابی است", "contradiction": "هرگز نه"}
-    train = pd.DataFrame([{"premise": f"متن شماره {i} درباره هوا", "hypothesis": cue[lab], "label": lab}
-                          for i in range(12) for lab in labels])
-    params = tiny_params(tiny_lm, tmp_path / "cache", ngram_weight=0.0, learning_rate=1e-2,
-                         dropout=0.0)
+    train = pd.DataFrame(
+        [
+            {"premise": f"متن شماره {i} درباره هوا", "hypothesis": cue[lab], "label": lab}
+            for i in range(12)
+            for lab in labels
+        ]
+    )
+    params = tiny_params(tiny_lm, tmp_path / "cache", ngram_weight=0.0, learning_rate=1e-2, dropout=0.0)
     clf = GemmaAttentionClassifier(params, labels=labels)
     clf.fit_phases([(train, 15)], seed=0)
     proba = clf.predict_proba(["متن تازه درباره هوا"] * 3, [cue[lab] for lab in labels])
@@ -119,10 +130,19 @@ def test_regime_driver_resumes_from_a_phase_checkpoint_exactly(tiny_lm, tmp_path
     seen: list[dict] = []
 
     def train(checkpoints):
-        return run_phases("warmup", gold, synthetic, build=lambda seed: GemmaAttentionClassifier(
-            params, seed=seed), load=load, gold_epochs=2, synthetic_epochs=2, seed=4,
+        return run_phases(
+            "warmup",
+            gold,
+            synthetic,
+            build=lambda seed: GemmaAttentionClassifier(params, seed=seed),
+            load=load,
+            gold_epochs=2,
+            synthetic_epochs=2,
+            seed=4,
             monitor=Monitor(val=gold.iloc[:10], dev=synthetic, log=seen.append),
-            select_synthetic_epoch=True, checkpoint_dir=checkpoints)
+            select_synthetic_epoch=True,
+            checkpoint_dir=checkpoints,
+        )
 
     clf, log = train(tmp_path / "run")
     assert [e["source"] for e in log] == ["synthetic", "gold"] and "selected_epoch" in log[0]
@@ -130,12 +150,10 @@ def test_regime_driver_resumes_from_a_phase_checkpoint_exactly(tiny_lm, tmp_path
     (tmp_path / "run" / "phase-1" / "done.json").unlink()  # as if killed during the gold phase
     resumed, _ = train(tmp_path / "run")
     premises, hypotheses = list(rows.premise[:8]), list(rows.hypothesis[:8])
-    np.testing.assert_array_equal(clf.predict_proba(premises, hypotheses),
-                                  resumed.predict_proba(premises, hypotheses))
+    np.testing.assert_array_equal(clf.predict_proba(premises, hypotheses), resumed.predict_proba(premises, hypotheses))
 
 
-def test_pipeline_driver_warmup_continues_the_weights_and_loads_through_load_classifier(
-        tiny_lm, tmp_path, rows):
+def test_pipeline_driver_warmup_continues_the_weights_and_loads_through_load_classifier(tiny_lm, tmp_path, rows):
     """The train stage's path (``train_regime`` → ``build_classifier`` → ``load_classifier``)."""
     import shutil
 
@@ -155,8 +173,9 @@ def test_pipeline_driver_warmup_continues_the_weights_and_loads_through_load_cla
     assert rev[1]["weights_start"] == rev[0]["weights_end"]
     clf.save(tmp_path / "model")
     premises, hypotheses = list(rows.premise[:6]), list(rows.hypothesis[:6])
-    np.testing.assert_array_equal(load_classifier(tmp_path / "model").predict_proba(premises, hypotheses),
-                                  clf.predict_proba(premises, hypotheses))
+    np.testing.assert_array_equal(
+        load_classifier(tmp_path / "model").predict_proba(premises, hypotheses), clf.predict_proba(premises, hypotheses)
+    )
     # other weights in the LM folder: the saved head would read states it was not trained on
     (lm / "added.bin").write_bytes(b"\0")
     with pytest.raises(ValueError, match="retrain it"):

@@ -1,4 +1,3 @@
-
 import pytest
 import yaml
 
@@ -16,7 +15,9 @@ def test_repository_params_validate(repo_root):
     assert list(params.annotators) == ["classifier", "gemma"]
     assert (params.train.classifier.kind, params.train.classifier.head) == ("gemma_attention", "pooled")
     assert (params.annotator_training.classifier.kind, params.annotator_training.classifier.head) == (
-        "gemma_attention", "align")
+        "gemma_attention",
+        "align",
+    )
     assert set(params.regimes) == {"synthetic_only", "warmup", "mix", "reversed"}
 
 
@@ -115,7 +116,9 @@ def test_sentiment_preset_validates_and_its_prompts_match_the_task(repo_root):
 
 def test_gemma_attention_must_read_the_tracked_generator_folder(base):
     base["annotator_training"]["classifier"]["model_dir"] = "models/other-lm"
-    with pytest.raises(ParamsError, match=r"annotator_training.classifier.model_dir is 'models/other-lm'.*models/generator"):
+    with pytest.raises(
+        ParamsError, match=r"annotator_training.classifier.model_dir is 'models/other-lm'.*models/generator"
+    ):
         parse_params(base)
 
 
@@ -128,7 +131,11 @@ def test_procedures_the_report_calls_equal_are_equal_or_refused(base):
     base["curves"].update(budgets=[], pool_budget=None)
     assert parse_params(base).train.select_synthetic_epoch  # no curves: one procedure everywhere
     base["train"]["select_synthetic_epoch"] = False
-    base["train"]["classifier"] = {"kind": "hf", "model": "HooshvareLab/bert-fa-base-uncased", "max_steps_per_phase": 50}
+    base["train"]["classifier"] = {
+        "kind": "hf",
+        "model": "HooshvareLab/bert-fa-base-uncased",
+        "max_steps_per_phase": 50,
+    }
     with pytest.raises(ParamsError, match=r"two-phase regimes \['warmup', 'reversed'\] would get twice the steps"):
         parse_params(base)
     base["regimes"] = ["synthetic_only", "mix"]

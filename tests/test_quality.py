@@ -1,21 +1,31 @@
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from synthllm.quality import agreement_rows, audit_metrics, cross_annotator, vote_on_audit
 from synthllm.params import NLI_LABELS
+from synthllm.quality import agreement_rows, audit_metrics, cross_annotator, vote_on_audit
 
 GOLD = ["entailment", "contradiction", "neutral", "neutral", "entailment"]
 
 
 def _audit(labels, confs):
-    return [{"id": f"v{i}", "gold_label": g, "label": lab, "confidence": c,
-             "status": "ok" if lab else "failed"} for i, (g, lab, c) in enumerate(zip(GOLD, labels, confs))]
+    return [
+        {"id": f"v{i}", "gold_label": g, "label": lab, "confidence": c, "status": "ok" if lab else "failed"}
+        for i, (g, lab, c) in enumerate(zip(GOLD, labels, confs))
+    ]
 
 
 def test_audit_metrics_accuracy_failures_flips_and_intended_agreement():
     audit = _audit(["entailment", "neutral", "neutral", None, "entailment"], [0.9, 0.6, 0.8, None, 0.7])
-    pool = [{"id": "s1", "intended_label": "entailment", "label": "entailment", "label_variant": "neutral", "status": "ok"},
-            {"id": "s2", "intended_label": "neutral", "label": "contradiction", "label_variant": "contradiction", "status": "ok"}]
+    pool = [
+        {"id": "s1", "intended_label": "entailment", "label": "entailment", "label_variant": "neutral", "status": "ok"},
+        {
+            "id": "s2",
+            "intended_label": "neutral",
+            "label": "contradiction",
+            "label_variant": "contradiction",
+            "status": "ok",
+        },
+    ]
     m = audit_metrics(audit, pool)
     assert m["audit"]["accuracy"] == pytest.approx(3 / 5)  # a failed row counts as wrong
     assert m["audit"]["failed"] == 1
@@ -34,9 +44,11 @@ def test_cross_annotator_kappa_matches_sklearn_and_vote_on_audit():
     assert out["n_shared"] == 5
     rows = agreement_rows(pools)[("a", "b")]
     assert rows[2] == {"actual": "neutral", "predicted": "contradiction"} and len(rows) == 5
-    audits = {"x": _audit(GOLD, [0.9] * 5),
-              "y": _audit(["neutral"] * 5, [0.2] * 5),
-              "z": _audit(["neutral"] * 5, [0.2] * 5)}
+    audits = {
+        "x": _audit(GOLD, [0.9] * 5),
+        "y": _audit(["neutral"] * 5, [0.2] * 5),
+        "z": _audit(["neutral"] * 5, [0.2] * 5),
+    }
     vote = vote_on_audit(audits, NLI_LABELS)
     assert vote["majority_accuracy"] == pytest.approx(2 / 5)  # y and z outvote x
     assert vote["weighted_majority_accuracy"] == pytest.approx(1.0)  # x's confidence outweighs them

@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from synthllm.params import NLI_LABELS
 from synthllm import stats
+from synthllm.params import NLI_LABELS
 from synthllm.report import correctness_matrix, item_correctness, macro_f1_ci, mcnemar_per_seed, regime_comparisons
 
 RNG = np.random.default_rng(0)
@@ -28,20 +28,32 @@ def test_vectorised_macro_f1_ci_matches_a_plain_loop():
     wide = preds.pivot(index="id", columns="seed", values="predicted").sort_index()
     y = preds.drop_duplicates("id").set_index("id")["label"].sort_index().to_numpy()
     idx = np.random.default_rng(3).integers(0, len(y), size=(200, len(y)))
-    values = [np.mean([f1_score(y[i], wide[c].to_numpy()[i], labels=list(NLI_LABELS), average="macro", zero_division=0)
-                       for c in wide.columns]) for i in idx]
+    values = [
+        np.mean(
+            [
+                f1_score(y[i], wide[c].to_numpy()[i], labels=list(NLI_LABELS), average="macro", zero_division=0)
+                for c in wide.columns
+            ]
+        )
+        for i in idx
+    ]
     assert (lo, hi) == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])), abs=1e-9)
     point = np.mean([f1_score(y, wide[c], labels=list(NLI_LABELS), average="macro") for c in wide.columns])
     assert lo < point < hi
 
 
 def test_regime_comparisons_mark_a_real_difference_and_not_a_null_one():
-    preds = {"gold__gold_only": _preds(0.6), "a__warmup": _preds(0.75), "a__mix": _preds(0.6),
-             "a__reversed": _preds(0.45)}
+    preds = {
+        "gold__gold_only": _preds(0.6),
+        "a__warmup": _preds(0.75),
+        "a__mix": _preds(0.6),
+        "a__reversed": _preds(0.45),
+    }
     comp = regime_comparisons(preds, n_resamples=500).set_index(["a", "b"])
     assert comp.loc[("warmup", "reversed"), "significant"]
     assert comp.loc[("warmup", "reversed"), "delta_accuracy"] == pytest.approx(
-        (item_correctness(preds["a__warmup"]) - item_correctness(preds["a__reversed"])).mean())
+        (item_correctness(preds["a__warmup"]) - item_correctness(preds["a__reversed"])).mean()
+    )
     assert comp.loc[("warmup", "mix"), "ci_low"] > 0
     # mix and gold_only made identical predictions: no difference, not significant
     assert comp.loc[("mix", "gold_only"), "delta_accuracy"] == 0
@@ -83,12 +95,26 @@ def test_aggregates_table_lists_every_method_and_the_trained_branch_only_for_the
     from synthllm.report import aggregates_markdown, aggregates_table
 
     summary = {"accuracy": 0.8, "accuracy_ci": [0.7, 0.9], "macro_f1": 0.79, "ece": 0.05, "coverage": 1.0}
-    metrics = {"vote": {"aggregate": {"method": "dawid_skene", "members": {"clf": 0.713, "lm": 0.36},
-                                      "methods": {"majority": {**summary, "accuracy": 0.25},
-                                                  "confidence": {"unavailable": "no confidences"},
-                                                  "dawid_skene": summary}}}}
-    results = pd.DataFrame({"annotator": ["vote", "vote", "gold"], "regime": ["warmup", "mix", "gold_only"],
-                            "accuracy": [0.77, 0.76, 0.76]})
+    metrics = {
+        "vote": {
+            "aggregate": {
+                "method": "dawid_skene",
+                "members": {"clf": 0.713, "lm": 0.36},
+                "methods": {
+                    "majority": {**summary, "accuracy": 0.25},
+                    "confidence": {"unavailable": "no confidences"},
+                    "dawid_skene": summary,
+                },
+            }
+        }
+    }
+    results = pd.DataFrame(
+        {
+            "annotator": ["vote", "vote", "gold"],
+            "regime": ["warmup", "mix", "gold_only"],
+            "accuracy": [0.77, 0.76, 0.76],
+        }
+    )
     table = aggregates_table(metrics, ["vote"], results, ["warmup", "mix"])
     assert list(table["method"]) == ["majority", "confidence", "dawid_skene"]
     ds = table[table["method"] == "dawid_skene"].iloc[0]

@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from test_dvc_pipeline import dvc, make_repo, tiny_params
 
 pytestmark = pytest.mark.slow
@@ -25,15 +24,29 @@ LABELS = ["positive", "negative", "neutral"]
 def sentiment_params(repo_root: Path, tiny_lm: Path) -> dict:
     """The NLI test's tiny configuration, switched to the sentiment task by params alone."""
     params = tiny_params(repo_root, tiny_lm)
-    params["task"] = {"name": "sentiment", "language": "fa", "input": "single", "labels": LABELS,
-                      "text_column": "text", "script": "arabic", "normalizer": "hazm"}
-    params["gold"] = {"source": "local", "path": str(repo_root / "tests/fixtures/sentiment_fa"), "budget": None,
-                      "budget_seed": 5, "shot_pool": 100}  # dvc.yaml reads these keys
+    params["task"] = {
+        "name": "sentiment",
+        "language": "fa",
+        "input": "single",
+        "labels": LABELS,
+        "text_column": "text",
+        "script": "arabic",
+        "normalizer": "hazm",
+    }
+    params["gold"] = {
+        "source": "local",
+        "path": str(repo_root / "tests/fixtures/sentiment_fa"),
+        "budget": None,
+        "budget_seed": 5,
+        "shot_pool": 100,
+    }  # dvc.yaml reads these keys
     params["generate"].update(prompt="fa/sentiment/generate", num_premises=10, shots=2, max_new_tokens=24)
     tinylm = {k: v for k, v in params["annotator_configs"]["tinylm"].items() if k != "stability_variant"}
     params["cascades"] = {}  # the NLI cascade's expensive annotator is not configured here
-    params["annotator_configs"] = {"classifier": params["annotator_configs"]["classifier"],
-                                   "tinylm": {**tinylm, "prompt": "fa/sentiment/annotate"}}
+    params["annotator_configs"] = {
+        "classifier": params["annotator_configs"]["classifier"],
+        "tinylm": {**tinylm, "prompt": "fa/sentiment/annotate"},
+    }
     params["annotator_training"]["gold_epochs"] = 4
     params["regimes"] = ["synthetic_only", "warmup"]
     params["curves"] = {"budgets": [100], "pool_budget": 100, "pool_fractions": [1.0]}
@@ -85,8 +98,15 @@ def test_sentiment_dag_runs_end_to_end_with_its_own_labels(sentiment_repo):
     assert ev["summary"]["all_accuracy_mean"] > 0.6
     assert "hard_hypothesis_accuracy_mean" not in ev["summary"]  # the fixture has no hard subsets
     runs = sorted(p.stem for p in (repo / "metrics/eval").glob("*.json"))
-    assert runs == ["classifier__synthetic_only", "classifier__warmup", "gold__gold_only",
-                    "tinylm__synthetic_only", "tinylm__warmup", "vote__synthetic_only", "vote__warmup"]
+    assert runs == [
+        "classifier__synthetic_only",
+        "classifier__warmup",
+        "gold__gold_only",
+        "tinylm__synthetic_only",
+        "tinylm__warmup",
+        "vote__synthetic_only",
+        "vote__warmup",
+    ]
 
     report = (repo / "reports/results.md").read_text()
     assert "pool labels pos/neg/neu" in report and "(gold test, %)" in report

@@ -12,10 +12,28 @@ def _pool():
     rows = []
     for i in range(120):
         label = "entailment" if i < 60 else "contradiction" if i < 90 else "neutral"
-        rows.append({"id": f"s{i}", "premise_id": f"p{i % 40}", "premise": f"p{i % 40}", "hypothesis": f"h{i}",
-                     "label": label, "confidence": (i % 10) / 10, "status": "ok"})
-    rows += [{"id": "f", "premise_id": "p0", "premise": "p0", "hypothesis": "x", "label": None,
-              "confidence": None, "status": "failed"}]
+        rows.append(
+            {
+                "id": f"s{i}",
+                "premise_id": f"p{i % 40}",
+                "premise": f"p{i % 40}",
+                "hypothesis": f"h{i}",
+                "label": label,
+                "confidence": (i % 10) / 10,
+                "status": "ok",
+            }
+        )
+    rows += [
+        {
+            "id": "f",
+            "premise_id": "p0",
+            "premise": "p0",
+            "hypothesis": "x",
+            "label": None,
+            "confidence": None,
+            "status": "failed",
+        }
+    ]
     return pd.DataFrame(rows)
 
 
@@ -43,11 +61,17 @@ def test_rows_without_a_confidence_are_never_silently_confident():
 def test_balanced_and_gold_matched_and_threshold_and_cap():
     train, dev, _ = split_synthetic(_pool(), SplitParams(strategy="balanced"), GOLD)
     assert pd.concat([train, dev])["label"].value_counts().to_dict() == {
-        "entailment": 30, "contradiction": 30, "neutral": 30}
+        "entailment": 30,
+        "contradiction": 30,
+        "neutral": 30,
+    }
     shares = {"entailment": 0.5, "contradiction": 0.25, "neutral": 0.25}
     train, dev, _ = split_synthetic(_pool(), SplitParams(strategy="gold_matched"), shares)
     assert pd.concat([train, dev])["label"].value_counts().to_dict() == {
-        "entailment": 60, "contradiction": 30, "neutral": 30}
+        "entailment": 60,
+        "contradiction": 30,
+        "neutral": 30,
+    }
     train, dev, stats = split_synthetic(_pool(), SplitParams(min_confidence=0.5), GOLD)
     assert stats["dropped_low_confidence"] == 60 and (pd.concat([train, dev])["confidence"] >= 0.5).all()
     train, dev, stats = split_synthetic(_pool(), SplitParams(max_size=40), GOLD)
@@ -77,8 +101,20 @@ def test_require_stable_drops_label_flips():
 
 
 def test_tiny_pools_split_without_stratification_instead_of_crashing():
-    rows = [{"id": f"s{i}", "premise": f"p{i}", "hypothesis": f"h{i}", "label": lab, "confidence": 1.0, "status": "ok"}
-            for i, lab in enumerate(["entailment", "entailment", "neutral", "neutral", "contradiction",
-                                     "contradiction", "entailment", "neutral"])]
+    rows = [
+        {"id": f"s{i}", "premise": f"p{i}", "hypothesis": f"h{i}", "label": lab, "confidence": 1.0, "status": "ok"}
+        for i, lab in enumerate(
+            [
+                "entailment",
+                "entailment",
+                "neutral",
+                "neutral",
+                "contradiction",
+                "contradiction",
+                "entailment",
+                "neutral",
+            ]
+        )
+    ]
     train, dev, _ = split_synthetic(pd.DataFrame(rows), SplitParams(dev_fraction=0.2), GOLD)
     assert len(dev) == 2 and len(train) == 6  # 2 held out < 3 labels: a plain seeded split

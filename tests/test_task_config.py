@@ -14,14 +14,20 @@ from synthllm.classifier import load_classifier, train_regime
 from synthllm.errors import GoldDataError, ParamsError
 from synthllm.generation import filter_generations, label_codes, plan_requests, prompt_seeds
 from synthllm.gold import load_local
-from synthllm.params import AnnotatorParams, FilterParams, GenerateParams, SklearnClassifierParams, TaskParams, parse_params
+from synthllm.params import (
+    AnnotatorParams,
+    FilterParams,
+    GenerateParams,
+    SklearnClassifierParams,
+    TaskParams,
+    parse_params,
+)
 from synthllm.prompts import load_annotate_prompt, load_generate_prompt
 from synthllm.text import PERSIAN, TextProcessor
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests/fixtures/sentiment_fa"
-SENTIMENT = TaskParams(name="sentiment", input="single", labels=["positive", "negative", "neutral"],
-                       text_column="text")
+SENTIMENT = TaskParams(name="sentiment", input="single", labels=["positive", "negative", "neutral"], text_column="text")
 
 
 def _params(**changes) -> dict:
@@ -47,16 +53,21 @@ def test_text_processor_normalisers_and_scripts():
         TextProcessor(script="klingon")
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"task.labels": ["positive", "negative"]}, "gold.source 'farstail' is Persian NLI"),
-    ({"task.labels": ["a", "a", "b"], "gold.source": "local", "gold.path": "x"}, "duplicates"),
-    ({"task.labels": ["good", "bad label"]}, "letters, digits"),
-    ({"gold.source": "local"}, "gold.path is required"),
-    ({"generate.labels": ["entailment", "positive"]}, r"generate.labels \['positive'\] are not in task.labels"),
-    ({"task.input": "single", "task.labels": ["pos", "neg"], "gold.source": "local", "gold.path": "x"},
-     "stability_variant"),
-    ({"task.script": "klingon"}, "task.script"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"task.labels": ["positive", "negative"]}, "gold.source 'farstail' is Persian NLI"),
+        ({"task.labels": ["a", "a", "b"], "gold.source": "local", "gold.path": "x"}, "duplicates"),
+        ({"task.labels": ["good", "bad label"]}, "letters, digits"),
+        ({"gold.source": "local"}, "gold.path is required"),
+        ({"generate.labels": ["entailment", "positive"]}, r"generate.labels \['positive'\] are not in task.labels"),
+        (
+            {"task.input": "single", "task.labels": ["pos", "neg"], "gold.source": "local", "gold.path": "x"},
+            "stability_variant",
+        ),
+        ({"task.script": "klingon"}, "task.script"),
+    ],
+)
 def test_task_params_are_validated_up_front(changes, message):
     with pytest.raises(ParamsError, match=message):
         parse_params(_params(**changes))
@@ -74,9 +85,11 @@ def test_prompt_files_must_match_the_task(tmp_path):
 
 def test_label_codes_are_shortest_distinct_prefixes():
     assert label_codes(["entailment", "contradiction", "neutral"]) == {
-        "entailment": "e", "contradiction": "c", "neutral": "n"}
-    assert label_codes(["positive", "negative", "neutral"]) == {
-        "positive": "pos", "negative": "neg", "neutral": "neu"}
+        "entailment": "e",
+        "contradiction": "c",
+        "neutral": "n",
+    }
+    assert label_codes(["positive", "negative", "neutral"]) == {"positive": "pos", "negative": "neg", "neutral": "neu"}
 
 
 def test_local_gold_folder_single_text_and_pair(tmp_path):
@@ -88,18 +101,21 @@ def test_local_gold_folder_single_text_and_pair(tmp_path):
 
     pair = TaskParams(name="nli", labels=["yes", "no"], premise_column="s1", text_column="s2")
     for split in ("train", "val", "test"):
-        pd.DataFrame({"s1": ["a b c", "d e"], "s2": ["a b", "f"], "label": ["yes", "no"],
-                      "hard_overlap": [True, False]}).to_json(tmp_path / f"{split}.jsonl", orient="records",
-                                                              lines=True)
+        pd.DataFrame(
+            {"s1": ["a b c", "d e"], "s2": ["a b", "f"], "label": ["yes", "no"], "hard_overlap": [True, False]}
+        ).to_json(tmp_path / f"{split}.jsonl", orient="records", lines=True)
     frames, _ = load_local(tmp_path, pair, TextProcessor(normalizer="nfkc", script="latin"))
     assert list(frames["test"]["premise"]) == ["a b c", "d e"] and list(frames["test"]["hard_overlap"]) == [True, False]
 
 
-@pytest.mark.parametrize("content, message", [
-    ("words,label\nfoo,positive\n", r"missing columns \['text'\]"),
-    ("text,label\nfoo,happy\n", r"labels \['happy'\] are not in task.labels"),
-    ("text,label\n ,positive\n", "empty text"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("words,label\nfoo,positive\n", r"missing columns \['text'\]"),
+        ("text,label\nfoo,happy\n", r"labels \['happy'\] are not in task.labels"),
+        ("text,label\n ,positive\n", "empty text"),
+    ],
+)
 def test_local_gold_errors_name_the_file_and_the_fix(tmp_path, content, message):
     for split in ("train", "val", "test"):
         (tmp_path / f"{split}.csv").write_text(content if split == "val" else "text,label\nfoo,positive\n")
@@ -132,10 +148,14 @@ def test_single_text_generation_plans_seeds_and_keeps_texts():
 
 def test_latin_script_filter_for_another_language():
     latin = TextProcessor(normalizer="nfkc", script="latin")
-    meta = [{"premise_id": "s0", "premise": "", "intended_label": "pos", "sample": i, "seed": i,
-             "prompt_version": "v"} for i in range(2)]
-    results = [Result(text=" A lovely little phone.", finish_reason="stop"),
-               Result(text=" این گوشی خیلی خوب است.", finish_reason="stop")]
+    meta = [
+        {"premise_id": "s0", "premise": "", "intended_label": "pos", "sample": i, "seed": i, "prompt_version": "v"}
+        for i in range(2)
+    ]
+    results = [
+        Result(text=" A lovely little phone.", finish_reason="stop"),
+        Result(text=" این گوشی خیلی خوب است.", finish_reason="stop"),
+    ]
     kept, counts = filter_generations(meta, results, FilterParams(), set(), "gen", latin)
     assert [r["hypothesis"] for r in kept] == ["A lovely little phone."]
     assert counts["dropped_script_ratio"] == 1
@@ -144,16 +164,20 @@ def test_latin_script_filter_for_another_language():
 def test_sentiment_annotation_requests_and_answers():
     prompt = load_annotate_prompt(ROOT / "prompts", "fa/sentiment/annotate", SENTIMENT)
     rows = [{"id": "r1", "premise": "", "hypothesis": "این کتاب ناامیدم کرد."}]
-    llm = AnnotatorParams(kind="llm", prompt="fa/sentiment/annotate", shots=0,
-                          backend={"kind": "transformers"})
+    llm = AnnotatorParams(kind="llm", prompt="fa/sentiment/annotate", shots=0, backend={"kind": "transformers"})
     (req,) = build_requests(rows, llm, prompt, [], 0, labels=SENTIMENT.labels, task="sentiment")
     assert req.prompt.endswith("نظر: این کتاب ناامیدم کرد.\nاحساس:")
     assert req.choices == ("مثبت", "منفی", "خنثی")
     fmt = answer_format(llm, prompt, SENTIMENT.labels, "sentiment")
     scored = parse_result(Result(choice_logprobs={"مثبت": -3.0, "منفی": -0.1, "خنثی": -2.0}), fmt)
     assert scored.label == "negative" and scored.source == "label_word_scores"
-    chat = answer_format(AnnotatorParams(kind="llm", method="instruct", prompt="fa/sentiment/annotate",
-                                         backend={"kind": "openai", "model": "m"}), prompt, SENTIMENT.labels)
+    chat = answer_format(
+        AnnotatorParams(
+            kind="llm", method="instruct", prompt="fa/sentiment/annotate", backend={"kind": "openai", "model": "m"}
+        ),
+        prompt,
+        SENTIMENT.labels,
+    )
     assert chat.schema["schema"]["properties"]["label"]["enum"] == ["positive", "negative", "neutral"]
     assert parse_result(Result(text="neutral", finish_reason="stop"), chat).label == "neutral"
     failed = parse_result(Result(text="entailment", finish_reason="stop"), chat)
@@ -162,8 +186,17 @@ def test_sentiment_annotation_requests_and_answers():
 
 def test_single_text_classifier_saves_its_label_set(tmp_path):
     frames, _ = load_local(FIXTURE, SENTIMENT, PERSIAN)
-    clf, _ = train_regime("gold_only", frames["train"], None, SklearnClassifierParams(n_features=4096),
-                          gold_epochs=4, synthetic_epochs=1, seed=1, labels=SENTIMENT.labels, pair=False)
+    clf, _ = train_regime(
+        "gold_only",
+        frames["train"],
+        None,
+        SklearnClassifierParams(n_features=4096),
+        gold_epochs=4,
+        synthetic_epochs=1,
+        seed=1,
+        labels=SENTIMENT.labels,
+        pair=False,
+    )
     clf.save(tmp_path / "m")
     loaded = load_classifier(tmp_path / "m")
     assert loaded.labels == tuple(SENTIMENT.labels) and loaded.pair is False

@@ -26,9 +26,19 @@ pytestmark = pytest.mark.slow
 def stage_dir(tmp_path_factory, repo_root, gold_dir, tiny_encoder):
     work = tmp_path_factory.mktemp("train")
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    params["train"] = {"classifier": {"kind": "hf", "model": str(tiny_encoder), "max_length": 48, "batch_size": 8,
-                                      "learning_rate": 1e-3}, "gold_epochs": 3, "synthetic_epochs": 2,
-                       "seeds": [4], "launcher": "python -m"}
+    params["train"] = {
+        "classifier": {
+            "kind": "hf",
+            "model": str(tiny_encoder),
+            "max_length": 48,
+            "batch_size": 8,
+            "learning_rate": 1e-3,
+        },
+        "gold_epochs": 3,
+        "synthetic_epochs": 2,
+        "seeds": [4],
+        "launcher": "python -m",
+    }
     (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     gold = work / "gold"
     gold.mkdir()
@@ -41,21 +51,45 @@ def stage_dir(tmp_path_factory, repo_root, gold_dir, tiny_encoder):
 
 
 def argv(work: Path, tag: str) -> list[str]:
-    return ["--params", str(work / "params.yaml"), "--regime", "warmup", "--gold", str(work / "gold"),
-            "--synthetic", str(work / "split"), "--out", str(work / tag / "model"),
-            "--metrics", str(work / tag / "metrics.json"), "--curves", str(work / tag / "curves")]
+    return [
+        "--params",
+        str(work / "params.yaml"),
+        "--regime",
+        "warmup",
+        "--gold",
+        str(work / "gold"),
+        "--synthetic",
+        str(work / "split"),
+        "--out",
+        str(work / tag / "model"),
+        "--metrics",
+        str(work / tag / "metrics.json"),
+        "--curves",
+        str(work / tag / "curves"),
+    ]
 
 
 def env(work: Path, cache: str) -> dict:
-    return {**os.environ, "SYNTHLLM_CACHE_DIR": str(work / cache), "TQDM_DISABLE": "1",
-            "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    return {
+        **os.environ,
+        "SYNTHLLM_CACHE_DIR": str(work / cache),
+        "TQDM_DISABLE": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+    }
 
 
 def train(work: Path, tag: str, cache: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "synthllm.stages.train", *argv(work, tag)], env=env(work, cache),
-                          capture_output=True, text=True)
-    problems = [line for line in done.stderr.splitlines() if "rror" in line and "dulwich" not in line
-                and "meta_path" not in line]  # dulwich prints noise at interpreter shutdown
+    done = subprocess.run(
+        [sys.executable, "-m", "synthllm.stages.train", *argv(work, tag)],
+        env=env(work, cache),
+        capture_output=True,
+        text=True,
+    )
+    problems = [
+        line
+        for line in done.stderr.splitlines()
+        if "rror" in line and "dulwich" not in line and "meta_path" not in line
+    ]  # dulwich prints noise at interpreter shutdown
     assert done.returncode == 0, problems[-15:]
 
 
@@ -70,9 +104,14 @@ def test_killed_train_stage_resumes_from_its_checkpoints(stage_dir):
     reference = predictions(work / "ref" / "model" / "seed-4", work)
 
     log = (work / "kill.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "synthllm.stages.train", *argv(work, "killed")],
-                            env=env(work, "c-kill"), stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "synthllm.stages.train", *argv(work, "killed")],
+        env=env(work, "c-kill"),
+        stdout=log,
+        stderr=log,
+    )
     deadline = time.monotonic() + 300
+
     # wait until the gold phase (phase 1) has saved a whole epoch checkpoint (its trainer_state.json,
     # which the Trainer writes last, parses), then kill mid-phase
     def whole_checkpoint() -> bool:
@@ -104,8 +143,13 @@ def test_killed_train_stage_resumes_from_its_checkpoints(stage_dir):
 def test_two_process_launch_writes_each_output_once(stage_dir):
     work = stage_dir
     torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run([str(torchrun), "--nproc-per-node", "2", "-m", "synthllm.stages.train", *argv(work, "ddp")],
-                          env=env(work, "c-ddp"), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(torchrun), "--nproc-per-node", "2", "-m", "synthllm.stages.train", *argv(work, "ddp")],
+        env=env(work, "c-ddp"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = [line for line in proc.stderr.splitlines() if "synthllm.stages.train: saved" in line]
     assert len(saved) == 2, saved  # the model and the metrics, by rank 0 only

@@ -29,8 +29,13 @@ from synthllm.prompts import load_generate_prompt
 pytest.importorskip("uvicorn", reason="transformers serve needs the [serving] extra (fastapi, uvicorn)")
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ["متن: هوا امروز آفتابی است.", "جمله: باران می‌بارد.", "کتاب روی میز است.",
-          "متن: شهر بزرگ است.", "جمله: دریا آرام است."]
+CORPUS = [
+    "متن: هوا امروز آفتابی است.",
+    "جمله: باران می‌بارد.",
+    "کتاب روی میز است.",
+    "متن: شهر بزرگ است.",
+    "جمله: دریا آرام است.",
+]
 ANSWER = " این یک جمله کوتاه است."
 
 
@@ -41,15 +46,28 @@ def build_tiny_model(out: Path) -> None:
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS * 5 + [ANSWER] * 20, trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<pad>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        CORPUS * 5 + [ANSWER] * 20,
+        trainers.BpeTrainer(
+            vocab_size=400, special_tokens=["<pad>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
     chain = fast(ANSWER, add_special_tokens=False)["input_ids"] + [fast.eos_token_id]
     assert len(set(chain)) == len(chain) < 32, "each answer token needs its own embedding dimension"
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-                         tie_word_embeddings=False, eos_token_id=fast.eos_token_id,
-                         pad_token_id=fast.pad_token_id, bos_token_id=None)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        bos_token_id=None,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     with torch.no_grad():
@@ -84,8 +102,24 @@ def served_model(tmp_path):
     assert cli, "the `transformers` command is not installed next to this Python"
     port, log = _free_port(), (tmp_path / "serve.log").open("w")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    proc = subprocess.Popen([cli, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
-                             "--device", "cpu", "--dtype", "float32"], env=env, stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [
+            cli,
+            "serve",
+            str(model_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+        ],
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -111,11 +145,23 @@ def served_model(tmp_path):
 def test_completions_through_transformers_serve(served_model, monkeypatch):
     model_dir, url = served_model
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # a local server needs no key
-    backend = OpenAIBackend(OpenAIBackendParams(model=str(model_dir), base_urls=[url], endpoint="completions",
-                                                concurrency=2, timeout_s=60, max_retries=1))
+    backend = OpenAIBackend(
+        OpenAIBackendParams(
+            model=str(model_dir), base_urls=[url], endpoint="completions", concurrency=2, timeout_s=60, max_retries=1
+        )
+    )
     prompt = load_generate_prompt(ROOT / "prompts", "fa/nli/generate", ["entailment"])
-    requests = [Request(prompt=prompt.render(premise, "entailment", []), max_new_tokens=16, temperature=0.8,
-                        top_p=0.95, seed=i, stop=tuple(prompt.stop)) for i, premise in enumerate(CORPUS[:3])]
+    requests = [
+        Request(
+            prompt=prompt.render(premise, "entailment", []),
+            max_new_tokens=16,
+            temperature=0.8,
+            top_p=0.95,
+            seed=i,
+            stop=tuple(prompt.stop),
+        )
+        for i, premise in enumerate(CORPUS[:3])
+    ]
     results, stats = run_requests(backend, requests, progress=False)
     assert [r.error for r in results] == [None] * 3
     assert all(r.text == ANSWER and r.finish_reason == "stop" for r in results)

@@ -23,8 +23,9 @@ def _tokenizer(texts: list[str], vocab_size: int):
     special = ["<pad>", "<unk>", "<bos>", "<eos>"]
     tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special))
     tok.add_tokens(["\n"])  # a plain token, so decoding keeps it and stop rules can see it
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                   pad_token="<pad>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 def lines_from_farstail(mirror: Path, n: int = 300) -> list[str]:
@@ -39,16 +40,24 @@ def build_tiny_lm(out: Path, mirror: Path, steps: int = 60) -> Path:
     torch.manual_seed(0)
     texts = lines_from_farstail(mirror)
     tokenizer = _tokenizer(texts, vocab_size=600)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
     model = LlamaForCausalLM(config)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for step in range(steps):
-        batch = texts[(step * 16) % len(texts):(step * 16) % len(texts) + 16]
+        batch = texts[(step * 16) % len(texts) : (step * 16) % len(texts) + 16]
         enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=96)
         labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
         loss = model(**enc, labels=labels).loss
@@ -69,9 +78,16 @@ def build_tiny_encoder(out: Path, mirror: Path) -> Path:
     torch.manual_seed(0)
     tokenizer = _tokenizer(lines_from_farstail(mirror, 200), vocab_size=500)
     tokenizer.add_special_tokens({"cls_token": "[CLS]", "sep_token": "[SEP]"})
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=256,
-                        pad_token_id=tokenizer.pad_token_id, num_labels=3)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=3,
+    )
     out.mkdir(parents=True, exist_ok=True)
     BertForSequenceClassification(config).save_pretrained(out)
     tokenizer.save_pretrained(out)

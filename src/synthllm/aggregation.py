@@ -27,8 +27,8 @@ Rows are aligned by id. This module does not read files or call any model.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 from sklearn.model_selection import KFold
@@ -39,11 +39,23 @@ from synthllm.params import LEARNED_METHODS, VOTE_METHODS, AggregateParams
 
 MISSING = -1
 EM_MAX_ITER = 100  # crowd-kit's default; EM on three members converges in far fewer
-EM_TOL = 1e-9      # largest change of any posterior between iterations that counts as converged
-_EPS = 1e-10       # crowd-kit's floor for probabilities before a log
+EM_TOL = 1e-9  # largest change of any posterior between iterations that counts as converged
+_EPS = 1e-10  # crowd-kit's floor for probabilities before a log
 _TIE = dict(rtol=1e-9, atol=1e-12)  # 0.7 + 0.2 and 0.9 must tie
-_DROPPED = ("label", "confidence", "confidence_source", "labels_seen", "status", "reason", "attempts",
-            "label_variant", "variant_confidence", "variant_status", "variant_reason", "annotator")
+_DROPPED = (
+    "label",
+    "confidence",
+    "confidence_source",
+    "labels_seen",
+    "status",
+    "reason",
+    "attempts",
+    "label_variant",
+    "variant_confidence",
+    "variant_status",
+    "variant_reason",
+    "annotator",
+)
 
 
 @dataclass(frozen=True)
@@ -51,13 +63,14 @@ class MemberLabels:
     """The members' labels on one set of rows (the first member's rows, aligned by id)."""
 
     rows: list[dict]
-    codes: np.ndarray        # rows × members, label index or MISSING
+    codes: np.ndarray  # rows × members, label index or MISSING
     confidences: np.ndarray  # rows × members, NaN where a member gave no confidence
-    gold: np.ndarray         # rows, gold label index or MISSING (pool rows have none)
+    gold: np.ndarray  # rows, gold label index or MISSING (pool rows have none)
 
 
-def member_labels(pools: Mapping[str, Sequence[dict]], members: Sequence[str],
-                  labels: Sequence[str], name: str) -> MemberLabels:
+def member_labels(
+    pools: Mapping[str, Sequence[dict]], members: Sequence[str], labels: Sequence[str], name: str
+) -> MemberLabels:
     absent = [m for m in members if m not in pools]
     if absent:
         raise ValueError(f"aggregate {name!r}: no annotations for members {absent}")
@@ -67,17 +80,24 @@ def member_labels(pools: Mapping[str, Sequence[dict]], members: Sequence[str],
         if stats.is_missing(value):
             return MISSING
         if value not in index:
-            raise InputDataError(f"aggregate {name!r}: {where} has label {value!r}, not one of task.labels "
-                                 f"{list(labels)}")
+            raise InputDataError(
+                f"aggregate {name!r}: {where} has label {value!r}, not one of task.labels {list(labels)}"
+            )
         return index[value]  # type: ignore[index]
 
     base = list(pools[members[0]])
     by_id = {m: {r["id"]: r for r in pools[m]} for m in members}
     aligned = [[by_id[m].get(r["id"]) or {} for m in members] for r in base]
-    codes = np.array([[code(x.get("label"), f"member {m}") for m, x in zip(members, xs)] for xs in aligned],
-                     dtype=int).reshape(len(base), len(members))
-    conf = np.array([[np.nan if x.get("label") is None or x.get("confidence") is None else float(x["confidence"])
-                      for x in xs] for xs in aligned], dtype=float).reshape(len(base), len(members))
+    codes = np.array(
+        [[code(x.get("label"), f"member {m}") for m, x in zip(members, xs)] for xs in aligned], dtype=int
+    ).reshape(len(base), len(members))
+    conf = np.array(
+        [
+            [np.nan if x.get("label") is None or x.get("confidence") is None else float(x["confidence"]) for x in xs]
+            for xs in aligned
+        ],
+        dtype=float,
+    ).reshape(len(base), len(members))
     gold = np.array([code(r.get("gold_label"), "gold") for r in base], dtype=int)
     return MemberLabels(base, codes, conf, gold)
 
@@ -104,7 +124,8 @@ def vote_weights(data: MemberLabels, cfg: AggregateParams, name: str) -> np.ndar
         raise InputDataError(
             f"aggregate {name!r} is weighted, but {counts} labels of these members have no confidence "
             f"(their answers came without logprobs). Set aggregates.{name}.confidence_fallback to the "
-            f"weight such a vote should get, use method: majority, or turn logprobs on for that annotator")
+            f"weight such a vote should get, use method: majority, or turn logprobs on for that annotator"
+        )
     return np.where(lacking, cfg.confidence_fallback or 0.0, np.nan_to_num(data.confidences))
 
 
@@ -141,9 +162,15 @@ def _fix_known(posterior: np.ndarray, gold: np.ndarray) -> np.ndarray:
     return posterior
 
 
-def dawid_skene(codes: np.ndarray, n_labels: int, gold: np.ndarray | None = None,
-                start: tuple[np.ndarray, np.ndarray] | None = None, smoothing: float = 0.0,
-                max_iter: int = EM_MAX_ITER, tol: float = EM_TOL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def dawid_skene(
+    codes: np.ndarray,
+    n_labels: int,
+    gold: np.ndarray | None = None,
+    start: tuple[np.ndarray, np.ndarray] | None = None,
+    smoothing: float = 0.0,
+    max_iter: int = EM_MAX_ITER,
+    tol: float = EM_TOL,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """EM for (posterior rows × labels, reliabilities members × truth × said, prior). Rows with a
     gold label (``gold`` ≠ MISSING) keep it as known truth after every E-step. Without ``start``
     (reliabilities, prior) EM starts, as crowd-kit does, from the majority-vote shares."""
@@ -167,8 +194,9 @@ def dawid_skene(codes: np.ndarray, n_labels: int, gold: np.ndarray | None = None
     return posterior, theta, prior
 
 
-def _audit_start(audit: MemberLabels, train: np.ndarray, n_labels: int,
-                 smoothing: float) -> tuple[np.ndarray, np.ndarray]:
+def _audit_start(
+    audit: MemberLabels, train: np.ndarray, n_labels: int, smoothing: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Reliabilities and class prior from the audit rows in ``train`` (their gold labels)."""
     truth = np.eye(n_labels)[audit.gold[train]]
     theta = reliabilities(confusion_counts(audit.codes[train], truth, n_labels), smoothing)
@@ -176,32 +204,41 @@ def _audit_start(audit: MemberLabels, train: np.ndarray, n_labels: int,
     return theta, prior / prior.sum()
 
 
-def _fit(method: str, pool: MemberLabels, audit: MemberLabels, train: np.ndarray, n_labels: int,
-         smoothing: float) -> tuple[np.ndarray, np.ndarray]:
+def _fit(
+    method: str, pool: MemberLabels, audit: MemberLabels, train: np.ndarray, n_labels: int, smoothing: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Posteriors of pool and audit rows, reliabilities learned from the audit rows in ``train``."""
     start = _audit_start(audit, train, n_labels, smoothing)
     if method == "audit_weighted":
         return naive_bayes(pool.codes, *start), naive_bayes(audit.codes, *start)
     gold = np.concatenate([np.full(len(pool.codes), MISSING), np.where(train, audit.gold, MISSING)])
     post, _, _ = dawid_skene(np.vstack([pool.codes, audit.codes]), n_labels, gold, start, smoothing)
-    return post[:len(pool.codes)], post[len(pool.codes):]
+    return post[: len(pool.codes)], post[len(pool.codes) :]
 
 
-def posteriors(pool: MemberLabels, audit: MemberLabels, cfg: AggregateParams, n_labels: int,
-               name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def posteriors(
+    pool: MemberLabels, audit: MemberLabels, cfg: AggregateParams, n_labels: int, name: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(pool posterior, audit posterior, each audit row's fold or None). Learned methods label the
     audit out of fold and the pool with the whole audit."""
     if cfg.method not in LEARNED_METHODS:
-        weights = (np.ones(pool.codes.shape), np.ones(audit.codes.shape)) if cfg.method == "majority" else (
-            vote_weights(pool, cfg, name), vote_weights(audit, cfg, name))
+        weights = (
+            (np.ones(pool.codes.shape), np.ones(audit.codes.shape))
+            if cfg.method == "majority"
+            else (vote_weights(pool, cfg, name), vote_weights(audit, cfg, name))
+        )
         return linear_pool(pool.codes, weights[0], n_labels), linear_pool(audit.codes, weights[1], n_labels), None
     if (audit.gold == MISSING).any():
-        raise InputDataError(f"aggregate {name!r} ({cfg.method}) learns from the audit's gold labels, but "
-                             f"{int((audit.gold == MISSING).sum())} audit rows have no gold_label")
+        raise InputDataError(
+            f"aggregate {name!r} ({cfg.method}) learns from the audit's gold labels, but "
+            f"{int((audit.gold == MISSING).sum())} audit rows have no gold_label"
+        )
     if len(audit.rows) < cfg.min_audit(n_labels):
-        raise InputDataError(f"aggregate {name!r} ({cfg.method}): the audit sample has {len(audit.rows)} rows, "
-                             f"fewer than the {cfg.min_audit(n_labels)} that {cfg.folds} folds over "
-                             f"{n_labels} labels need; raise annotate.audit_size or lower aggregates.{name}.folds")
+        raise InputDataError(
+            f"aggregate {name!r} ({cfg.method}): the audit sample has {len(audit.rows)} rows, "
+            f"fewer than the {cfg.min_audit(n_labels)} that {cfg.folds} folds over "
+            f"{n_labels} labels need; raise annotate.audit_size or lower aggregates.{name}.folds"
+        )
     everything = np.ones(len(audit.rows), dtype=bool)
     pool_post, _ = _fit(cfg.method, pool, audit, everything, n_labels, cfg.smoothing)
     audit_post, fold = np.zeros((len(audit.rows), n_labels)), np.zeros(len(audit.rows), dtype=int)
@@ -227,8 +264,15 @@ def decide(posterior: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, list[s
     return winner, reasons
 
 
-def rows_out(data: MemberLabels, posterior: np.ndarray, fold: np.ndarray | None, members: Sequence[str],
-             labels: Sequence[str], name: str, method: str) -> list[dict]:
+def rows_out(
+    data: MemberLabels,
+    posterior: np.ndarray,
+    fold: np.ndarray | None,
+    members: Sequence[str],
+    labels: Sequence[str],
+    name: str,
+    method: str,
+) -> list[dict]:
     winner, reasons = decide(posterior, data.codes)
     out = []
     for i, row in enumerate(data.rows):
@@ -236,26 +280,38 @@ def rows_out(data: MemberLabels, posterior: np.ndarray, fold: np.ndarray | None,
         label = labels[w] if w != MISSING else None
         votes = {m: (labels[c] if c != MISSING else None) for m, c in zip(members, data.codes[i])}
         record = {k: v for k, v in row.items() if k not in _DROPPED}
-        record.update(annotator=name, label=label,
-                      confidence=round(float(posterior[i, w]), 6) if label else None,
-                      confidence_source=f"vote:{method}" if label else None,
-                      posterior={lab: round(float(p), 6) for lab, p in zip(labels, posterior[i])},
-                      agreement=round(sum(v == label for v in votes.values()) / len(members), 6) if label else 0.0,
-                      votes=votes, status="ok" if label else "failed", reason=reasons[i])
+        record.update(
+            annotator=name,
+            label=label,
+            confidence=round(float(posterior[i, w]), 6) if label else None,
+            confidence_source=f"vote:{method}" if label else None,
+            posterior={lab: round(float(p), 6) for lab, p in zip(labels, posterior[i])},
+            agreement=round(sum(v == label for v in votes.values()) / len(members), 6) if label else 0.0,
+            votes=votes,
+            status="ok" if label else "failed",
+            reason=reasons[i],
+        )
         if fold is not None:
             record["fold"] = int(fold[i])
         out.append(record)
     return out
 
 
-def aggregate(pools: Mapping[str, Sequence[dict]], audits: Mapping[str, Sequence[dict]], cfg: AggregateParams,
-              name: str, labels: Sequence[str]) -> tuple[list[dict], list[dict]]:
+def aggregate(
+    pools: Mapping[str, Sequence[dict]],
+    audits: Mapping[str, Sequence[dict]],
+    cfg: AggregateParams,
+    name: str,
+    labels: Sequence[str],
+) -> tuple[list[dict], list[dict]]:
     """The voted pool (one row per id the first member labelled, in its order) and audit sample."""
     pool = member_labels(pools, cfg.members, labels, name)
     audit = member_labels(audits, cfg.members, labels, name)
     pool_post, audit_post, fold = posteriors(pool, audit, cfg, len(labels), name)
-    return (rows_out(pool, pool_post, None, cfg.members, labels, name, cfg.method),
-            rows_out(audit, audit_post, fold, cfg.members, labels, name, cfg.method))
+    return (
+        rows_out(pool, pool_post, None, cfg.members, labels, name, cfg.method),
+        rows_out(audit, audit_post, fold, cfg.members, labels, name, cfg.method),
+    )
 
 
 def method_summary(pool_rows: Sequence[dict], audit_rows: Sequence[dict], labels: Sequence[str]) -> dict:
@@ -264,16 +320,27 @@ def method_summary(pool_rows: Sequence[dict], audit_rows: Sequence[dict], labels
     pred = [r["label"] for r in audit_rows]
     acc, low, high = stats.bootstrap_ci([float(g == p) for g, p in zip(gold, pred)], seed=0)
     ok = [r for r in audit_rows if r["label"] is not None]  # ECE over the labelled rows; none: no ECE
-    ece = stats.expected_calibration_error([r["confidence"] for r in ok],
-                                           [r["label"] == r["gold_label"] for r in ok]) if ok else None
-    return {"accuracy": round(acc, 6), "accuracy_ci": [round(low, 6), round(high, 6)],
-            "macro_f1": round(stats.macro_f1(gold, pred, list(labels)), 6),
-            "ece": None if ece is None else round(float(ece), 6),
-            "coverage": round(sum(r["label"] is not None for r in pool_rows) / len(pool_rows), 6) if pool_rows else None}
+    ece = (
+        stats.expected_calibration_error([r["confidence"] for r in ok], [r["label"] == r["gold_label"] for r in ok])
+        if ok
+        else None
+    )
+    return {
+        "accuracy": round(acc, 6),
+        "accuracy_ci": [round(low, 6), round(high, 6)],
+        "macro_f1": round(stats.macro_f1(gold, pred, list(labels)), 6),
+        "ece": None if ece is None else round(float(ece), 6),
+        "coverage": round(sum(r["label"] is not None for r in pool_rows) / len(pool_rows), 6) if pool_rows else None,
+    }
 
 
-def compare_methods(pools: Mapping[str, Sequence[dict]], audits: Mapping[str, Sequence[dict]],
-                    cfg: AggregateParams, name: str, labels: Sequence[str]) -> dict:
+def compare_methods(
+    pools: Mapping[str, Sequence[dict]],
+    audits: Mapping[str, Sequence[dict]],
+    cfg: AggregateParams,
+    name: str,
+    labels: Sequence[str],
+) -> dict:
     """Every method on the same members and folds (the configured folds, smoothing and seed, or the
     learned methods' defaults), with each member's own audit accuracy: the report's aggregates table."""
     out: dict = {"method": cfg.method, "members": {}, "methods": {}}

@@ -50,8 +50,8 @@ import json
 import math
 import random
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from synthllm.calls import Request, Result, TokenStep, stable_seed
 from synthllm.params import NLI_LABELS, AnnotatorParams, OpenAIBackendParams
@@ -65,8 +65,12 @@ def label_schema(words: Sequence[str], task: str = "nli") -> dict:
     """JSON schema of a structured answer: exactly one key, ``label``, one of ``words``."""
     return {
         "name": f"{task}_label",
-        "schema": {"type": "object", "properties": {"label": {"type": "string", "enum": list(words)}},
-                   "required": ["label"], "additionalProperties": False},
+        "schema": {
+            "type": "object",
+            "properties": {"label": {"type": "string", "enum": list(words)}},
+            "required": ["label"],
+            "additionalProperties": False,
+        },
         "strict": True,
     }
 
@@ -85,8 +89,9 @@ class AnswerFormat:
         return list(self.words)
 
 
-def answer_format(cfg: AnnotatorParams, prompt: AnnotatePrompt | None, labels: Sequence[str] = NLI_LABELS,
-                  task: str = "nli") -> AnswerFormat:
+def answer_format(
+    cfg: AnnotatorParams, prompt: AnnotatePrompt | None, labels: Sequence[str] = NLI_LABELS, task: str = "nli"
+) -> AnswerFormat:
     labels = list(labels)
     if cfg.kind == "classifier" or prompt is None:
         return AnswerFormat("classify", {lab: (lab,) for lab in labels})
@@ -99,14 +104,24 @@ def answer_format(cfg: AnnotatorParams, prompt: AnnotatePrompt | None, labels: S
     return AnswerFormat("write", words, schema, chat)
 
 
-def build_requests(pairs: Sequence[dict], cfg: AnnotatorParams, prompt: AnnotatePrompt | None,
-                   shot_pool: Sequence[dict], seed: int, variant: str = "default",
-                   labels: Sequence[str] = NLI_LABELS, task: str = "nli", attempt: int = 0) -> list[Request]:
+def build_requests(
+    pairs: Sequence[dict],
+    cfg: AnnotatorParams,
+    prompt: AnnotatePrompt | None,
+    shot_pool: Sequence[dict],
+    seed: int,
+    variant: str = "default",
+    labels: Sequence[str] = NLI_LABELS,
+    task: str = "nli",
+    attempt: int = 0,
+) -> list[Request]:
     """One request per row. ``attempt`` > 0 re-asks a sampled answer with a new per-sample seed."""
     fmt = answer_format(cfg, prompt, labels, task)
     if fmt.mode == "classify":
-        return [Request(fields=(("premise", p["premise"]), ("hypothesis", p["hypothesis"])),
-                        choices=tuple(fmt.labels)) for p in pairs]
+        return [
+            Request(fields=(("premise", p["premise"]), ("hypothesis", p["hypothesis"])), choices=tuple(fmt.labels))
+            for p in pairs
+        ]
     assert prompt is not None
     requests = []
     for p in pairs:
@@ -117,19 +132,34 @@ def build_requests(pairs: Sequence[dict], cfg: AnnotatorParams, prompt: Annotate
         if fmt.chat:  # the shots as user/assistant turns, answering in the form the request asks for
             json_answers = fmt.schema is not None and getattr(cfg.backend, "structured_output", False)
             messages = prompt.render_chat(p["premise"], p["hypothesis"], variant, shots, structured=json_answers)
-            requests.append(Request(messages=messages, json_schema=fmt.schema, max_new_tokens=cfg.max_answer_tokens,
-                                    temperature=cfg.temperature, seed=sample_seed))
+            requests.append(
+                Request(
+                    messages=messages,
+                    json_schema=fmt.schema,
+                    max_new_tokens=cfg.max_answer_tokens,
+                    temperature=cfg.temperature,
+                    seed=sample_seed,
+                )
+            )
             continue
         text = prompt.render_scoring(p["premise"], p["hypothesis"], shots, variant)
         if fmt.mode == "score":
             requests.append(Request(prompt=text, choices=tuple(ws[0] for ws in fmt.words.values())))
         else:
-            requests.append(Request(prompt=text, max_new_tokens=cfg.max_answer_tokens,
-                                    temperature=cfg.temperature, stop=("\n",), seed=sample_seed))
+            requests.append(
+                Request(
+                    prompt=text,
+                    max_new_tokens=cfg.max_answer_tokens,
+                    temperature=cfg.temperature,
+                    stop=("\n",),
+                    seed=sample_seed,
+                )
+            )
     return requests
 
 
 # ---- reading answers ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -141,9 +171,14 @@ class Answer:
     answered: bool = True  # the model answered (an unusable answer may be re-asked when sampled)
 
     def row(self) -> dict:
-        return {"label": self.label, "confidence": None if self.confidence is None else round(self.confidence, 6),
-                "confidence_source": self.source, "labels_seen": self.labels_seen,
-                "status": "ok" if self.label is not None else "failed", "reason": self.reason}
+        return {
+            "label": self.label,
+            "confidence": None if self.confidence is None else round(self.confidence, 6),
+            "confidence_source": self.source,
+            "labels_seen": self.labels_seen,
+            "status": "ok" if self.label is not None else "failed",
+            "reason": self.reason,
+        }
 
 
 def _failed(reason: str, answered: bool = True) -> Answer:
@@ -166,7 +201,7 @@ def _fits(written: str, word: str, exact_case: bool) -> bool:
     into punctuation or a closing quote, never into more letters.) Plain answers are read without
     regard to case; a JSON-schema enum is exact."""
     x, w = (written, word) if exact_case else (written.casefold(), word.casefold())
-    return w.startswith(x) or (x.startswith(w) and not _continues_word(x[len(w):]))
+    return w.startswith(x) or (x.startswith(w) and not _continues_word(x[len(w) :]))
 
 
 def labels_fitting(written: bytes, words: dict[str, tuple[str, ...]], exact_case: bool = False) -> list[str]:
@@ -210,8 +245,9 @@ def first_token_masses(step: TokenStep, words: dict[str, tuple[str, ...]]) -> di
     return mass
 
 
-def answer_masses(tokens: Sequence[TokenStep], start: int, label: str, words: dict[str, tuple[str, ...]],
-                  json_lead: bool) -> tuple[dict[str, float], float, TokenStep] | str:
+def answer_masses(
+    tokens: Sequence[TokenStep], start: int, label: str, words: dict[str, tuple[str, ...]], json_lead: bool
+) -> tuple[dict[str, float], float, TokenStep] | str:
     """``answer_token_logprobs``: P(label) along the answer's path for an answer word that begins at
     byte ``start`` of the concatenated tokens — at each position from the word's start to its
     deciding token, the alternatives that can only become one label add the probability of the
@@ -232,7 +268,7 @@ def answer_masses(tokens: Sequence[TokenStep], start: int, label: str, words: di
             if json_lead and lead:
                 if not data.startswith(lead):
                     continue  # another structure (no opening quote, ...): not one of the answers
-                written = data[len(lead):]
+                written = data[len(lead) :]
             elif json_lead or prefix:
                 written = prefix + data
             else:  # the start of a plain answer: whitespace before it does not matter
@@ -256,7 +292,7 @@ def _word_start(tokens: Sequence[TokenStep], word: str, structured: bool) -> int
         start = match.end() if match else -1
     else:
         start = len(joined) - len(joined.lstrip())
-    return start if start >= 0 and joined[start:start + len(target)] == target else None
+    return start if start >= 0 and joined[start : start + len(target)] == target else None
 
 
 def _read_written(text: str, fmt: AnswerFormat, structured: bool) -> tuple[str | None, str, str]:
@@ -267,7 +303,7 @@ def _read_written(text: str, fmt: AnswerFormat, structured: bool) -> tuple[str |
         except json.JSONDecodeError as err:
             return None, "", f"not_json: {err.msg}: {text.strip()[:60]!r}"
         if not isinstance(obj, dict) or set(obj) != {"label"} or not isinstance(obj["label"], str):
-            return None, "", f"schema_violation: expected exactly {{\"label\": <string>}}, got {text.strip()[:60]!r}"
+            return None, "", f'schema_violation: expected exactly {{"label": <string>}}, got {text.strip()[:60]!r}'
         enum = fmt.schema["schema"]["properties"]["label"]["enum"] if fmt.schema else []
         by_word = {ws[0]: lab for lab, ws in fmt.words.items()}
         if obj["label"] not in enum:
@@ -278,7 +314,11 @@ def _read_written(text: str, fmt: AnswerFormat, structured: bool) -> tuple[str |
         for w in ws:
             if answer.casefold() == w.casefold():
                 return lab, answer, ""
-    return None, "", f"not_a_label_word: {answer[:60]!r} (accepted: {sorted(w for ws in fmt.words.values() for w in ws)})"
+    return (
+        None,
+        "",
+        f"not_a_label_word: {answer[:60]!r} (accepted: {sorted(w for ws in fmt.words.values() for w in ws)})",
+    )
 
 
 def parse_result(result: Result, fmt: AnswerFormat) -> Answer:
@@ -331,9 +371,12 @@ def annotate_rows(pairs: Sequence[dict], answers: Sequence[Answer], annotator: s
     return [{**p, "annotator": annotator, **a.row()} for p, a in zip(pairs, answers)]
 
 
-def ask_until_parsed(build: Callable[[int], list[Request]],
-                     ask: Callable[[list[Request], Callable[[Result], "Answer"]], tuple],
-                     fmt: AnswerFormat, retries: int) -> tuple[list[Answer], list[int], object]:
+def ask_until_parsed(
+    build: Callable[[int], list[Request]],
+    ask: Callable[[list[Request], Callable[[Result], Answer]], tuple],
+    fmt: AnswerFormat,
+    retries: int,
+) -> tuple[list[Answer], list[int], object]:
     """Answers for ``build(0)``; rows whose answer came back but could not be read are asked again
     with ``build(attempt)`` (new per-sample seeds), at most ``retries`` times. ``ask(requests,
     keep)`` answers requests and returns ``keep`` of each result with its run statistics (e.g.
@@ -353,5 +396,8 @@ def ask_until_parsed(build: Callable[[int], list[Request]],
         for i, a in zip(redo, more):
             answers[i], attempts[i] = a, attempt + 1
     # the run's failure tallies are those of the rows as written, whatever pass answered them
-    return answers, attempts, stats.tally([a.reason if a.label is None else None for a in answers],
-                                          sum(not a.answered for a in answers))
+    return (
+        answers,
+        attempts,
+        stats.tally([a.reason if a.label is None else None for a in answers], sum(not a.answered for a in answers)),
+    )

@@ -13,7 +13,7 @@ never subset. This module does not read files.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

@@ -53,8 +53,9 @@ class Request:
         """Hash of everything that changes the answer: the backend's identity (model, weights,
         precision, answer-shaping settings), rendered input, sampling parameters and the
         per-sample seed (n samples of one prompt are n entries)."""
-        payload = json.dumps({"backend": backend_identity, **asdict(self)},
-                             ensure_ascii=False, sort_keys=True, default=list)
+        payload = json.dumps(
+            {"backend": backend_identity, **asdict(self)}, ensure_ascii=False, sort_keys=True, default=list
+        )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -97,7 +98,7 @@ class Result:
     def ok(self) -> bool:
         return self.error is None
 
-    def with_raw(self) -> "Result":
+    def with_raw(self) -> Result:
         """This result carrying itself as its raw response (what a local backend caches)."""
         return replace(self, raw=self.to_json())
 
@@ -106,18 +107,22 @@ class Result:
         data = asdict(self)
         data.pop("raw")
         if self.tokens is not None:
-            data["tokens"] = [[[s.chosen.data.hex(), s.chosen.logprob],
-                               [[a.data.hex(), a.logprob] for a in s.alternatives]] for s in self.tokens]
+            data["tokens"] = [
+                [[s.chosen.data.hex(), s.chosen.logprob], [[a.data.hex(), a.logprob] for a in s.alternatives]]
+                for s in self.tokens
+            ]
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "Result":
+    def from_json(cls, data: dict) -> Result:
         data = dict(data)
         data.pop("raw", None)
         data["usage"] = Usage(**data.get("usage") or {})
         if data.get("tokens") is not None:
             data["tokens"] = tuple(
-                TokenStep(TokenChoice(bytes.fromhex(c[0]), c[1]),
-                          tuple(TokenChoice(bytes.fromhex(a[0]), a[1]) for a in alts))
-                for c, alts in data["tokens"])
+                TokenStep(
+                    TokenChoice(bytes.fromhex(c[0]), c[1]), tuple(TokenChoice(bytes.fromhex(a[0]), a[1]) for a in alts)
+                )
+                for c, alts in data["tokens"]
+            )
         return cls(**data)

@@ -17,8 +17,8 @@ annotator's and each vote's point. This module does not send requests or read fi
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from synthllm.params import CascadeParams
 
@@ -32,8 +32,9 @@ def escalation_share(cfg: CascadeParams, pool_rows: int) -> float | None:
     return min(1.0, cfg.max_escalated / pool_rows) if pool_rows else 0.0
 
 
-def escalate(rows: Sequence[Mapping[str, dict]], cfg: CascadeParams, threshold: float,
-             share: float | None) -> list[bool]:
+def escalate(
+    rows: Sequence[Mapping[str, dict]], cfg: CascadeParams, threshold: float, share: float | None
+) -> list[bool]:
     """Which rows (each: cheap annotator name -> its row) go to the expensive annotator: at most
     ``share`` of them (:func:`escalation_share`), least confident first."""
     first = cfg.cheap[0]
@@ -49,23 +50,38 @@ def escalate(rows: Sequence[Mapping[str, dict]], cfg: CascadeParams, threshold: 
         doubt.append(d)
     limit = None if share is None else round(share * len(rows))
     if limit is not None and sum(doubt) > limit:
-        order = sorted((i for i, d in enumerate(doubt) if d),
-                       key=lambda i: (rows[i][first].get("confidence") or 0.0))
+        order = sorted((i for i, d in enumerate(doubt) if d), key=lambda i: rows[i][first].get("confidence") or 0.0)
         keep = set(order[:limit])
         doubt = [i in keep for i in range(len(doubt))]
     return doubt
 
 
-def combine(rows: Sequence[Mapping[str, dict]], escalated: Sequence[bool], expensive: Mapping[str, dict],
-            cfg: CascadeParams, name: str) -> list[dict]:
+def combine(
+    rows: Sequence[Mapping[str, dict]],
+    escalated: Sequence[bool],
+    expensive: Mapping[str, dict],
+    cfg: CascadeParams,
+    name: str,
+) -> list[dict]:
     """The cascade's rows: the first cheap annotator's, or the expensive one's where escalated."""
     out = []
     for by_name, up in zip(rows, escalated):
         lead = by_name[cfg.cheap[0]]
-        base = {k: v for k, v in lead.items() if k not in KEEP and not k.startswith("variant_")
-                and k not in ("annotator", "label_variant", "labels_seen", "attempts")}
-        row = {**base, **{k: lead.get(k) for k in KEEP}, "annotator": name, "escalated": up,
-               "label_from": cfg.cheap[0], "escalation_failed": None}
+        base = {
+            k: v
+            for k, v in lead.items()
+            if k not in KEEP
+            and not k.startswith("variant_")
+            and k not in ("annotator", "label_variant", "labels_seen", "attempts")
+        }
+        row = {
+            **base,
+            **{k: lead.get(k) for k in KEEP},
+            "annotator": name,
+            "escalated": up,
+            "label_from": cfg.cheap[0],
+            "escalation_failed": None,
+        }
         if up:
             exp = expensive.get(lead["id"])
             if exp is not None and exp["status"] == "ok":
@@ -103,8 +119,9 @@ def _accuracy(rows: Sequence[dict]) -> float:
     return sum(r.get("label") == r["gold_label"] for r in rows) / len(rows) if rows else float("nan")
 
 
-def frontier(audits: Mapping[str, list[dict]], expensive_audit: list[dict], cfg: CascadeParams,
-             name: str, share: float | None) -> list[dict]:
+def frontier(
+    audits: Mapping[str, list[dict]], expensive_audit: list[dict], cfg: CascadeParams, name: str, share: float | None
+) -> list[dict]:
     """Audit accuracy and escalated share of the cascade at every frontier threshold, from labels
     every annotator already gave on the audit sample (no call is made); ``share``: the pool's cap."""
     by_id = {n: {r["id"]: r for r in rows} for n, rows in audits.items()}
@@ -114,9 +131,14 @@ def frontier(audits: Mapping[str, list[dict]], expensive_audit: list[dict], cfg:
     points = []
     for t in cfg.frontier_thresholds:
         up = escalate(rows, cfg, t, share)
-        points.append({"annotator": name, "threshold": t,
-                       "escalated_share": round(sum(up) / len(up), 6) if up else 0.0,
-                       "audit_accuracy": round(_accuracy(combine(rows, up, expensive, cfg, name)), 6)})
+        points.append(
+            {
+                "annotator": name,
+                "threshold": t,
+                "escalated_share": round(sum(up) / len(up), 6) if up else 0.0,
+                "audit_accuracy": round(_accuracy(combine(rows, up, expensive, cfg, name)), 6),
+            }
+        )
     return points
 
 
@@ -125,6 +147,13 @@ def priced(points: Sequence[dict], cheap: Sequence[Cost], expensive: Cost) -> li
     escalated share of one expensive request."""
     usd = sum(c.usd for c in cheap)
     seconds = [c.seconds for c in cheap] + [expensive.seconds]
-    return [{**pt, "usd_per_1000": round(1000 * (usd + pt["escalated_share"] * expensive.usd), 6),
-             "seconds_per_1000": None if any(x is None for x in seconds) else round(
-                 1000 * (sum(seconds[:-1]) + pt["escalated_share"] * seconds[-1]), 3)} for pt in points]
+    return [
+        {
+            **pt,
+            "usd_per_1000": round(1000 * (usd + pt["escalated_share"] * expensive.usd), 6),
+            "seconds_per_1000": None
+            if any(x is None for x in seconds)
+            else round(1000 * (sum(seconds[:-1]) + pt["escalated_share"] * seconds[-1]), 3),
+        }
+        for pt in points
+    ]

@@ -9,8 +9,8 @@ or decide which annotators to show: callers pass exactly what should be drawn.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -28,8 +28,9 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def annotator_confusion_heatmaps(annotator_metrics: Mapping[str, dict], path: str | Path,
-                                 labels: Sequence[str] = NLI_LABELS) -> Path:
+def annotator_confusion_heatmaps(
+    annotator_metrics: Mapping[str, dict], path: str | Path, labels: Sequence[str] = NLI_LABELS
+) -> Path:
     """One heatmap per annotator of its gold-val audit: gold labels as rows, its labels as columns."""
     names = sorted(annotator_metrics)
     fig = Figure(figsize=(3.6 * max(1, len(names)), 3.6))
@@ -39,8 +40,7 @@ def annotator_confusion_heatmaps(annotator_metrics: Mapping[str, dict], path: st
         ax = fig.add_subplot(1, len(names), k)
         ax.imshow(counts, cmap="Blues", vmin=0)
         for (i, j), v in np.ndenumerate(counts):
-            ax.text(j, i, str(v), ha="center", va="center",
-                    color="white" if v > counts.max() / 2 else "black")
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > counts.max() / 2 else "black")
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
         ax.set_yticks(range(len(labels)), labels, fontsize=8, rotation=90, va="center")
         ax.set_xlabel(f"{name} label")
@@ -49,9 +49,13 @@ def annotator_confusion_heatmaps(annotator_metrics: Mapping[str, dict], path: st
     return _save(fig, path)
 
 
-def label_distributions(annotator_metrics: Mapping[str, dict], gold_shares: Mapping[str, float],
-                        path: str | Path, labels: Sequence[str] = NLI_LABELS,
-                        gold_name: str = "FarsTail") -> Path:
+def label_distributions(
+    annotator_metrics: Mapping[str, dict],
+    gold_shares: Mapping[str, float],
+    path: str | Path,
+    labels: Sequence[str] = NLI_LABELS,
+    gold_name: str = "FarsTail",
+) -> Path:
     """Grouped bars: each annotator's label shares on the synthetic pool, beside gold's shares."""
     groups = {name: m["pool"]["label_distribution"] for name, m in sorted(annotator_metrics.items())}
     if gold_shares:

@@ -9,18 +9,19 @@ cascade threshold. Charts are drawn on a :class:`matplotlib.figure.Figure` with 
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
 from synthllm import stats
 from synthllm.report import correctness_matrix
 
-
 # ---- learning curves ------------------------------------------------------------------------------
 
-def curve_table(points: Mapping[float, pd.DataFrame], n_resamples: int = 1000, seed: int = 0,
-                key: str = "budget") -> pd.DataFrame:
+
+def curve_table(
+    points: Mapping[float, pd.DataFrame], n_resamples: int = 1000, seed: int = 0, key: str = "budget"
+) -> pd.DataFrame:
     """Accuracy per point (gold budget, or pool fraction) × branch × regime: mean over seeds and test
     items, two-level bootstrap 95 % CI. ``points`` maps a point to its per-seed predictions (with a
     ``run`` column)."""
@@ -29,14 +30,28 @@ def curve_table(points: Mapping[float, pd.DataFrame], n_resamples: int = 1000, s
         for run, group in preds.groupby("run", sort=True):
             annotator, regime = run.split("__")
             boot = stats.two_level_bootstrap(correctness_matrix(group), n_resamples=n_resamples, seed=seed)
-            rows.append({key: point, "annotator": annotator, "regime": regime,
-                         "seeds": int(group["seed"].nunique()), "accuracy": boot["estimate"],
-                         "ci_low": boot["low"], "ci_high": boot["high"]})
+            rows.append(
+                {
+                    key: point,
+                    "annotator": annotator,
+                    "regime": regime,
+                    "seeds": int(group["seed"].nunique()),
+                    "accuracy": boot["estimate"],
+                    "ci_low": boot["low"],
+                    "ci_high": boot["high"],
+                }
+            )
     return pd.DataFrame(rows, columns=[key, "annotator", "regime", "seeds", "accuracy", "ci_low", "ci_high"])
 
 
-def curve_comparisons(points: Mapping[int, pd.DataFrame], a: str = "warmup", b: str = "gold_only",
-                      n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+def curve_comparisons(
+    points: Mapping[int, pd.DataFrame],
+    a: str = "warmup",
+    b: str = "gold_only",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
     """At each budget and for each branch: regime ``a`` minus ``b`` (two-level bootstrap), Holm
     adjusted over the whole curve family."""
     rows = []
@@ -48,47 +63,86 @@ def curve_comparisons(points: Mapping[int, pd.DataFrame], a: str = "warmup", b: 
             other = base if base is not None else runs.get(f"{annotator}__{b}")
             if regime != a or other is None:
                 continue
-            boot = stats.two_level_bootstrap(correctness_matrix(group), n_resamples=n_resamples, seed=seed,
-                                             other=correctness_matrix(other))
-            rows.append({"budget": int(budget), "annotator": annotator, "a": a, "b": b,
-                         "delta_accuracy": boot["estimate"], "ci_low": boot["low"], "ci_high": boot["high"],
-                         "p_value": boot["p_value"]})
-    table = pd.DataFrame(rows, columns=["budget", "annotator", "a", "b", "delta_accuracy", "ci_low", "ci_high", "p_value"])
+            boot = stats.two_level_bootstrap(
+                correctness_matrix(group), n_resamples=n_resamples, seed=seed, other=correctness_matrix(other)
+            )
+            rows.append(
+                {
+                    "budget": int(budget),
+                    "annotator": annotator,
+                    "a": a,
+                    "b": b,
+                    "delta_accuracy": boot["estimate"],
+                    "ci_low": boot["low"],
+                    "ci_high": boot["high"],
+                    "p_value": boot["p_value"],
+                }
+            )
+    table = pd.DataFrame(
+        rows, columns=["budget", "annotator", "a", "b", "delta_accuracy", "ci_low", "ci_high", "p_value"]
+    )
     table["p_holm"] = stats.holm(table["p_value"].tolist()) if len(table) else []
     table["significant"] = table["p_holm"] <= alpha
     return table
 
 
-def curve_markdown(table: pd.DataFrame, comparisons: pd.DataFrame, pool: pd.DataFrame | None,
-                   main_budget: int) -> str:
+def curve_markdown(table: pd.DataFrame, comparisons: pd.DataFrame, pool: pd.DataFrame | None, main_budget: int) -> str:
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
-    lines = ["", "## Learning curves: test accuracy by gold budget (%)", "",
-             f"Each budget re-trains the classifier annotator and every regime on that many gold pairs (nested "
-             f"subsets); {main_budget} is the main run above. Mean over seeds and test items "
-             f"{{two-level bootstrap 95 % CI}}.", ""]
+    lines = [
+        "",
+        "## Learning curves: test accuracy by gold budget (%)",
+        "",
+        f"Each budget re-trains the classifier annotator and every regime on that many gold pairs (nested "
+        f"subsets); {main_budget} is the main run above. Mean over seeds and test items "
+        f"{{two-level bootstrap 95 % CI}}.",
+        "",
+    ]
     wide = table.assign(cell=[f"{pct(r.accuracy)} {{{pct(r.ci_low)}, {pct(r.ci_high)}}}" for r in table.itertuples()])
     budgets = sorted(table["budget"].unique())
-    lines += ["| annotator | regime | " + " | ".join(str(b) for b in budgets) + " |",
-              "|---|---|" + "---|" * len(budgets)]
+    lines += [
+        "| annotator | regime | " + " | ".join(str(b) for b in budgets) + " |",
+        "|---|---|" + "---|" * len(budgets),
+    ]
     for (annotator, regime), g in wide.groupby(["annotator", "regime"], sort=True):
         cells = dict(zip(g["budget"], g["cell"]))
         lines.append(f"| {annotator} | {regime} | " + " | ".join(cells.get(b, "–") for b in budgets) + " |")
     wins = comparisons[comparisons["significant"] & (comparisons["delta_accuracy"] > 0)]
     losses = comparisons[comparisons["significant"] & (comparisons["delta_accuracy"] < 0)]
-    lines += ["", f"Warm-up vs gold-only (two-level bootstrap, Holm over the {len(comparisons)} budget × annotator "
-                  "comparisons): " + (
-                      "warm-up is significantly better at " + ", ".join(
-                          f"{r.budget} ({r.annotator}, +{pct(r.delta_accuracy)})" for r in wins.itertuples())
-                      if len(wins) else "warm-up is significantly better at no budget")
-              + ("; significantly worse at " + ", ".join(f"{r.budget} ({r.annotator}, {pct(r.delta_accuracy)})"
-                                                          for r in losses.itertuples()) if len(losses) else "") + "."]
+    lines += [
+        "",
+        f"Warm-up vs gold-only (two-level bootstrap, Holm over the {len(comparisons)} budget × annotator "
+        "comparisons): "
+        + (
+            "warm-up is significantly better at "
+            + ", ".join(f"{r.budget} ({r.annotator}, +{pct(r.delta_accuracy)})" for r in wins.itertuples())
+            if len(wins)
+            else "warm-up is significantly better at no budget"
+        )
+        + (
+            "; significantly worse at "
+            + ", ".join(f"{r.budget} ({r.annotator}, {pct(r.delta_accuracy)})" for r in losses.itertuples())
+            if len(losses)
+            else ""
+        )
+        + ".",
+    ]
     if pool is not None and len(pool):
-        lines += ["", f"## Synthetic-pool fractions at gold budget {int(pool['budget'].iloc[0])} (%)", "",
-                  "| annotator | regime | " + " | ".join(f"{f:g}" for f in sorted(pool["fraction"].unique())) + " |",
-                  "|---|---|" + "---|" * pool["fraction"].nunique()]
+        lines += [
+            "",
+            f"## Synthetic-pool fractions at gold budget {int(pool['budget'].iloc[0])} (%)",
+            "",
+            "| annotator | regime | " + " | ".join(f"{f:g}" for f in sorted(pool["fraction"].unique())) + " |",
+            "|---|---|" + "---|" * pool["fraction"].nunique(),
+        ]
         for (annotator, regime), g in pool.groupby(["annotator", "regime"], sort=True):
-            cells = dict(zip(g["fraction"], (f"{pct(r.accuracy)} {{{pct(r.ci_low)}, {pct(r.ci_high)}}}" for r in g.itertuples())))
-            lines.append(f"| {annotator} | {regime} | " + " | ".join(cells.get(f, "–") for f in sorted(pool["fraction"].unique())) + " |")
+            cells = dict(
+                zip(g["fraction"], (f"{pct(r.accuracy)} {{{pct(r.ci_low)}, {pct(r.ci_high)}}}" for r in g.itertuples()))
+            )
+            lines.append(
+                f"| {annotator} | {regime} | "
+                + " | ".join(cells.get(f, "–") for f in sorted(pool["fraction"].unique()))
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -117,8 +171,13 @@ def curve_chart(table: pd.DataFrame, annotator: str, path, x: str = "budget") ->
 
 # ---- cost / accuracy frontier ---------------------------------------------------------------------
 
-def frontier_table(metrics: Mapping[str, dict], annotators: Sequence[str], aggregates: Mapping[str, Sequence[str]],
-                   cascades: Mapping[str, tuple[Sequence[str], str]]) -> pd.DataFrame:
+
+def frontier_table(
+    metrics: Mapping[str, dict],
+    annotators: Sequence[str],
+    aggregates: Mapping[str, Sequence[str]],
+    cascades: Mapping[str, tuple[Sequence[str], str]],
+) -> pd.DataFrame:
     """Audit accuracy against the cost of labelling 1,000 pool rows (list-price dollars and measured
     compute seconds) for every single annotator, every vote (its members' costs) and every cascade
     at each of its frontier thresholds. ``cascades`` maps a cascade to (cheap members, expensive)."""
@@ -132,33 +191,66 @@ def frontier_table(metrics: Mapping[str, dict], annotators: Sequence[str], aggre
     rows = []
     for name in annotators:
         c = cost_of([name])
-        rows.append({"annotator": name, "kind": "single", "threshold": None, "escalated_share": None,
-                     "audit_accuracy": metrics[name]["audit"]["accuracy"], "usd_per_1000": round(1000 * c.usd, 6),
-                     "seconds_per_1000": None if c.seconds is None else round(1000 * c.seconds, 3)})
+        rows.append(
+            {
+                "annotator": name,
+                "kind": "single",
+                "threshold": None,
+                "escalated_share": None,
+                "audit_accuracy": metrics[name]["audit"]["accuracy"],
+                "usd_per_1000": round(1000 * c.usd, 6),
+                "seconds_per_1000": None if c.seconds is None else round(1000 * c.seconds, 3),
+            }
+        )
     for name, members in aggregates.items():
         c = cost_of(members)
-        rows.append({"annotator": name, "kind": "vote", "threshold": None, "escalated_share": None,
-                     "audit_accuracy": metrics[name]["audit"]["accuracy"], "usd_per_1000": round(1000 * c.usd, 6),
-                     "seconds_per_1000": None if c.seconds is None else round(1000 * c.seconds, 3)})
+        rows.append(
+            {
+                "annotator": name,
+                "kind": "vote",
+                "threshold": None,
+                "escalated_share": None,
+                "audit_accuracy": metrics[name]["audit"]["accuracy"],
+                "usd_per_1000": round(1000 * c.usd, 6),
+                "seconds_per_1000": None if c.seconds is None else round(1000 * c.seconds, 3),
+            }
+        )
     for name, (cheap, expensive) in cascades.items():
         exp = request_cost((metrics.get(expensive) or metrics[name])["run"])
         for pt in priced(metrics[name]["frontier"], [row_cost(metrics[n]) for n in cheap], exp):
             rows.append({**pt, "kind": "cascade"})
-    return pd.DataFrame(rows, columns=["annotator", "kind", "threshold", "escalated_share", "audit_accuracy",
-                                       "usd_per_1000", "seconds_per_1000"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "annotator",
+            "kind",
+            "threshold",
+            "escalated_share",
+            "audit_accuracy",
+            "usd_per_1000",
+            "seconds_per_1000",
+        ],
+    )
 
 
 def frontier_markdown(table: pd.DataFrame) -> str:
     fmt = lambda v, spec: "–" if v is None or v != v else format(v, spec)  # noqa: E731
-    lines = ["", "## Cost / accuracy frontier (gold-val audit sample)", "",
-             "Cost of labelling 1,000 pool rows: list-price dollars (params `price`; local models are $0) and "
-             "measured compute seconds (– where the cache served the run). A cascade's points come from labels "
-             "every annotator already gave on the audit sample: no extra calls.", "",
-             "| annotator | kind | threshold | escalated | audit accuracy | $ / 1,000 rows | seconds / 1,000 rows |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Cost / accuracy frontier (gold-val audit sample)",
+        "",
+        "Cost of labelling 1,000 pool rows: list-price dollars (params `price`; local models are $0) and "
+        "measured compute seconds (– where the cache served the run). A cascade's points come from labels "
+        "every annotator already gave on the audit sample: no extra calls.",
+        "",
+        "| annotator | kind | threshold | escalated | audit accuracy | $ / 1,000 rows | seconds / 1,000 rows |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in table.itertuples():
-        lines.append(f"| {r.annotator} | {r.kind} | {fmt(r.threshold, 'g')} | {fmt(r.escalated_share, '.1%')} | "
-                     f"{100 * r.audit_accuracy:.1f} % | {fmt(r.usd_per_1000, '.4f')} | {fmt(r.seconds_per_1000, '.0f')} |")
+        lines.append(
+            f"| {r.annotator} | {r.kind} | {fmt(r.threshold, 'g')} | {fmt(r.escalated_share, '.1%')} | "
+            f"{100 * r.audit_accuracy:.1f} % | {fmt(r.usd_per_1000, '.4f')} | {fmt(r.seconds_per_1000, '.0f')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -175,8 +267,13 @@ def frontier_chart(table: pd.DataFrame, path) -> None:
         sub = table[(table["kind"] == kind) & table[x].notna()]
         ax.scatter(sub[x], 100 * sub["audit_accuracy"], marker=marker, label=kind)
         for r in sub.itertuples():
-            ax.annotate(r.annotator, (getattr(r, x), 100 * r.audit_accuracy), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
+            ax.annotate(
+                r.annotator,
+                (getattr(r, x), 100 * r.audit_accuracy),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
     for name, g in table[(table["kind"] == "cascade") & table[x].notna()].groupby("annotator"):
         ax.plot(g[x], 100 * g["audit_accuracy"], marker=".", label=f"{name} (thresholds)")
     ax.set_xlabel("list-price $ per 1,000 pool rows" if use_usd else "compute seconds per 1,000 pool rows")

@@ -17,20 +17,19 @@ This module does not read or write files, and does not decide which budgets to r
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from synthllm import cascade
 from synthllm.aggregation import aggregate
-from synthllm.annotation import answer_format, annotate_rows, parse_result
+from synthllm.annotation import annotate_rows, answer_format, parse_result
 from synthllm.calls import Result
 from synthllm.classifier import train_regime
 from synthllm.params import Params
 from synthllm.quality import audit_metrics
 from synthllm.splitting import split_synthetic
-
 
 TRAIN_COLUMNS = ("id", "premise", "hypothesis", "label")  # what a regime reads of synthetic rows
 
@@ -40,8 +39,9 @@ def classifier_labels(clf, rows: Sequence[dict], name: str, params: Params) -> l
     cfg = params.annotator_configs[name]
     fmt = answer_format(cfg, None, params.task.labels, params.task.name)
     proba = clf.predict_proba([r["premise"] for r in rows], [r["hypothesis"] for r in rows])
-    results = [Result(choice_logprobs={lab: float(np.log(max(p, 1e-12))) for lab, p in zip(clf.labels, row)})
-               for row in proba]
+    results = [
+        Result(choice_logprobs={lab: float(np.log(max(p, 1e-12))) for lab, p in zip(clf.labels, row)}) for row in proba
+    ]
     return annotate_rows(rows, [parse_result(r, fmt) for r in results], name)
 
 
@@ -53,8 +53,9 @@ def _cascade(pools: Mapping[str, list[dict]], name: str, params: Params, share: 
     return cascade.combine(rows, cascade.escalate(rows, c, c.threshold, share), expensive, c, name)
 
 
-def relabel(gold: pd.DataFrame, pools: Mapping[str, list[dict]], audits: Mapping[str, list[dict]],
-            params: Params) -> tuple[dict[str, list[dict]], dict[str, dict], dict[str, str]]:
+def relabel(
+    gold: pd.DataFrame, pools: Mapping[str, list[dict]], audits: Mapping[str, list[dict]], params: Params
+) -> tuple[dict[str, list[dict]], dict[str, dict], dict[str, str]]:
     """Every branch's labelled pool at this budget, each branch's audit metrics, and the branches
     that cannot be redone without new calls (a cascade whose expensive annotator is not active),
     with the reason."""
@@ -63,9 +64,17 @@ def relabel(gold: pd.DataFrame, pools: Mapping[str, list[dict]], audits: Mapping
         if params.annotator_configs[name].kind != "classifier":
             continue
         t = params.annotator_training
-        clf, _ = train_regime("gold_only", gold, None, t.classifier, gold_epochs=t.gold_epochs,
-                              synthetic_epochs=1, seed=t.seed, labels=params.task.labels,
-                              pair=params.task.input == "pair")
+        clf, _ = train_regime(
+            "gold_only",
+            gold,
+            None,
+            t.classifier,
+            gold_epochs=t.gold_epochs,
+            synthetic_epochs=1,
+            seed=t.seed,
+            labels=params.task.labels,
+            pair=params.task.input == "pair",
+        )
         pools[name] = classifier_labels(clf, pools[name], name, params)
         audits[name] = classifier_labels(clf, audits[name], name, params)
     for name, agg in params.aggregates.items():
@@ -73,7 +82,9 @@ def relabel(gold: pd.DataFrame, pools: Mapping[str, list[dict]], audits: Mapping
     skipped = {}
     for name, c in params.cascades.items():
         if c.expensive not in params.annotators:
-            skipped[name] = f"its expensive annotator {c.expensive!r} is not active, so it has no labels for rows escalated at this budget"
+            skipped[name] = (
+                f"its expensive annotator {c.expensive!r} is not active, so it has no labels for rows escalated at this budget"
+            )
             continue
         share = cascade.escalation_share(c, len(pools[c.cheap[0]]))  # the pool's cap, on the audit too
         pools[name], audits[name] = _cascade(pools, name, params, share), _cascade(audits, name, params, share)
@@ -87,25 +98,47 @@ def nested_fraction(rows: pd.DataFrame, fraction: float, seed: int) -> pd.DataFr
     if fraction >= 1:
         return rows
     order = np.random.default_rng(seed).permutation(len(rows))
-    return rows.iloc[np.sort(order[:max(1, round(fraction * len(rows)))])]
+    return rows.iloc[np.sort(order[: max(1, round(fraction * len(rows)))])]
 
 
-def evaluate_runs(gold: pd.DataFrame, synthetic: Mapping[str, pd.DataFrame], test: pd.DataFrame,
-                  params: Params, regimes: Sequence[str]) -> pd.DataFrame:
+def evaluate_runs(
+    gold: pd.DataFrame,
+    synthetic: Mapping[str, pd.DataFrame],
+    test: pd.DataFrame,
+    params: Params,
+    regimes: Sequence[str],
+) -> pd.DataFrame:
     """Per-seed test predictions of gold_only and every branch × regime: columns run, seed, id,
     label, predicted (the shape the report's bootstrap reads)."""
     t, frames = params.train, []
     runs = [("gold__gold_only", "gold_only", None)] + [
-        (f"{b}__{r}", r, rows) for b, rows in synthetic.items() for r in regimes]
+        (f"{b}__{r}", r, rows) for b, rows in synthetic.items() for r in regimes
+    ]
     for run, regime, rows in runs:
         for seed in t.seeds:
-            clf, _ = train_regime(regime, gold, rows, t.classifier, gold_epochs=t.gold_epochs,
-                                  synthetic_epochs=t.synthetic_epochs, seed=seed, labels=params.task.labels,
-                                  pair=params.task.input == "pair")
+            clf, _ = train_regime(
+                regime,
+                gold,
+                rows,
+                t.classifier,
+                gold_epochs=t.gold_epochs,
+                synthetic_epochs=t.synthetic_epochs,
+                seed=seed,
+                labels=params.task.labels,
+                pair=params.task.input == "pair",
+            )
             proba = clf.predict_proba(list(test["premise"]), list(test["hypothesis"]))
-            frames.append(pd.DataFrame({"run": run, "seed": f"seed-{seed}", "id": test["id"].to_numpy(),
-                                        "label": test["label"].to_numpy(),
-                                        "predicted": np.asarray(clf.labels)[proba.argmax(1)]}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "run": run,
+                        "seed": f"seed-{seed}",
+                        "id": test["id"].to_numpy(),
+                        "label": test["label"].to_numpy(),
+                        "predicted": np.asarray(clf.labels)[proba.argmax(1)],
+                    }
+                )
+            )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -114,14 +147,16 @@ def split_branches(pools: Mapping[str, list[dict]], gold: pd.DataFrame, params: 
     shares = gold["label"].value_counts(normalize=True).to_dict()
     whole = {}
     for name, rows in pools.items():
-        train, _, _ = split_synthetic(pd.DataFrame(rows), params.split, shares, gold, params.task.labels,
-                                      params.task.input == "pair")
+        train, _, _ = split_synthetic(
+            pd.DataFrame(rows), params.split, shares, gold, params.task.labels, params.task.input == "pair"
+        )
         whole[name] = train[[c for c in TRAIN_COLUMNS if c in train.columns]].reset_index(drop=True)
     return whole
 
 
-def fraction_of(whole: Mapping[str, pd.DataFrame], fraction: float, params: Params
-                ) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+def fraction_of(
+    whole: Mapping[str, pd.DataFrame], fraction: float, params: Params
+) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
     """``fraction`` of each branch's train split (nested across fractions), and the row counts."""
     out = {name: nested_fraction(train, fraction, params.split.seed) for name, train in whole.items()}
     return out, {name: int(len(rows)) for name, rows in out.items()}

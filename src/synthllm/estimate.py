@@ -86,16 +86,17 @@ def measured_rates(metrics_dir: Path) -> dict[str, float]:
     return rates
 
 
-def _hours(run: str, backend: object, requests: int, out_tokens_each: float,
-           speed: Speed) -> tuple[float | None, str]:
+def _hours(run: str, backend: object, requests: int, out_tokens_each: float, speed: Speed) -> tuple[float | None, str]:
     if isinstance(backend, OpenAIBackendParams):
         if backend.use_batch_api:
             return None, "Batch API: within its 24 h window"
         latency = speed.ttft_s + out_tokens_each / speed.decode_tok_s
         replicas = max(1, len(backend.base_urls))
-        return (requests * latency / backend.concurrency / 3600,
-                f"{backend.concurrency} in flight × {latency:.2f} s/request"
-                + (f" (over {replicas} replicas)" if replicas > 1 else ""))
+        return (
+            requests * latency / backend.concurrency / 3600,
+            f"{backend.concurrency} in flight × {latency:.2f} s/request"
+            + (f" (over {replicas} replicas)" if replicas > 1 else ""),
+        )
     rate = (speed.measured or {}).get(run)
     if rate:
         return requests / rate / 3600, f"measured {rate:.2f} requests/s"
@@ -116,22 +117,33 @@ def _per_request(a: AnnotatorParams, prompt, premise: str, hypothesis: str, shot
     """Prompt tokens and output-token cap of one request of annotator ``a``."""
     chat = isinstance(a.backend, OpenAIBackendParams) and a.backend.endpoint == "chat"
     if a.method == "instruct":
-        text = ("".join(m["content"] for m in prompt.render_chat(premise, hypothesis, shots=shots[:a.shots]))
-                if chat else prompt.render_scoring(premise, hypothesis, shots[:a.shots]))
+        text = (
+            "".join(m["content"] for m in prompt.render_chat(premise, hypothesis, shots=shots[: a.shots]))
+            if chat
+            else prompt.render_scoring(premise, hypothesis, shots[: a.shots])
+        )
         return approx_tokens(text), a.max_answer_tokens
     # one scoring pass per row: locally no token is generated, over HTTP one
-    return (approx_tokens(prompt.render_scoring(premise, hypothesis, shots[:a.shots])),
-            1 if isinstance(a.backend, OpenAIBackendParams) else 0)
+    return (
+        approx_tokens(prompt.render_scoring(premise, hypothesis, shots[: a.shots])),
+        1 if isinstance(a.backend, OpenAIBackendParams) else 0,
+    )
 
 
 def _llm_line(run: str, a: AnnotatorParams, requests: int, per: tuple[int, int], speed: Speed) -> Line:
     tokens_in, tokens_out = requests * per[0], requests * per[1]
-    return Line(run, _backend_name(a.backend), requests, tokens_in, tokens_out, _usd(a.backend, tokens_in, tokens_out),
-                *_hours(run, a.backend, requests, per[1], speed))
+    return Line(
+        run,
+        _backend_name(a.backend),
+        requests,
+        tokens_in,
+        tokens_out,
+        _usd(a.backend, tokens_in, tokens_out),
+        *_hours(run, a.backend, requests, per[1], speed),
+    )
 
 
-def estimate(params: Params, prompts_root: Path, rows: int | None = None,
-             speed: Speed = Speed()) -> list[Line]:
+def estimate(params: Params, prompts_root: Path, rows: int | None = None, speed: Speed = Speed()) -> list[Line]:
     """One line per model run: generate, every active annotator, and every cascade's escalations
     (an upper bound: at most ``max_escalated`` rows, else all of them; none when the expensive
     annotator is active, whose annotate stage already cached every answer the cascade asks)."""
@@ -142,11 +154,20 @@ def estimate(params: Params, prompts_root: Path, rows: int | None = None,
     most = max([g.shots] + [a.shots for a in params.annotator_configs.values()])
     shots = [{"premise": premise, "hypothesis": hypothesis, "label": labels[0]}] * most
     gen_prompt = load_generate_prompt(prompts_root, g.prompt, labels, params.task).render(
-        premise, labels[0], shots[:g.shots])
+        premise, labels[0], shots[: g.shots]
+    )
     tokens_in, tokens_out = rows * approx_tokens(gen_prompt), rows * g.max_new_tokens
-    lines = [Line("generate", _backend_name(g.backend), rows, tokens_in, tokens_out,
-                  _usd(g.backend, tokens_in, tokens_out),
-                  *_hours("generate", g.backend, rows, g.max_new_tokens, speed))]
+    lines = [
+        Line(
+            "generate",
+            _backend_name(g.backend),
+            rows,
+            tokens_in,
+            tokens_out,
+            _usd(g.backend, tokens_in, tokens_out),
+            *_hours("generate", g.backend, rows, g.max_new_tokens, speed),
+        )
+    ]
     audit = params.annotate.audit_size
     for name in params.annotators:
         a = params.annotator_configs[name]
@@ -174,19 +195,29 @@ def estimate(params: Params, prompts_root: Path, rows: int | None = None,
 
 def format_markdown(lines: list[Line]) -> str:
     """The table as markdown (README and docs include it generated, never retyped)."""
-    out = ["| run | backend | requests | input tokens | output tokens (cap) | $ | hours |", "|---|---|---|---|---|---|---|"]
+    out = [
+        "| run | backend | requests | input tokens | output tokens (cap) | $ | hours |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for x in lines:
         hours = "–" if x.hours is None else f"{x.hours:.2f}"
-        out.append(f"| {x.run} | {x.backend} | {x.requests:,} | {x.prompt_tokens / 1e6:.1f}M | "
-                   f"{x.output_tokens / 1e6:.1f}M | {x.usd:.2f} | {hours} ({x.basis}) |")
+        out.append(
+            f"| {x.run} | {x.backend} | {x.requests:,} | {x.prompt_tokens / 1e6:.1f}M | "
+            f"{x.output_tokens / 1e6:.1f}M | {x.usd:.2f} | {hours} ({x.basis}) |"
+        )
     return "\n".join(out + [f"| total | | | | | {sum(x.usd for x in lines):.2f} | |"])
 
 
 def format_table(lines: list[Line]) -> str:
-    head = (f"{'run':<24} {'backend':<28} {'requests':>9} {'prompt tok':>12} {'output tok':>11} "
-            f"{'usd':>10} {'hours':>7}  basis of hours")
-    body = [f"{x.run:<24} {x.backend:<28} {x.requests:>9} {x.prompt_tokens:>12} {x.output_tokens:>11} "
-            f"{x.usd:>10.4f} {'–' if x.hours is None else f'{x.hours:.2f}':>7}  {x.basis}" for x in lines]
+    head = (
+        f"{'run':<24} {'backend':<28} {'requests':>9} {'prompt tok':>12} {'output tok':>11} "
+        f"{'usd':>10} {'hours':>7}  basis of hours"
+    )
+    body = [
+        f"{x.run:<24} {x.backend:<28} {x.requests:>9} {x.prompt_tokens:>12} {x.output_tokens:>11} "
+        f"{x.usd:>10.4f} {'–' if x.hours is None else f'{x.hours:.2f}':>7}  {x.basis}"
+        for x in lines
+    ]
     total = sum(x.usd for x in lines)
     return "\n".join([head, *body, f"{'total':<24} {'':<28} {'':>9} {'':>12} {'':>11} {total:>10.4f}"])
 
@@ -195,19 +226,25 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--prompts", default="prompts", help="Folder holding the prompt files.")
-    parser.add_argument("--rows", type=int, default=None,
-                        help="Synthetic rows to generate and annotate (default: from params).")
-    parser.add_argument("--measured", type=Path, default=None,
-                        help="metrics folder of an earlier run: local runs' hours from its rates")
-    parser.add_argument("--ttft-s", type=float, default=Speed.ttft_s,
-                        help="HTTP runs: seconds to the first token of one request")
-    parser.add_argument("--decode-tok-s", type=float, default=Speed.decode_tok_s,
-                        help="HTTP runs: output tokens per second of one request stream")
+    parser.add_argument(
+        "--rows", type=int, default=None, help="Synthetic rows to generate and annotate (default: from params)."
+    )
+    parser.add_argument(
+        "--measured", type=Path, default=None, help="metrics folder of an earlier run: local runs' hours from its rates"
+    )
+    parser.add_argument(
+        "--ttft-s", type=float, default=Speed.ttft_s, help="HTTP runs: seconds to the first token of one request"
+    )
+    parser.add_argument(
+        "--decode-tok-s",
+        type=float,
+        default=Speed.decode_tok_s,
+        help="HTTP runs: output tokens per second of one request stream",
+    )
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     args = parser.parse_args(argv)
     counter = "tiktoken o200k_base" if _ENCODING is not None else "chars heuristic (see module doc)"
-    speed = Speed(args.ttft_s, args.decode_tok_s,
-                  measured_rates(args.measured) if args.measured else None)
+    speed = Speed(args.ttft_s, args.decode_tok_s, measured_rates(args.measured) if args.measured else None)
     lines = estimate(load_params(args.params), Path(args.prompts), args.rows, speed)
     print(format_markdown(lines) if args.markdown else format_table(lines))
     print(f"tokens counted with: {counter}; output tokens at their configured caps (an upper bound)")

@@ -7,7 +7,7 @@ report. This module does not aggregate across seeds or regimes.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,15 +30,13 @@ def score(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str] = 
     return {
         "n": int(len(y_true)),
         "accuracy": round(float(accuracy_score(y_true, y_pred)), 6),
-        "macro_f1": round(float(f1_score(y_true, y_pred, labels=labels, average="macro",
-                                         zero_division=0)), 6),
+        "macro_f1": round(float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)), 6),
         "f1": {lab: round(float(v), 6) for lab, v in zip(labels, per_class)},
         "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
 
 
-def evaluate_predictions(test: pd.DataFrame, predicted: Sequence[str],
-                         labels: Sequence[str] = NLI_LABELS) -> dict:
+def evaluate_predictions(test: pd.DataFrame, predicted: Sequence[str], labels: Sequence[str] = NLI_LABELS) -> dict:
     predicted = np.asarray(predicted)
     out = {}
     for subset in subsets_of(test):

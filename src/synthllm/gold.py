@@ -33,15 +33,24 @@ class GoldFile:
 
 
 FARSTAIL_FILES = (
-    GoldFile("train", "Train-word.csv",
-             "552cfe796652dc5ea02d53cd23e8b9d1d6d243bbf05fea2d9f959e9b851fbdd3",
-             ("premise", "hypothesis", "label")),
-    GoldFile("val", "Val-word.csv",
-             "a1f2a8bec45a597f5971c58911fabf3d9f7574b819bf637ab94f08f7be1c963e",
-             ("premise", "hypothesis", "label")),
-    GoldFile("test", "Test-word.csv",
-             "d0dd25408036e5dd8587a8e0d98585b46b4a7d0057fece0992fb8d490ad44f4f",
-             ("premise", "hypothesis", "label", "hard(hypothesis)", "hard(overlap)")),
+    GoldFile(
+        "train",
+        "Train-word.csv",
+        "552cfe796652dc5ea02d53cd23e8b9d1d6d243bbf05fea2d9f959e9b851fbdd3",
+        ("premise", "hypothesis", "label"),
+    ),
+    GoldFile(
+        "val",
+        "Val-word.csv",
+        "a1f2a8bec45a597f5971c58911fabf3d9f7574b819bf637ab94f08f7be1c963e",
+        ("premise", "hypothesis", "label"),
+    ),
+    GoldFile(
+        "test",
+        "Test-word.csv",
+        "d0dd25408036e5dd8587a8e0d98585b46b4a7d0057fece0992fb8d490ad44f4f",
+        ("premise", "hypothesis", "label", "hard(hypothesis)", "hard(overlap)"),
+    ),
 )
 LABEL_CODES = {"e": "entailment", "c": "contradiction", "n": "neutral"}
 
@@ -66,8 +75,14 @@ def _download(url: str, dest: Path, timeout: float) -> None:
         ) from None
 
 
-def fetch(staging: Path, *, base_url: str, mirror_dir: Path | None, timeout: float = 60.0,
-          files: tuple[GoldFile, ...] = FARSTAIL_FILES) -> dict[str, Path]:
+def fetch(
+    staging: Path,
+    *,
+    base_url: str,
+    mirror_dir: Path | None,
+    timeout: float = 60.0,
+    files: tuple[GoldFile, ...] = FARSTAIL_FILES,
+) -> dict[str, Path]:
     """Copy (mirror) or download (URL) every file into ``staging`` and verify its sha256."""
     staging.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -109,14 +124,17 @@ def parse(path: Path, gf: GoldFile, tp: TextProcessor = PERSIAN) -> pd.DataFrame
         raise GoldDataError(f"{path}: unknown label codes {bad} (expected {sorted(LABEL_CODES)})")
     empty = df.index[(df["premise"].str.strip() == "") | (df["hypothesis"].str.strip() == "")]
     if len(empty):
-        raise GoldDataError(f"{path}: {len(empty)} rows with an empty premise or hypothesis "
-                            f"(first at data row {empty[0] + 1})")
-    out = pd.DataFrame({
-        "id": [f"farstail-{gf.split}-{i:05d}" for i in range(len(df))],
-        "premise": df["premise"].map(tp.normalize),
-        "hypothesis": df["hypothesis"].map(tp.normalize),
-        "label": df["label"].map(LABEL_CODES),
-    })
+        raise GoldDataError(
+            f"{path}: {len(empty)} rows with an empty premise or hypothesis (first at data row {empty[0] + 1})"
+        )
+    out = pd.DataFrame(
+        {
+            "id": [f"farstail-{gf.split}-{i:05d}" for i in range(len(df))],
+            "premise": df["premise"].map(tp.normalize),
+            "hypothesis": df["hypothesis"].map(tp.normalize),
+            "label": df["label"].map(LABEL_CODES),
+        }
+    )
     for col in gf.columns[3:]:
         flag = col.replace("(", "_").replace(")", "")
         out[flag] = df[col].astype(int).astype(bool)
@@ -129,9 +147,15 @@ def _cap(frames: dict[str, pd.DataFrame], max_train: int | None, seed: int) -> d
     return frames
 
 
-def load_farstail(staging: Path, *, base_url: str, mirror_dir: Path | None,
-                  max_train: int | None = None, seed: int = 0,
-                  tp: TextProcessor = PERSIAN) -> dict[str, pd.DataFrame]:
+def load_farstail(
+    staging: Path,
+    *,
+    base_url: str,
+    mirror_dir: Path | None,
+    max_train: int | None = None,
+    seed: int = 0,
+    tp: TextProcessor = PERSIAN,
+) -> dict[str, pd.DataFrame]:
     """Fetch, verify and parse all splits; all or nothing."""
     paths = fetch(staging, base_url=base_url, mirror_dir=mirror_dir)
     frames = {gf.split: parse(paths[gf.split], gf, tp) for gf in FARSTAIL_FILES}
@@ -145,15 +169,17 @@ HARD_FLAGS = ("hard_hypothesis", "hard_overlap")
 def local_files(folder: Path) -> dict[str, Path]:
     """train/val/test files of a local gold folder (one of .jsonl, .csv, .tsv each)."""
     if not folder.is_dir():
-        raise GoldDataError(f"gold.path {folder}: not a folder (it should hold train, val and test "
-                            f"as .jsonl, .csv or .tsv)")
+        raise GoldDataError(
+            f"gold.path {folder}: not a folder (it should hold train, val and test as .jsonl, .csv or .tsv)"
+        )
     files = {}
     for split in LOCAL_SPLITS:
-        found = [folder / f"{split}{ext}" for ext in (".jsonl", ".csv", ".tsv")
-                 if (folder / f"{split}{ext}").is_file()]
+        found = [folder / f"{split}{ext}" for ext in (".jsonl", ".csv", ".tsv") if (folder / f"{split}{ext}").is_file()]
         if len(found) != 1:
-            raise GoldDataError(f"gold.path {folder}: expected exactly one of {split}.jsonl, {split}.csv "
-                                f"or {split}.tsv, found {[f.name for f in found] or 'none'}")
+            raise GoldDataError(
+                f"gold.path {folder}: expected exactly one of {split}.jsonl, {split}.csv "
+                f"or {split}.tsv, found {[f.name for f in found] or 'none'}"
+            )
         files[split] = found[0]
     return files
 
@@ -164,41 +190,47 @@ def parse_local(path: Path, split: str, task, tp: TextProcessor) -> pd.DataFrame
         if path.suffix == ".jsonl":
             df = pd.read_json(path, lines=True, dtype=False)
         else:
-            df = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str,
-                             keep_default_na=False)
+            df = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
         raise GoldDataError(f"{path}: cannot be parsed as {path.suffix[1:]}: {err}") from None
     text_cols = ([task.premise_column] if task.input == "pair" else []) + [task.text_column]
     missing = [c for c in text_cols + ["label"] if c not in df.columns]
     if missing:
-        raise GoldDataError(f"{path}: missing columns {missing} (task.input {task.input!r} needs "
-                            f"{text_cols + ['label']}; set task.premise_column/text_column to rename)")
+        raise GoldDataError(
+            f"{path}: missing columns {missing} (task.input {task.input!r} needs "
+            f"{text_cols + ['label']}; set task.premise_column/text_column to rename)"
+        )
     df = df.fillna("").astype({c: str for c in text_cols + ["label"]})
     bad = sorted(set(df["label"]) - set(task.labels))
     if bad:
         raise GoldDataError(f"{path}: labels {bad[:10]} are not in task.labels {task.labels}")
     empty = df.index[(df[text_cols].apply(lambda c: c.str.strip() == "")).any(axis=1)]
     if len(empty):
-        raise GoldDataError(f"{path}: {len(empty)} rows with an empty text (first at data row "
-                            f"{empty[0] + 1})")
+        raise GoldDataError(f"{path}: {len(empty)} rows with an empty text (first at data row {empty[0] + 1})")
     if df.empty:
         raise GoldDataError(f"{path}: no rows")
-    ids = (df["id"].astype(str) if "id" in df.columns
-           else pd.Series([f"{task.name}-{split}-{i:05d}" for i in range(len(df))]))
-    out = pd.DataFrame({
-        "id": ids.to_numpy(),
-        "premise": df[task.premise_column].map(tp.normalize).to_numpy() if task.input == "pair" else "",
-        "hypothesis": df[task.text_column].map(tp.normalize).to_numpy(),
-        "label": df["label"].to_numpy(),
-    })
+    ids = (
+        df["id"].astype(str)
+        if "id" in df.columns
+        else pd.Series([f"{task.name}-{split}-{i:05d}" for i in range(len(df))])
+    )
+    out = pd.DataFrame(
+        {
+            "id": ids.to_numpy(),
+            "premise": df[task.premise_column].map(tp.normalize).to_numpy() if task.input == "pair" else "",
+            "hypothesis": df[task.text_column].map(tp.normalize).to_numpy(),
+            "label": df["label"].to_numpy(),
+        }
+    )
     for flag in HARD_FLAGS:
         if flag in df.columns:
             out[flag] = df[flag].astype(str).str.lower().isin(("1", "true")).to_numpy()
     return out
 
 
-def load_local(folder: Path, task, tp: TextProcessor, max_train: int | None = None,
-               seed: int = 0) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+def load_local(
+    folder: Path, task, tp: TextProcessor, max_train: int | None = None, seed: int = 0
+) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """Parse all splits of a local gold folder; returns the frames and each file's sha256."""
     files = local_files(folder)
     frames = {split: parse_local(path, split, task, tp) for split, path in files.items()}

@@ -11,8 +11,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -36,8 +37,9 @@ def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> int:
     return n
 
 
-def read_jsonl(path: str | Path, required: Iterable[str] = (),
-               shared: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def read_jsonl(
+    path: str | Path, required: Iterable[str] = (), shared: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """The rows of a JSON-lines file. With ``shared`` (a dict, possibly reused across files), equal
     keys and string values become one object: a premise repeated over its hypotheses, and over
     every annotator's pool, is held once (the parser makes a new string per line)."""
@@ -54,8 +56,10 @@ def read_jsonl(path: str | Path, required: Iterable[str] = (),
             except json.JSONDecodeError as err:
                 raise InputDataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
             if shared is not None and isinstance(row, dict):
-                row = {shared.setdefault(k, k): shared.setdefault(v, v) if isinstance(v, str) else v
-                       for k, v in row.items()}
+                row = {
+                    shared.setdefault(k, k): shared.setdefault(v, v) if isinstance(v, str) else v
+                    for k, v in row.items()
+                }
             rows.append(row)
     required = list(required)
     for i, row in enumerate(rows, 1):
@@ -83,10 +87,14 @@ def fingerprint(model_dir: Path) -> str:
     about which weights it holds; hashing 0.5 GB takes about a second, done once per process and
     folder state (relative names, sizes, mtimes). Hidden files and folders are skipped."""
     root = Path(model_dir)
-    files = sorted(p for p in root.rglob("*") if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    return _hash_files(str(root), tuple((f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
-                                        for f in files))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    return _hash_files(
+        str(root), tuple((f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    )
 
 
 @functools.lru_cache(maxsize=8)

@@ -12,7 +12,7 @@ or read files.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,8 +21,15 @@ from sklearn.model_selection import GroupKFold
 from synthllm.params import SklearnClassifierParams
 
 
-def out_of_fold_probabilities(synthetic: pd.DataFrame, gold: pd.DataFrame, labels: Sequence[str],
-                              folds: int = 5, epochs: int = 5, seed: int = 0, pair: bool = True) -> np.ndarray:
+def out_of_fold_probabilities(
+    synthetic: pd.DataFrame,
+    gold: pd.DataFrame,
+    labels: Sequence[str],
+    folds: int = 5,
+    epochs: int = 5,
+    seed: int = 0,
+    pair: bool = True,
+) -> np.ndarray:
     """P(label | row) for every synthetic row, from models that never saw that row (folds grouped
     by premise, so a premise's other hypotheses do not leak its label either)."""
     from synthllm.classifier import HashingSGDClassifier
@@ -39,8 +46,9 @@ def out_of_fold_probabilities(synthetic: pd.DataFrame, gold: pd.DataFrame, label
     return proba
 
 
-def likely_mislabelled(synthetic: pd.DataFrame, gold: pd.DataFrame, labels: Sequence[str], seed: int = 0,
-                       pair: bool = True) -> tuple[np.ndarray, dict[str, int]]:
+def likely_mislabelled(
+    synthetic: pd.DataFrame, gold: pd.DataFrame, labels: Sequence[str], seed: int = 0, pair: bool = True
+) -> tuple[np.ndarray, dict[str, int]]:
     """A boolean mask of rows cleanlab flags, and the number flagged per given label."""
     from cleanlab.filter import find_label_issues
 

@@ -33,8 +33,8 @@ import json
 import os
 import random
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -83,21 +83,35 @@ class PairStateCache:
 
     FORMAT = "pair-v2"  # bump when what is stored changes: it is part of every folder's key
 
-    def __init__(self, model_dir: str | Path, layers: Sequence[int], max_tokens: int,
-                 cache_dir: str | Path | None, condition_on_premise: bool = True,
-                 batch_tokens: int = 2048):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        layers: Sequence[int],
+        max_tokens: int,
+        cache_dir: str | Path | None,
+        condition_on_premise: bool = True,
+        batch_tokens: int = 2048,
+    ):
         self.model_dir = Path(model_dir)
         self.layers, self.max_tokens, self.batch_tokens = list(layers), max_tokens, batch_tokens
         self.condition_on_premise = condition_on_premise
         if not (self.model_dir / "config.json").is_file():
-            raise FileNotFoundError(f"{self.model_dir}: no model folder (config.json); build it with "
-                                    "the generator_model stage or set model_dir")
+            raise FileNotFoundError(
+                f"{self.model_dir}: no model folder (config.json); build it with "
+                "the generator_model stage or set model_dir"
+            )
         self.fingerprint = model = fingerprint(self.model_dir)
-        self.dirs = {layer: Path(cache_dir) / hashlib.sha256(
-            f"{self.FORMAT}|{model}|{layer}|{max_tokens}".encode()).hexdigest()[:16]
-            for layer in self.layers} if cache_dir else {}
-        self._mem: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {l: {} for l in self.layers}
-        self._disk: dict[int, dict[str, tuple[str, int, int]]] = {l: {} for l in self.layers}
+        self.dirs = (
+            {
+                layer: Path(cache_dir)
+                / hashlib.sha256(f"{self.FORMAT}|{model}|{layer}|{max_tokens}".encode()).hexdigest()[:16]
+                for layer in self.layers
+            }
+            if cache_dir
+            else {}
+        )
+        self._mem: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {layer: {} for layer in self.layers}
+        self._disk: dict[int, dict[str, tuple[str, int, int]]] = {layer: {} for layer in self.layers}
         self._shards: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
         self._lm = None
         self._tokenizer = None
@@ -113,10 +127,10 @@ class PairStateCache:
 
     @staticmethod
     def hypothesis_key(premise: str, hypothesis: str) -> str:
-        return "h" + hashlib.sha1(f"{premise}\x00{hypothesis}".encode("utf-8")).hexdigest()
+        return "h" + hashlib.sha1(f"{premise}\x00{hypothesis}".encode()).hexdigest()
 
     def _has(self, key: str) -> bool:
-        return all(key in self._mem[l] or key in self._disk[l] for l in self.layers)
+        return all(key in self._mem[layer] or key in self._disk[layer] for layer in self.layers)
 
     def get(self, premises: Sequence[str], hypotheses: Sequence[str]) -> list[PairStates]:
         """(premise states, premise token ids, hypothesis states, hypothesis token ids) per pair,
@@ -131,8 +145,7 @@ class PairStateCache:
                 passes[(p, h) if self.condition_on_premise else (p, "")] = None
         if passes:
             self._compute(list(passes))
-        return [self._lookup(self.premise_key(p)) + self._lookup(self.hypothesis_key(context(p), h))
-                for p, h in pairs]
+        return [self._lookup(self.premise_key(p)) + self._lookup(self.hypothesis_key(context(p), h)) for p, h in pairs]
 
     def _lookup(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         parts = []
@@ -143,8 +156,10 @@ class PairStateCache:
             shard, a, b = self._disk[layer][key]
             if (layer, shard) not in self._shards:
                 folder = self.dirs[layer]
-                self._shards[layer, shard] = (np.load(folder / f"{shard}.states.npy", mmap_mode="r"),
-                                              np.load(folder / f"{shard}.tokens.npy", mmap_mode="r"))
+                self._shards[layer, shard] = (
+                    np.load(folder / f"{shard}.states.npy", mmap_mode="r"),
+                    np.load(folder / f"{shard}.tokens.npy", mmap_mode="r"),
+                )
             states, tokens = self._shards[layer, shard]
             parts.append((states[a:b], tokens[a:b]))
         states = parts[0][0] if len(parts) == 1 else np.concatenate([s for s, _ in parts], axis=1)
@@ -158,10 +173,11 @@ class PairStateCache:
             lm = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
             body = lm.model if hasattr(lm, "model") else lm
             if max(self.layers) > len(body.layers):
-                raise ValueError(f"layers {self.layers}: {self.model_dir} has {len(body.layers)} "
-                                 "layers (0 is the input embeddings)")
+                raise ValueError(
+                    f"layers {self.layers}: {self.model_dir} has {len(body.layers)} layers (0 is the input embeddings)"
+                )
             # the layers above the deepest one used cost time and change nothing
-            body.layers = body.layers[:max(1, max(self.layers))]
+            body.layers = body.layers[: max(1, max(self.layers))]
             # transformers reports the last layer's state after the final norm; without it every
             # layer's state is the raw residual stream, whichever layer happens to be the deepest
             body.norm = nn.Identity()
@@ -176,13 +192,20 @@ class PairStateCache:
         bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
         sep = tok("\n", add_special_tokens=False)["input_ids"]
         texts = list(dict.fromkeys(t for pair in pairs for t in pair if t))
-        ids = dict(zip(texts, tok(texts, add_special_tokens=False, truncation=True,
-                                  max_length=self.max_tokens)["input_ids"])) if texts else {}
+        ids = (
+            dict(
+                zip(
+                    texts,
+                    tok(texts, add_special_tokens=False, truncation=True, max_length=self.max_tokens)["input_ids"],
+                )
+            )
+            if texts
+            else {}
+        )
         out = []
         for p, h in pairs:
             p_ids, between = (ids[p], sep) if p else ([], [])
-            out.append((bos + p_ids + between + (ids[h] if h else []), len(p_ids),
-                        len(p_ids) + len(between)))
+            out.append((bos + p_ids + between + (ids[h] if h else []), len(p_ids), len(p_ids) + len(between)))
         return out
 
     def _compute(self, pairs: list[tuple[str, str]]) -> None:
@@ -197,17 +220,18 @@ class PairStateCache:
                 cur = []
             cur.append(i)
         batches.append(cur)
-        new: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {l: {} for l in self.layers}
+        new: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {layer: {} for layer in self.layers}
         pad = tokenizer.pad_token_id or 0
         with torch.inference_mode():
-            for batch in tqdm(batches, desc="gemma pair states", unit="batch", mininterval=10,
-                              disable=len(batches) < 4):
+            for batch in tqdm(
+                batches, desc="gemma pair states", unit="batch", mininterval=10, disable=len(batches) < 4
+            ):
                 width = max(len(inputs[i][0]) for i in batch)
                 ids = torch.full((len(batch), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
                 for r, i in enumerate(batch):
-                    ids[r, :len(inputs[i][0])] = torch.tensor(inputs[i][0])
-                    mask[r, :len(inputs[i][0])] = 1
+                    ids[r, : len(inputs[i][0])] = torch.tensor(inputs[i][0])
+                    mask[r, : len(inputs[i][0])] = 1
                 hidden = lm(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
                 for layer in self.layers:
                     h = hidden[layer].float()
@@ -218,15 +242,17 @@ class PairStateCache:
                         (premise, hypothesis), (seq, p_end, h_start) = pairs[i], inputs[i]
                         seq_np = np.asarray(seq, np.int32)
                         p_end, h_start = p_end + drop, h_start + drop
-                        new[layer].setdefault(self.premise_key(premise), (
-                            h[r, drop:p_end].astype(np.float16), seq_np[drop:p_end]))
+                        new[layer].setdefault(
+                            self.premise_key(premise), (h[r, drop:p_end].astype(np.float16), seq_np[drop:p_end])
+                        )
                         new[layer][self.hypothesis_key(premise, hypothesis)] = (
-                            h[r, h_start:len(seq)].astype(np.float16), seq_np[h_start:])
+                            h[r, h_start : len(seq)].astype(np.float16),
+                            seq_np[h_start:],
+                        )
         for layer, entries in new.items():
             # a pass runs every layer; a layer that already holds an entry keeps it, so the
             # cache never stores one twice
-            entries = {k: v for k, v in entries.items()
-                       if k not in self._mem[layer] and k not in self._disk[layer]}
+            entries = {k: v for k, v in entries.items() if k not in self._mem[layer] and k not in self._disk[layer]}
             if not entries:
                 continue
             self._mem[layer].update(entries)
@@ -239,8 +265,10 @@ class PairStateCache:
         shard = uuid.uuid4().hex[:12]
         items = list(entries.values())
         bounds = np.concatenate([[0], np.cumsum([len(t) for _, t in items])])
-        for name, arr in (("states", np.concatenate([s for s, _ in items])),
-                          ("tokens", np.concatenate([t for _, t in items]).astype(np.int32))):
+        for name, arr in (
+            ("states", np.concatenate([s for s, _ in items])),
+            ("tokens", np.concatenate([t for _, t in items]).astype(np.int32)),
+        ):
             tmp = folder / f".{shard}.{name}.tmp.npy"
             np.save(tmp, arr)
             os.replace(tmp, folder / f"{shard}.{name}.npy")
@@ -261,8 +289,9 @@ class AlignHead(nn.Module):
     """Project → soft-align premise and hypothesis tokens → compare [x, x̃, x−x̃, x⊙x̃] → mean+max
     pool → MLP. Without a premise (single-text tasks) it pools the projected hypothesis alone."""
 
-    def __init__(self, n_layers: int, dim: int, hidden: int, dropout: float, exact_match: bool,
-                 n_labels: int, pair: bool):
+    def __init__(
+        self, n_layers: int, dim: int, hidden: int, dropout: float, exact_match: bool, n_labels: int, pair: bool
+    ):
         super().__init__()
         self.n_layers, self.dim, self.pair, self.exact_match = n_layers, dim, pair, exact_match
         # fixed per-dimension standardisation, set from the first phase: Gemma's states have a few
@@ -271,15 +300,14 @@ class AlignHead(nn.Module):
             self.register_buffer(f"{side}_mean", torch.zeros(n_layers, dim))
             self.register_buffer(f"{side}_std", torch.ones(n_layers, dim))
         self.mix = nn.Parameter(torch.zeros(n_layers))
-        self.proj = nn.Sequential(nn.Dropout(dropout),
-                                  nn.Linear(dim + int(exact_match and pair), hidden), nn.GELU())
+        self.proj = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim + int(exact_match and pair), hidden), nn.GELU())
         self.compare = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * hidden, hidden), nn.GELU())
         width = 2 * hidden * (2 if pair else 1)
-        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, hidden), nn.GELU(),
-                                 nn.Dropout(dropout), nn.Linear(hidden, n_labels))
+        self.out = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_labels)
+        )
 
-    def embed(self, x: torch.Tensor, mask: torch.Tensor, match: torch.Tensor | None,
-              side: str) -> torch.Tensor:
+    def embed(self, x: torch.Tensor, mask: torch.Tensor, match: torch.Tensor | None, side: str) -> torch.Tensor:
         mean, std = getattr(self, f"{side}_mean"), getattr(self, f"{side}_std")
         x = (x.view(*x.shape[:2], self.n_layers, self.dim) - mean) / std
         x = (x * torch.softmax(self.mix, 0)[:, None]).sum(2)
@@ -287,8 +315,15 @@ class AlignHead(nn.Module):
             x = torch.cat([x, match.unsqueeze(-1)], -1)
         return self.proj(x) * mask.unsqueeze(-1)
 
-    def forward(self, p: torch.Tensor, p_mask: torch.Tensor, p_match: torch.Tensor,
-                h: torch.Tensor, h_mask: torch.Tensor, h_match: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        p: torch.Tensor,
+        p_mask: torch.Tensor,
+        p_match: torch.Tensor,
+        h: torch.Tensor,
+        h_mask: torch.Tensor,
+        h_match: torch.Tensor,
+    ) -> torch.Tensor:
         if not self.pair:
             return self.out(_pool(self.embed(h, h_mask, None, "hypothesis"), h_mask))
         em = self.exact_match
@@ -315,16 +350,16 @@ class PooledHead(nn.Module):
         self.register_buffer("hypothesis_mean", torch.zeros(n_layers, dim))
         self.register_buffer("hypothesis_std", torch.ones(n_layers, dim))
         self.mix = nn.Parameter(torch.zeros(n_layers))
-        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, hidden), nn.GELU(),
-                                 nn.Dropout(dropout), nn.Linear(hidden, n_labels))
+        self.out = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_labels)
+        )
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         x = (pooled.view(-1, self.n_layers, self.dim) - self.hypothesis_mean) / self.hypothesis_std
         return self.out((x * torch.softmax(self.mix, 0)[:, None]).sum(1))
 
 
-def _make_head(params: "GemmaAttentionParams", n_layers: int, dim: int, n_labels: int,
-               pair: bool) -> nn.Module:
+def _make_head(params: GemmaAttentionParams, n_layers: int, dim: int, n_labels: int, pair: bool) -> nn.Module:
     if params.head == "pooled":
         return PooledHead(n_layers, dim, params.hidden, params.dropout, n_labels)
     return AlignHead(n_layers, dim, params.hidden, params.dropout, params.exact_match, n_labels, pair)
@@ -343,8 +378,8 @@ def _pad(items: Sequence[np.ndarray], width: int, fill: float = 0.0) -> tuple[to
     mask = torch.zeros((len(items), longest))
     for r, x in enumerate(items):
         if len(x):
-            out[r, :len(x)] = torch.from_numpy(np.asarray(x, dtype=np.float32))
-            mask[r, :len(x)] = 1
+            out[r, : len(x)] = torch.from_numpy(np.asarray(x, dtype=np.float32))
+            mask[r, : len(x)] = 1
     return out, mask
 
 
@@ -382,12 +417,22 @@ class GemmaAttentionClassifier:
 
     kind = "gemma_attention"
 
-    def __init__(self, params: GemmaAttentionParams, labels: Sequence[str] = NLI_LABELS,
-                 pair: bool = True, seed: int | None = None):
+    def __init__(
+        self,
+        params: GemmaAttentionParams,
+        labels: Sequence[str] = NLI_LABELS,
+        pair: bool = True,
+        seed: int | None = None,
+    ):
         self.params, self.labels, self.pair = params, tuple(labels), pair
-        self.states = PairStateCache(params.model_dir, params.layers, params.max_tokens,
-                                     feature_dir(params), params.condition_on_premise,
-                                     params.extract_batch_tokens)
+        self.states = PairStateCache(
+            params.model_dir,
+            params.layers,
+            params.max_tokens,
+            feature_dir(params),
+            params.condition_on_premise,
+            params.extract_batch_tokens,
+        )
         self.head: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.ngram = None
@@ -455,8 +500,15 @@ class GemmaAttentionClassifier:
             log.append({"phase": k, "rows": int(len(rows)), "epochs": epochs, **entry})
         return log
 
-    def fit_phase(self, rows: pd.DataFrame, epochs: int, seed: int, phase: int,
-                  after_epoch: Callable[[int], None] = _noop, work_dir: Path | None = None) -> dict:
+    def fit_phase(
+        self,
+        rows: pd.DataFrame,
+        epochs: int,
+        seed: int,
+        phase: int,
+        after_epoch: Callable[[int], None] = _noop,
+        work_dir: Path | None = None,
+    ) -> dict:
         """``epochs`` passes (times ``epoch_scale``) over ``rows``, continuing the current weights
         and optimiser state. Randomness depends on (seed, phase) only, so a run resumed from a
         phase checkpoint is the same run. ``work_dir`` is unused: a phase takes minutes at most."""
@@ -477,12 +529,23 @@ class GemmaAttentionClassifier:
         rng = np.random.default_rng([seed, phase])
         start = _weights_digest(self.head)
         steps, loss = self._train(rows, encoded, epochs, seed, phase, rng, after_epoch)
-        return {"steps": steps, "train_loss": round(loss, 6), "weights_start": start,
-                "weights_end": _weights_digest(self.head)}
+        return {
+            "steps": steps,
+            "train_loss": round(loss, 6),
+            "weights_start": start,
+            "weights_end": _weights_digest(self.head),
+        }
 
-    def _train(self, rows: pd.DataFrame, encoded: list[Encoded], epochs: int, seed: int,
-               phase: int, rng: np.random.Generator, after_epoch: Callable[[int], None]
-               ) -> tuple[int, float]:
+    def _train(
+        self,
+        rows: pd.DataFrame,
+        encoded: list[Encoded],
+        epochs: int,
+        seed: int,
+        phase: int,
+        rng: np.random.Generator,
+        after_epoch: Callable[[int], None],
+    ) -> tuple[int, float]:
         y = torch.tensor([self.labels.index(lab) for lab in rows["label"]])
         inputs = self._inputs(encoded)
         lengths = np.array([len(r[2]) + (len(r[0]) if self.pair else 0) for r in encoded], float)
@@ -493,12 +556,13 @@ class GemmaAttentionClassifier:
         for group in self.optimizer.param_groups:  # each phase restarts its schedule from the peak
             group["lr"] = group["initial_lr"] = self.params.learning_rate
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warm) * max(0.0, 1.0 - s / total))
+            self.optimizer, lambda s: min(1.0, (s + 1) / warm) * max(0.0, 1.0 - s / total)
+        )
 
         def batches():
             while True:  # passes of batches of similar length (jittered, so passes differ): less padding
                 order = np.argsort(lengths + rng.uniform(0, 10, len(lengths)))
-                chunks = [order[i:i + bs] for i in range(0, len(order), bs)]
+                chunks = [order[i : i + bs] for i in range(0, len(order), bs)]
                 yield from (chunks[b] for b in rng.permutation(len(chunks)))
 
         stream, losses = batches(), []
@@ -522,8 +586,13 @@ class GemmaAttentionClassifier:
         return total, float(np.mean(losses[-steps_per_epoch:]))
 
     def snapshot(self) -> object:
-        return copy.deepcopy({"head": self.head.state_dict(), "optimizer": self.optimizer.state_dict(),
-                              "ngram": self.ngram.snapshot() if self.ngram is not None else None})
+        return copy.deepcopy(
+            {
+                "head": self.head.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "ngram": self.ngram.snapshot() if self.ngram is not None else None,
+            }
+        )
 
     def restore(self, snapshot: object) -> None:
         state = copy.deepcopy(snapshot)
@@ -541,9 +610,8 @@ class GemmaAttentionClassifier:
         self.head.eval()
         out = []
         with torch.inference_mode():
-            for i in tqdm(range(0, len(hypotheses), 256), desc="predict", unit="batch",
-                          disable=len(hypotheses) < 2048):
-                inputs = self._inputs(self._encode(premises[i:i + 256], hypotheses[i:i + 256]))
+            for i in tqdm(range(0, len(hypotheses), 256), desc="predict", unit="batch", disable=len(hypotheses) < 2048):
+                inputs = self._inputs(self._encode(premises[i : i + 256], hypotheses[i : i + 256]))
                 idx = np.arange(min(256, len(hypotheses) - i))
                 out.append(torch.softmax(self.head(*inputs(idx)), -1).numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros((0, len(self.labels)))
@@ -566,14 +634,23 @@ class GemmaAttentionClassifier:
         torch.save(self.optimizer.state_dict(), out_dir / "optimizer.pt")
         if self.ngram is not None:
             self.ngram.save(out_dir / "ngram")
-        (out_dir / META_FILE).write_text(json.dumps(
-            {"kind": self.kind, "params": self.params.model_dump(), "labels": list(self.labels),
-             "pair": self.pair, "lm_fingerprint": self.states.fingerprint}, ensure_ascii=False, indent=1))
+        (out_dir / META_FILE).write_text(
+            json.dumps(
+                {
+                    "kind": self.kind,
+                    "params": self.params.model_dump(),
+                    "labels": list(self.labels),
+                    "pair": self.pair,
+                    "lm_fingerprint": self.states.fingerprint,
+                },
+                ensure_ascii=False,
+                indent=1,
+            )
+        )
 
 
 def _optimizer(head: nn.Module, params: GemmaAttentionParams) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(head.parameters(), lr=params.learning_rate,
-                             weight_decay=params.weight_decay)
+    return torch.optim.AdamW(head.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
 
 
 def load(model_dir: Path) -> GemmaAttentionClassifier:
@@ -586,9 +663,11 @@ def load(model_dir: Path) -> GemmaAttentionClassifier:
     clf = GemmaAttentionClassifier(params, info["labels"], info["pair"])
     if info.get("lm_fingerprint") != clf.states.fingerprint:
         # the head was trained on another LM's states: its predictions would be noise
-        raise ValueError(f"{model_dir} was trained on the token states of another {params.model_dir} "
-                         f"(fingerprint {info.get('lm_fingerprint')}, now {clf.states.fingerprint}); "
-                         "retrain it (dvc repro re-runs the stages that depend on the generator)")
+        raise ValueError(
+            f"{model_dir} was trained on the token states of another {params.model_dir} "
+            f"(fingerprint {info.get('lm_fingerprint')}, now {clf.states.fingerprint}); "
+            "retrain it (dvc repro re-runs the stages that depend on the generator)"
+        )
     state = torch.load(model_dir / "head.pt", weights_only=True)
     n_layers, dim = state["hypothesis_mean"].shape
     clf.head = _make_head(params, n_layers, dim, len(clf.labels), clf.pair)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -36,8 +36,10 @@ class GeneratePrompt(_Strict):
 
     def render(self, premise: str, label: str, shots: Sequence[dict]) -> str:
         cue = self.label_cues[label]
-        body = "".join(self.shot.format(premise=s["premise"], hypothesis=s["hypothesis"],
-                                        text=s["hypothesis"], cue=cue) for s in shots)
+        body = "".join(
+            self.shot.format(premise=s["premise"], hypothesis=s["hypothesis"], text=s["hypothesis"], cue=cue)
+            for s in shots
+        )
         return self.header + body + self.query.format(premise=premise, cue=cue)
 
 
@@ -64,20 +66,20 @@ class LabelWords(_Strict):
     chat: dict[str, list[str]]
 
     @model_validator(mode="after")
-    def _one_meaning_per_word(self) -> "LabelWords":
+    def _one_meaning_per_word(self) -> LabelWords:
         for method, words in (("scoring", self.scoring), ("chat", self.chat)):
             seen: dict[str, str] = {}
             for label, ws in words.items():
                 if not ws or any(not w.strip() or w != w.strip() for w in ws):
-                    raise ValueError(f"label_words.{method}.{label}: give at least one word, without "
-                                     f"surrounding spaces")
+                    raise ValueError(
+                        f"label_words.{method}.{label}: give at least one word, without surrounding spaces"
+                    )
                 for w in ws:
                     other = seen.setdefault(w.casefold(), label)
                     if other != label:
                         raise ValueError(f"label_words.{method}: {w!r} names both {other} and {label}")
         if set(self.scoring) != set(self.chat):
-            raise ValueError(f"label_words: scoring names {sorted(self.scoring)} but chat names "
-                             f"{sorted(self.chat)}")
+            raise ValueError(f"label_words: scoring names {sorted(self.scoring)} but chat names {sorted(self.chat)}")
         return self
 
 
@@ -92,8 +94,7 @@ class AnnotatePrompt(_Strict):
 
     def _part(self, name: str, variant: str) -> str:
         if variant not in self.variants:
-            raise ParamsError(f"prompt {self.version}: no variant {variant!r} "
-                              f"(available: {sorted(self.variants)})")
+            raise ParamsError(f"prompt {self.version}: no variant {variant!r} (available: {sorted(self.variants)})")
         override = self.variants[variant].get(name)
         if override is not None:
             return override
@@ -111,28 +112,47 @@ class AnnotatePrompt(_Strict):
         """Accepted answer words per label for ``scoring`` (base-model prompts) or ``chat``."""
         return {lab: tuple(ws) for lab, ws in getattr(self.label_words, method).items()}
 
-    def render_scoring(self, premise: str, hypothesis: str, shots: Sequence[dict],
-                       variant: str = "default") -> str:
+    def render_scoring(self, premise: str, hypothesis: str, shots: Sequence[dict], variant: str = "default") -> str:
         shot_t, query_t = self._part("shot", variant), self._part("query", variant)
-        body = "".join(shot_t.format(premise=s["premise"], hypothesis=s["hypothesis"],
-                                     text=s["hypothesis"], answer=self.answer_word(s["label"]))
-                       for s in shots)
-        return self.scoring.header + body + query_t.format(premise=premise, hypothesis=hypothesis,
-                                                           text=hypothesis)
+        body = "".join(
+            shot_t.format(
+                premise=s["premise"],
+                hypothesis=s["hypothesis"],
+                text=s["hypothesis"],
+                answer=self.answer_word(s["label"]),
+            )
+            for s in shots
+        )
+        return self.scoring.header + body + query_t.format(premise=premise, hypothesis=hypothesis, text=hypothesis)
 
-    def render_chat(self, premise: str, hypothesis: str, variant: str = "default", shots: Sequence[dict] = (),
-                    structured: bool = False) -> tuple[dict, ...]:
+    def render_chat(
+        self,
+        premise: str,
+        hypothesis: str,
+        variant: str = "default",
+        shots: Sequence[dict] = (),
+        structured: bool = False,
+    ) -> tuple[dict, ...]:
         """System turn, one user/assistant pair per shot (the shot's text in the variant's user
         template, its label's chat word as the answer), then the query's user turn."""
         user = self._part("user", variant)
         turns = [{"role": "system", "content": self.chat.system}]
         for shot in shots:
             word = self.label_words.chat[shot["label"]][0]
-            answer = json.dumps({"label": word}, ensure_ascii=False) if structured else self.chat.assistant.format(
-                answer=word)
-            turns += [{"role": "user", "content": user.format(premise=shot["premise"], hypothesis=shot["hypothesis"],
-                                                              text=shot["hypothesis"])},
-                      {"role": "assistant", "content": answer}]
+            answer = (
+                json.dumps({"label": word}, ensure_ascii=False)
+                if structured
+                else self.chat.assistant.format(answer=word)
+            )
+            turns += [
+                {
+                    "role": "user",
+                    "content": user.format(
+                        premise=shot["premise"], hypothesis=shot["hypothesis"], text=shot["hypothesis"]
+                    ),
+                },
+                {"role": "assistant", "content": answer},
+            ]
         turns.append({"role": "user", "content": user.format(premise=premise, hypothesis=hypothesis, text=hypothesis)})
         return tuple(turns)
 
@@ -140,8 +160,9 @@ class AnnotatePrompt(_Strict):
 def _load(root: Path, name: str, model: type[_Strict]):
     path = root / f"{name}.yaml"
     if not path.is_file():
-        raise ParamsError(f"prompt file {path} not found (params name {name!r}; prompts live in "
-                          f"{root}/<language>/<task>/<name>.yaml)")
+        raise ParamsError(
+            f"prompt file {path} not found (params name {name!r}; prompts live in {root}/<language>/<task>/<name>.yaml)"
+        )
     try:
         return model.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
     except (yaml.YAMLError, ValidationError) as err:
@@ -150,8 +171,10 @@ def _load(root: Path, name: str, model: type[_Strict]):
 
 def _check_task(prompt, name: str, task) -> None:
     if task is not None and (prompt.language, prompt.task) != (task.language, task.name):
-        raise ParamsError(f"prompt {name} is for language {prompt.language!r}, task {prompt.task!r}, "
-                          f"but params task is language {task.language!r}, task {task.name!r}")
+        raise ParamsError(
+            f"prompt {name} is for language {prompt.language!r}, task {prompt.task!r}, "
+            f"but params task is language {task.language!r}, task {task.name!r}"
+        )
 
 
 def load_generate_prompt(root: Path, name: str, labels: Sequence[str], task=None) -> GeneratePrompt:
@@ -168,8 +191,9 @@ def load_annotate_prompt(root: Path, name: str, task=None) -> AnnotatePrompt:
     prompt = _load(root, name, AnnotatePrompt)
     _check_task(prompt, name, task)
     if task is not None and set(prompt.labels) != set(task.labels):
-        raise ParamsError(f"prompt {name}: label_words name {sorted(prompt.labels)}, but "
-                          f"task.labels is {sorted(task.labels)}")
+        raise ParamsError(
+            f"prompt {name}: label_words name {sorted(prompt.labels)}, but task.labels is {sorted(task.labels)}"
+        )
     return prompt
 
 

@@ -10,7 +10,7 @@ module only arranges rows into it.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from synthllm import stats
 from synthllm.aggregation import aggregate
@@ -34,12 +34,13 @@ def confidence_summary(rows: Sequence[dict]) -> dict:
     ok = [r for r in rows if r["status"] == "ok"]
     sources = Counter(str(r.get("confidence_source")) for r in ok if r.get("confidence") is not None)
     with_conf = sum(sources.values())
-    return {"confidence_coverage": _r(with_conf / len(ok)) if ok else None,
-            "confidence_sources": dict(sorted(sources.items()))}
+    return {
+        "confidence_coverage": _r(with_conf / len(ok)) if ok else None,
+        "confidence_sources": dict(sorted(sources.items())),
+    }
 
 
-def audit_metrics(audit: Sequence[dict], pool: Sequence[dict],
-                  labels: Sequence[str] = NLI_LABELS) -> dict:
+def audit_metrics(audit: Sequence[dict], pool: Sequence[dict], labels: Sequence[str] = NLI_LABELS) -> dict:
     gold = [r["gold_label"] for r in audit]
     pred = [r["label"] for r in audit]
     confident = [r for r in audit if r["status"] == "ok" and r.get("confidence") is not None]
@@ -50,30 +51,37 @@ def audit_metrics(audit: Sequence[dict], pool: Sequence[dict],
             "macro_f1": _r(stats.macro_f1(gold, pred, list(labels))),
             "confusion": stats.confusion(gold, pred, list(labels)),
             # over the rows that have a confidence (coverage below); None when none has one
-            "ece": _r(stats.expected_calibration_error(
-                [r["confidence"] for r in confident],
-                [r["label"] == r["gold_label"] for r in confident])) if confident else None,
+            "ece": _r(
+                stats.expected_calibration_error(
+                    [r["confidence"] for r in confident], [r["label"] == r["gold_label"] for r in confident]
+                )
+            )
+            if confident
+            else None,
             **confidence_summary(audit),
         },
         "pool": {
             **failure_counts(pool),
-            "label_distribution": {k: _r(v) for k, v in stats.label_distribution(
-                [r["label"] for r in pool], list(labels)).items()},
+            "label_distribution": {
+                k: _r(v) for k, v in stats.label_distribution([r["label"] for r in pool], list(labels)).items()
+            },
             **confidence_summary(pool),
         },
     }
     if pool and "intended_label" in pool[0]:
-        out["pool"]["agreement_with_intended"] = _r(stats.accuracy(
-            [r["intended_label"] for r in pool], [r["label"] for r in pool]))
+        out["pool"]["agreement_with_intended"] = _r(
+            stats.accuracy([r["intended_label"] for r in pool], [r["label"] for r in pool])
+        )
     if pool and "label_variant" in pool[0]:
         flips = stats.flip_rate([r["label"] for r in pool], [r["label_variant"] for r in pool])
-        out["pool"]["prompt_order_flip_rate"] = {"overall": _r(flips["overall"]),
-                                                 "by_class": {k: _r(v) for k, v in flips["by_class"].items()}}
+        out["pool"]["prompt_order_flip_rate"] = {
+            "overall": _r(flips["overall"]),
+            "by_class": {k: _r(v) for k, v in flips["by_class"].items()},
+        }
     return out
 
 
-def cross_annotator(pools: Mapping[str, Sequence[dict]],
-                    categories: Sequence[str] = NLI_LABELS) -> dict:
+def cross_annotator(pools: Mapping[str, Sequence[dict]], categories: Sequence[str] = NLI_LABELS) -> dict:
     """Agreement between annotators on the shared synthetic pool (rows aligned by id)."""
     names = sorted(pools)
     ids = sorted(set.intersection(*(set(r["id"] for r in pools[n]) for n in names)))
@@ -92,8 +100,9 @@ def cross_annotator(pools: Mapping[str, Sequence[dict]],
 MAX_PLOT_ROWS = 10_000  # plots files live in git: a 100k-row pool is drawn from a seeded sample
 
 
-def agreement_rows(pools: Mapping[str, Sequence[dict]], max_rows: int = MAX_PLOT_ROWS,
-                   seed: int = 0) -> dict[tuple[str, str], list[dict]]:
+def agreement_rows(
+    pools: Mapping[str, Sequence[dict]], max_rows: int = MAX_PLOT_ROWS, seed: int = 0
+) -> dict[tuple[str, str], list[dict]]:
     """Per annotator pair, one row per shared pair labelled by both (at most ``max_rows``, a seeded
     sample beyond that; the κ and confusion counts in the metrics use every row): ``actual`` is the
     first annotator's label, ``predicted`` the second's (the field names of dvc's confusion template)."""
@@ -103,9 +112,10 @@ def agreement_rows(pools: Mapping[str, Sequence[dict]], max_rows: int = MAX_PLOT
     by_id = {n: {r["id"]: r["label"] for r in pools[n]} for n in names}
     out = {}
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            ids = [k for k in sorted(set(by_id[a]) & set(by_id[b]))
-                   if by_id[a][k] is not None and by_id[b][k] is not None]
+        for b in names[i + 1 :]:
+            ids = [
+                k for k in sorted(set(by_id[a]) & set(by_id[b])) if by_id[a][k] is not None and by_id[b][k] is not None
+            ]
             if len(ids) > max_rows:
                 ids = sorted(random.Random(seed).sample(ids, max_rows))
             out[(a, b)] = [{"actual": by_id[a][k], "predicted": by_id[b][k]} for k in ids]

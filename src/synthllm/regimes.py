@@ -27,9 +27,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -47,12 +48,18 @@ class Phase:
 def passes(regime: str, gold_epochs: int, synthetic_epochs: int) -> str:
     """How the regime visits each source, e.g. 'synthetic ×3 → gold ×8'."""
     g, s = f"gold ×{gold_epochs}", f"synthetic ×{synthetic_epochs}"
-    return {"gold_only": g, "synthetic_only": s, "warmup": f"{s} → {g}", "reversed": f"{g} → {s}",
-            "mix": f"{s} + {g}, interleaved"}[regime]
+    return {
+        "gold_only": g,
+        "synthetic_only": s,
+        "warmup": f"{s} → {g}",
+        "reversed": f"{g} → {s}",
+        "mix": f"{s} + {g}, interleaved",
+    }[regime]
 
 
-def regime_phases(regime: str, gold: pd.DataFrame, synthetic: pd.DataFrame | None,
-                  gold_epochs: int, synthetic_epochs: int, seed: int) -> list[Phase]:
+def regime_phases(
+    regime: str, gold: pd.DataFrame, synthetic: pd.DataFrame | None, gold_epochs: int, synthetic_epochs: int, seed: int
+) -> list[Phase]:
     if regime == "gold_only":
         return [Phase(gold, gold_epochs, "gold")]
     if synthetic is None or synthetic.empty:
@@ -76,8 +83,15 @@ class Trainable(Protocol):
     labels: tuple[str, ...]
     pair: bool
 
-    def fit_phase(self, rows: pd.DataFrame, epochs: int, seed: int, phase: int,
-                  after_epoch: Callable[[int], None], work_dir: Path | None = None) -> dict: ...
+    def fit_phase(
+        self,
+        rows: pd.DataFrame,
+        epochs: int,
+        seed: int,
+        phase: int,
+        after_epoch: Callable[[int], None],
+        work_dir: Path | None = None,
+    ) -> dict: ...
     def predict_proba(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray: ...
     def snapshot(self) -> object: ...
     def restore(self, snapshot: object) -> None: ...
@@ -94,13 +108,23 @@ def accuracy_on(clf: Trainable, rows: pd.DataFrame | None) -> float | None:
 class Monitor:
     """Per-epoch accuracy on gold val and synthetic dev, handed to ``log`` (e.g. DVCLive)."""
 
-    def __init__(self, val: pd.DataFrame | None = None, dev: pd.DataFrame | None = None,
-                 log: Callable[[dict], None] | None = None):
+    def __init__(
+        self,
+        val: pd.DataFrame | None = None,
+        dev: pd.DataFrame | None = None,
+        log: Callable[[dict], None] | None = None,
+    ):
         self.val, self.dev, self.log, self.step = val, dev, log, 0
 
     def __call__(self, clf: Trainable, phase: int, source: str, epoch: int) -> dict:
-        row = {"phase": phase, "source": source, "epoch": epoch, "step": self.step,
-               "val_accuracy": accuracy_on(clf, self.val), "synthetic_dev_accuracy": accuracy_on(clf, self.dev)}
+        row = {
+            "phase": phase,
+            "source": source,
+            "epoch": epoch,
+            "step": self.step,
+            "val_accuracy": accuracy_on(clf, self.val),
+            "synthetic_dev_accuracy": accuracy_on(clf, self.dev),
+        }
         self.step += 1
         if self.log is not None:
             self.log(row)
@@ -119,11 +143,20 @@ def _finished_phases(checkpoint_dir: Path | None) -> int:
     return done
 
 
-def run_phases(regime: str, gold: pd.DataFrame, synthetic: pd.DataFrame | None, *,
-               build: Callable[[int], Trainable], load: Callable[[Path], Trainable],
-               gold_epochs: int, synthetic_epochs: int, seed: int, monitor: Monitor | None = None,
-               select_synthetic_epoch: bool = False, checkpoint_dir: Path | None = None
-               ) -> tuple[Trainable, list[dict]]:
+def run_phases(
+    regime: str,
+    gold: pd.DataFrame,
+    synthetic: pd.DataFrame | None,
+    *,
+    build: Callable[[int], Trainable],
+    load: Callable[[Path], Trainable],
+    gold_epochs: int,
+    synthetic_epochs: int,
+    seed: int,
+    monitor: Monitor | None = None,
+    select_synthetic_epoch: bool = False,
+    checkpoint_dir: Path | None = None,
+) -> tuple[Trainable, list[dict]]:
     """Train a classifier (``build(seed)``, which seeds before it builds) through the regime's
     phases; resume from ``checkpoint_dir`` where earlier phases finished."""
     phases = regime_phases(regime, gold, synthetic, gold_epochs, synthetic_epochs, seed)
@@ -140,14 +173,19 @@ def run_phases(regime: str, gold: pd.DataFrame, synthetic: pd.DataFrame | None, 
         select = select_synthetic_epoch and phase.source == "synthetic" and monitor.dev is not None
         best: dict = {}
 
-        def after_epoch(epoch: int, k: int = k, phase: Phase = phase, select: bool = select) -> None:
+        def after_epoch(epoch: int, k: int = k, phase: Phase = phase, select: bool = select, best: dict = best) -> None:
             row = monitor(clf, k, phase.source, epoch)
             if select and row["synthetic_dev_accuracy"] > best.get("accuracy", -1.0):
                 best.update(accuracy=row["synthetic_dev_accuracy"], epoch=epoch, weights=clf.snapshot())
 
         work = checkpoint_dir / f"phase-{k}" / "work" if checkpoint_dir is not None else None
-        entry = {"phase": k, "source": phase.source, "rows": int(len(phase.rows)), "epochs": phase.epochs,
-                 **clf.fit_phase(phase.rows, phase.epochs, seed, k, after_epoch, work)}
+        entry = {
+            "phase": k,
+            "source": phase.source,
+            "rows": int(len(phase.rows)),
+            "epochs": phase.epochs,
+            **clf.fit_phase(phase.rows, phase.epochs, seed, k, after_epoch, work),
+        }
         if select and best:
             clf.restore(best["weights"])
             entry.update(selected_epoch=best["epoch"], selected_dev_accuracy=round(best["accuracy"], 6))

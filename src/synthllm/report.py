@@ -12,7 +12,7 @@ module does not read files or decide what is configured.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,8 +21,14 @@ from synthllm import stats
 from synthllm.generation import label_codes
 from synthllm.params import NLI_LABELS
 
-COMPARISONS = (("warmup", "mix"), ("warmup", "reversed"), ("warmup", "gold_only"),
-               ("warmup", "synthetic_only"), ("mix", "gold_only"), ("reversed", "gold_only"))
+COMPARISONS = (
+    ("warmup", "mix"),
+    ("warmup", "reversed"),
+    ("warmup", "gold_only"),
+    ("warmup", "synthetic_only"),
+    ("mix", "gold_only"),
+    ("reversed", "gold_only"),
+)
 
 
 def item_correctness(predictions: pd.DataFrame) -> pd.Series:
@@ -42,8 +48,9 @@ def correctness_matrix(predictions: pd.DataFrame) -> np.ndarray:
     return wide.loc[sorted(wide.index, key=seed_number)].to_numpy()
 
 
-def macro_f1_ci(predictions: pd.DataFrame, labels, n_resamples: int = 1000, seed: int = 0,
-                alpha: float = 0.05) -> tuple[float, float]:
+def macro_f1_ci(
+    predictions: pd.DataFrame, labels, n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float]:
     """Percentile bootstrap over test items of the seed-averaged macro-F1 (every seed's predictions
     resampled with the same items), vectorised: the resamples × items index matrix is built once."""
     wide = predictions.pivot(index="id", columns="seed", values="predicted").sort_index()
@@ -73,9 +80,13 @@ def _subset_acc(seeds: Mapping[str, dict], subset: str) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def results_table(metrics: Mapping[str, dict], predictions: Mapping[str, pd.DataFrame],
-                  seed: int = 0, n_resamples: int = 2000,
-                  labels: Sequence[str] = NLI_LABELS) -> pd.DataFrame:
+def results_table(
+    metrics: Mapping[str, dict],
+    predictions: Mapping[str, pd.DataFrame],
+    seed: int = 0,
+    n_resamples: int = 2000,
+    labels: Sequence[str] = NLI_LABELS,
+) -> pd.DataFrame:
     rows = []
     for run, m in sorted(metrics.items()):
         annotator, regime = run.split("__")
@@ -83,16 +94,22 @@ def results_table(metrics: Mapping[str, dict], predictions: Mapping[str, pd.Data
         acc = [s["all"]["accuracy"] for s in seeds.values()]
         mean, lo, hi = stats.seed_mean_ci(acc)
         boot = stats.two_level_bootstrap(correctness_matrix(predictions[run]), n_resamples=n_resamples, seed=seed)
-        rows.append({
-            "annotator": annotator, "regime": regime, "seeds": len(acc),
-            "accuracy": mean, "acc_seed_ci_low": lo, "acc_seed_ci_high": hi,
-            "acc_boot_ci_low": boot["low"], "acc_boot_ci_high": boot["high"],
-            "macro_f1": float(np.mean([s["all"]["macro_f1"] for s in seeds.values()])),
-            **dict(zip(("f1_boot_ci_low", "f1_boot_ci_high"),
-                       macro_f1_ci(predictions[run], labels, seed=seed))),
-            "hard_hypothesis_acc": _subset_acc(seeds, "hard_hypothesis"),
-            "hard_overlap_acc": _subset_acc(seeds, "hard_overlap"),
-        })
+        rows.append(
+            {
+                "annotator": annotator,
+                "regime": regime,
+                "seeds": len(acc),
+                "accuracy": mean,
+                "acc_seed_ci_low": lo,
+                "acc_seed_ci_high": hi,
+                "acc_boot_ci_low": boot["low"],
+                "acc_boot_ci_high": boot["high"],
+                "macro_f1": float(np.mean([s["all"]["macro_f1"] for s in seeds.values()])),
+                **dict(zip(("f1_boot_ci_low", "f1_boot_ci_high"), macro_f1_ci(predictions[run], labels, seed=seed))),
+                "hard_hypothesis_acc": _subset_acc(seeds, "hard_hypothesis"),
+                "hard_overlap_acc": _subset_acc(seeds, "hard_overlap"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -101,17 +118,29 @@ def mcnemar_per_seed(a: pd.DataFrame, b: pd.DataFrame) -> dict[int, float]:
     out = {}
     for seed in sorted(set(a["seed"]) & set(b["seed"]), key=seed_number):
         x, y = (df[df["seed"] == seed].sort_values("id") for df in (a, b))
-        out[seed_number(seed)] = stats.mcnemar(x["label"].to_numpy(), x["predicted"].to_numpy(),
-                                               y["predicted"].to_numpy())["p_value"]
+        out[seed_number(seed)] = stats.mcnemar(
+            x["label"].to_numpy(), x["predicted"].to_numpy(), y["predicted"].to_numpy()
+        )["p_value"]
     return out
 
 
-COMPARISON_COLUMNS = ["annotator", "a", "b", "delta_accuracy", "ci_low", "ci_high", "p_value", "p_holm",
-                      "significant", "mcnemar_p_by_seed"]
+COMPARISON_COLUMNS = [
+    "annotator",
+    "a",
+    "b",
+    "delta_accuracy",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_holm",
+    "significant",
+    "mcnemar_p_by_seed",
+]
 
 
-def regime_comparisons(predictions: Mapping[str, pd.DataFrame], seed: int = 0,
-                       n_resamples: int = 2000, alpha: float = 0.05) -> pd.DataFrame:
+def regime_comparisons(
+    predictions: Mapping[str, pd.DataFrame], seed: int = 0, n_resamples: int = 2000, alpha: float = 0.05
+) -> pd.DataFrame:
     """Two-level bootstrap of the accuracy difference between regimes of one annotator, Holm
     adjusted over every comparison returned, with McNemar's test per seed beside it."""
     by_annotator: dict[str, dict[str, pd.DataFrame]] = {}
@@ -126,87 +155,150 @@ def regime_comparisons(predictions: Mapping[str, pd.DataFrame], seed: int = 0,
         for a, b in COMPARISONS:
             if a not in regimes or b not in regimes:
                 continue
-            boot = stats.two_level_bootstrap(correctness_matrix(regimes[a]), n_resamples=n_resamples, seed=seed,
-                                             other=correctness_matrix(regimes[b]))
+            boot = stats.two_level_bootstrap(
+                correctness_matrix(regimes[a]), n_resamples=n_resamples, seed=seed, other=correctness_matrix(regimes[b])
+            )
             mc = mcnemar_per_seed(regimes[a], regimes[b])
-            rows.append({"annotator": annotator, "a": a, "b": b, "delta_accuracy": boot["estimate"],
-                         "ci_low": boot["low"], "ci_high": boot["high"], "p_value": boot["p_value"],
-                         "mcnemar_p_by_seed": "; ".join(f"{k}: {v:.3g}" for k, v in mc.items())})
+            rows.append(
+                {
+                    "annotator": annotator,
+                    "a": a,
+                    "b": b,
+                    "delta_accuracy": boot["estimate"],
+                    "ci_low": boot["low"],
+                    "ci_high": boot["high"],
+                    "p_value": boot["p_value"],
+                    "mcnemar_p_by_seed": "; ".join(f"{k}: {v:.3g}" for k, v in mc.items()),
+                }
+            )
     table = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c not in ("p_holm", "significant")])
     table.insert(7, "p_holm", stats.holm(table["p_value"].tolist()) if len(table) else [])
     table.insert(8, "significant", table["p_holm"] <= alpha)
     return table[COMPARISON_COLUMNS]
 
 
-def markdown(table: pd.DataFrame, comparisons: pd.DataFrame, annotators: Mapping[str, dict],
-             quality: Mapping | None = None, strategy: str = "natural",
-             labels: Sequence[str] = NLI_LABELS, gold_name: str = "FarsTail") -> str:
+def markdown(
+    table: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    annotators: Mapping[str, dict],
+    quality: Mapping | None = None,
+    strategy: str = "natural",
+    labels: Sequence[str] = NLI_LABELS,
+    gold_name: str = "FarsTail",
+) -> str:
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
     codes = "/".join(label_codes(labels)[lab] for lab in labels)
-    lines = ["# SynthLLM results", "", "## Annotators (gold-val audit sample)", "",
-             f"| annotator | audit n | accuracy | macro-F1 | ECE (rows with a confidence) | failed (pool) "
-             f"| failure reasons (pool) | pool labels {codes} |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# SynthLLM results",
+        "",
+        "## Annotators (gold-val audit sample)",
+        "",
+        f"| annotator | audit n | accuracy | macro-F1 | ECE (rows with a confidence) | failed (pool) "
+        f"| failure reasons (pool) | pool labels {codes} |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, m in sorted(annotators.items()):
         a, pool = m["audit"], m["pool"]
-        dist = "/".join(pct(pool["label_distribution"].get(l) or 0) for l in labels)
+        dist = "/".join(pct(pool["label_distribution"].get(lab) or 0) for lab in labels)
         coverage = a.get("confidence_coverage")
-        ece = ("– (no confidences)" if a.get("ece") is None else
-               f"{a['ece']:.3f}" + (f" ({pct(coverage)} %)" if coverage is not None else ""))
+        ece = (
+            "– (no confidences)"
+            if a.get("ece") is None
+            else f"{a['ece']:.3f}" + (f" ({pct(coverage)} %)" if coverage is not None else "")
+        )
         reasons = ", ".join(f"{k} {v}" for k, v in (pool.get("failure_reasons") or {}).items()) or "–"
-        lines.append(f"| {name} | {a['n']} | {pct(a['accuracy'])} | {pct(a['macro_f1'])} | {ece} | "
-                     f"{pool['failed']}/{pool['n']} | {reasons} | {dist} |")
+        lines.append(
+            f"| {name} | {a['n']} | {pct(a['accuracy'])} | {pct(a['macro_f1'])} | {ece} | "
+            f"{pool['failed']}/{pool['n']} | {reasons} | {dist} |"
+        )
     for name, m in sorted(annotators.items()):
         flips = m["pool"].get("prompt_order_flip_rate")
         if flips:
             per_class = ", ".join(f"{k} {pct(v)}" for k, v in sorted(flips["by_class"].items()))
-            lines.append(f"\nPrompt-order flip rate of {name} (hypothesis first): {pct(flips['overall'])} % "
-                         f"({per_class}).")
+            lines.append(
+                f"\nPrompt-order flip rate of {name} (hypothesis first): {pct(flips['overall'])} % ({per_class})."
+            )
     if quality and "pairwise_kappa" in quality:
-        lines += ["", "Agreement on the synthetic pool: " + ", ".join(
-            f"κ({k.replace('__', ', ')}) = {v:.3f}" for k, v in sorted(quality["pairwise_kappa"].items()))
+        lines += [
+            "",
+            "Agreement on the synthetic pool: "
+            + ", ".join(f"κ({k.replace('__', ', ')}) = {v:.3f}" for k, v in sorted(quality["pairwise_kappa"].items()))
             + (f"; Fleiss' κ = {quality['fleiss_kappa']:.3f}" if quality.get("fleiss_kappa") is not None else "")
-            + "."]
+            + ".",
+        ]
         vote = quality.get("vote_on_audit")
         if vote:
             weighted = vote.get("weighted_majority_accuracy")
-            lines.append(f"Majority vote of {', '.join(vote['members'])} on the audit sample: "
-                         f"{pct(vote['majority_accuracy'])} % (confidence-weighted: "
-                         + (f"{pct(weighted)} %)." if weighted is not None else
-                            f"not computed: {vote.get('weighted_majority_unavailable')})."))
+            lines.append(
+                f"Majority vote of {', '.join(vote['members'])} on the audit sample: "
+                f"{pct(vote['majority_accuracy'])} % (confidence-weighted: "
+                + (
+                    f"{pct(weighted)} %)."
+                    if weighted is not None
+                    else f"not computed: {vote.get('weighted_majority_unavailable')})."
+                )
+            )
     hard = bool(table["hard_hypothesis_acc"].notna().any()) if len(table) else False
-    lines += ["", f"## Test accuracy by annotator × regime ({gold_name} test, %)", "",
-              "Mean over seeds; [t-interval over seeds]; {two-level bootstrap 95 % CI over seeds and test "
-              f"items}}. Synthetic label distribution (split.strategy): {strategy}.", "",
-              "| annotator | strategy | regime | passes | seeds | accuracy | seed CI | seed×item CI | macro-F1 "
-              "| macro-F1 item CI |" + (" hard-hyp | hard-overlap |" if hard else ""),
-              "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if hard else "")]
+    lines += [
+        "",
+        f"## Test accuracy by annotator × regime ({gold_name} test, %)",
+        "",
+        "Mean over seeds; [t-interval over seeds]; {two-level bootstrap 95 % CI over seeds and test "
+        f"items}}. Synthetic label distribution (split.strategy): {strategy}.",
+        "",
+        "| annotator | strategy | regime | passes | seeds | accuracy | seed CI | seed×item CI | macro-F1 "
+        "| macro-F1 item CI |" + (" hard-hyp | hard-overlap |" if hard else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if hard else ""),
+    ]
     for r in table.itertuples():
         shown = "–" if r.regime == "gold_only" else strategy
-        lines.append(f"| {r.annotator} | {shown} | {r.regime} | {getattr(r, 'passes', '')} | {r.seeds} | {pct(r.accuracy)} | "
-                     f"[{pct(r.acc_seed_ci_low)}, {pct(r.acc_seed_ci_high)}] | "
-                     f"{{{pct(r.acc_boot_ci_low)}, {pct(r.acc_boot_ci_high)}}} | {pct(r.macro_f1)} | "
-                     f"{{{pct(r.f1_boot_ci_low)}, {pct(r.f1_boot_ci_high)}}} |"
-                     + (f" {pct(r.hard_hypothesis_acc)} | {pct(r.hard_overlap_acc)} |" if hard else ""))
-    lines += ["", "## Regime comparisons", "",
-              "Two-level bootstrap (seeds and test items resampled; items paired between the two regimes) of "
-              "the accuracy difference, 95 % CI; p two-sided. Significant: Holm–Bonferroni adjusted p ≤ 0.05 "
-              f"over the {len(comparisons)} comparisons below. McNemar's p per seed (seeds paired by number).", "",
-              "| annotator | a | b | Δ accuracy (a − b) | CI | p | p (Holm) | significant | McNemar p by seed |",
-              "|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r.annotator} | {shown} | {r.regime} | {getattr(r, 'passes', '')} | {r.seeds} | {pct(r.accuracy)} | "
+            f"[{pct(r.acc_seed_ci_low)}, {pct(r.acc_seed_ci_high)}] | "
+            f"{{{pct(r.acc_boot_ci_low)}, {pct(r.acc_boot_ci_high)}}} | {pct(r.macro_f1)} | "
+            f"{{{pct(r.f1_boot_ci_low)}, {pct(r.f1_boot_ci_high)}}} |"
+            + (f" {pct(r.hard_hypothesis_acc)} | {pct(r.hard_overlap_acc)} |" if hard else "")
+        )
+    lines += [
+        "",
+        "## Regime comparisons",
+        "",
+        "Two-level bootstrap (seeds and test items resampled; items paired between the two regimes) of "
+        "the accuracy difference, 95 % CI; p two-sided. Significant: Holm–Bonferroni adjusted p ≤ 0.05 "
+        f"over the {len(comparisons)} comparisons below. McNemar's p per seed (seeds paired by number).",
+        "",
+        "| annotator | a | b | Δ accuracy (a − b) | CI | p | p (Holm) | significant | McNemar p by seed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for c in comparisons.itertuples():
-        lines.append(f"| {c.annotator} | {c.a} | {c.b} | {pct(c.delta_accuracy)} | "
-                     f"[{pct(c.ci_low)}, {pct(c.ci_high)}] | {c.p_value:.3g} | {c.p_holm:.3g} | "
-                     f"{'**yes**' if c.significant else 'no'} | {c.mcnemar_p_by_seed} |")
+        lines.append(
+            f"| {c.annotator} | {c.a} | {c.b} | {pct(c.delta_accuracy)} | "
+            f"[{pct(c.ci_low)}, {pct(c.ci_high)}] | {c.p_value:.3g} | {c.p_holm:.3g} | "
+            f"{'**yes**' if c.significant else 'no'} | {c.mcnemar_p_by_seed} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-AGGREGATE_COLUMNS = ["aggregate", "members", "method", "configured", "accuracy", "ci_low", "ci_high", "macro_f1",
-                     "ece", "coverage", "best_member", "best_member_accuracy", "unavailable"]
+AGGREGATE_COLUMNS = [
+    "aggregate",
+    "members",
+    "method",
+    "configured",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "macro_f1",
+    "ece",
+    "coverage",
+    "best_member",
+    "best_member_accuracy",
+    "unavailable",
+]
 
 
-def aggregates_table(annotators: Mapping[str, dict], aggregates: Sequence[str], results: pd.DataFrame,
-                     regimes: Sequence[str]) -> pd.DataFrame:
+def aggregates_table(
+    annotators: Mapping[str, dict], aggregates: Sequence[str], results: pd.DataFrame, regimes: Sequence[str]
+) -> pd.DataFrame:
     """One row per aggregate × vote method (the aggregate stage's comparison): out-of-fold audit
     accuracy with its bootstrap CI, macro-F1, ECE, pool coverage, the best member beside it, and,
     for the configured method of an aggregate that is a branch, the test accuracy of each regime."""
@@ -215,12 +307,24 @@ def aggregates_table(annotators: Mapping[str, dict], aggregates: Sequence[str], 
         agg = annotators[name]["aggregate"]
         best = max(agg["members"], key=lambda m: agg["members"][m])
         for method, m in agg["methods"].items():
-            row = {"aggregate": name, "members": ", ".join(agg["members"]), "method": method,
-                   "configured": method == agg["method"], "best_member": best,
-                   "best_member_accuracy": agg["members"][best], "unavailable": m.get("unavailable")}
+            row = {
+                "aggregate": name,
+                "members": ", ".join(agg["members"]),
+                "method": method,
+                "configured": method == agg["method"],
+                "best_member": best,
+                "best_member_accuracy": agg["members"][best],
+                "unavailable": m.get("unavailable"),
+            }
             if "accuracy" in m:
-                row.update(accuracy=m["accuracy"], ci_low=m["accuracy_ci"][0], ci_high=m["accuracy_ci"][1],
-                           macro_f1=m["macro_f1"], ece=m["ece"], coverage=m["coverage"])
+                row.update(
+                    accuracy=m["accuracy"],
+                    ci_low=m["accuracy_ci"][0],
+                    ci_high=m["accuracy_ci"][1],
+                    macro_f1=m["macro_f1"],
+                    ece=m["ece"],
+                    coverage=m["coverage"],
+                )
             trained = results[results["annotator"] == name].set_index("regime")["accuracy"]
             for regime in regimes:
                 row[f"test_{regime}"] = trained.get(regime) if row["configured"] else None
@@ -232,21 +336,30 @@ def aggregates_markdown(table: pd.DataFrame, regimes: Sequence[str], gold_name: 
     if table.empty:
         return ""
     pct = lambda x: "–" if x is None or x != x else f"{100 * x:.1f}"  # noqa: E731
-    lines = ["", "## Aggregates: every vote method on the same members", "",
-             "Audit accuracy is out of fold for the learned methods (reliabilities fit on the other folds of "
-             "the audit sample); 95 % bootstrap CI over audit rows. Coverage: share of pool rows labelled. Test "
-             f"accuracy ({gold_name} test, mean over seeds) for the configured method (✓), the one its branch "
-             "trains on.",
-             "", "| aggregate | method | audit accuracy | CI | macro-F1 | ECE | coverage | best member (audit) | "
-             + " | ".join(regimes) + " |", "|---" * (8 + len(regimes)) + "|"]
+    lines = [
+        "",
+        "## Aggregates: every vote method on the same members",
+        "",
+        "Audit accuracy is out of fold for the learned methods (reliabilities fit on the other folds of "
+        "the audit sample); 95 % bootstrap CI over audit rows. Coverage: share of pool rows labelled. Test "
+        f"accuracy ({gold_name} test, mean over seeds) for the configured method (✓), the one its branch "
+        "trains on.",
+        "",
+        "| aggregate | method | audit accuracy | CI | macro-F1 | ECE | coverage | best member (audit) | "
+        + " | ".join(regimes)
+        + " |",
+        "|---" * (8 + len(regimes)) + "|",
+    ]
     for r in table.itertuples():
         mark = f"{r.method} ✓" if r.configured else r.method
         if r.unavailable:
             cells = f"unavailable: {r.unavailable} | | | | |"
         else:
             ece = "–" if r.ece is None or r.ece != r.ece else f"{r.ece:.3f}"
-            cells = (f"{pct(r.accuracy)} | [{pct(r.ci_low)}, {pct(r.ci_high)}] | {pct(r.macro_f1)} | {ece} | "
-                     f"{pct(r.coverage)}")
+            cells = (
+                f"{pct(r.accuracy)} | [{pct(r.ci_low)}, {pct(r.ci_high)}] | {pct(r.macro_f1)} | {ece} | "
+                f"{pct(r.coverage)}"
+            )
         tests = " | ".join(pct(getattr(r, f"test_{g}")) for g in regimes)
         lines.append(f"| {r.aggregate} | {mark} | {cells} | {r.best_member} {pct(r.best_member_accuracy)} | {tests} |")
     return "\n".join(lines) + "\n"

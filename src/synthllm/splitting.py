@@ -13,7 +13,7 @@ label where the groups allow it. This module never up-samples or relabels.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, train_test_split
@@ -27,13 +27,11 @@ def _downsample_to(df: pd.DataFrame, shares: Mapping[str, float], seed: int) -> 
     present = {lab: s for lab, s in shares.items() if s > 0}
     # the largest total for which every label has enough rows at the target shares
     total = min(counts.get(lab, 0) / s for lab, s in present.items())
-    parts = [df[df["label"] == lab].sample(n=int(total * s), random_state=seed)
-             for lab, s in present.items()]
+    parts = [df[df["label"] == lab].sample(n=int(total * s), random_state=seed) for lab, s in present.items()]
     return pd.concat(parts).sort_index()
 
 
-def shape_distribution(df: pd.DataFrame, strategy: str, gold_shares: Mapping[str, float],
-                       seed: int) -> pd.DataFrame:
+def shape_distribution(df: pd.DataFrame, strategy: str, gold_shares: Mapping[str, float], seed: int) -> pd.DataFrame:
     if strategy == "natural" or df.empty:
         return df
     if strategy == "balanced":
@@ -49,8 +47,7 @@ def _stratify(df: pd.DataFrame, held_out: float | int):
     or a held-out part smaller than the number of labels)."""
     counts = df["label"].value_counts()
     n_held = held_out if isinstance(held_out, int) else math.ceil(held_out * len(df))
-    ok = (len(counts) > 1 and counts.min() >= 2 and n_held >= len(counts)
-          and len(df) - n_held >= len(counts))
+    ok = len(counts) > 1 and counts.min() >= 2 and n_held >= len(counts) and len(df) - n_held >= len(counts)
     return df["label"] if ok else None
 
 
@@ -67,8 +64,10 @@ def grouped_split(df: pd.DataFrame, dev_fraction: float, seed: int) -> tuple[pd.
         train_idx, dev_idx = next(splitter.split(df, df["label"], groups))
     else:
         if n_groups < 2:
-            raise InputDataError(f"all {len(df)} usable synthetic rows share one premise: a grouped "
-                                 f"train/dev split needs at least two (generate for more premises)")
+            raise InputDataError(
+                f"all {len(df)} usable synthetic rows share one premise: a grouped "
+                f"train/dev split needs at least two (generate for more premises)"
+            )
         splitter = GroupShuffleSplit(n_splits=1, test_size=dev_fraction, random_state=seed)
         train_idx, dev_idx = next(splitter.split(df, groups=groups))
     return df.iloc[sorted(train_idx)], df.iloc[sorted(dev_idx)]
@@ -86,16 +85,22 @@ def _confident(ok: pd.DataFrame, params: SplitParams, stats: dict) -> pd.DataFra
         raise InputDataError(
             f"{int(absent.sum())} of {len(ok)} labelled rows have no confidence (their annotator's answers "
             f"came without logprobs), and split.min_confidence is {params.min_confidence}: set "
-            f"split.missing_confidence to 'keep' or 'drop', or split.min_confidence to 0")
+            f"split.missing_confidence to 'keep' or 'drop', or split.min_confidence to 0"
+        )
     keep = (conf >= params.min_confidence) | (absent & (params.missing_confidence == "keep"))
     stats["dropped_low_confidence"] = int((~keep & ~absent).sum())
     stats[f"{'kept' if params.missing_confidence == 'keep' else 'dropped'}_without_confidence"] = int(absent.sum())
     return ok[keep]
 
 
-def split_synthetic(annotated: pd.DataFrame, params: SplitParams, gold_shares: Mapping[str, float],
-                    gold: pd.DataFrame | None = None, labels: Sequence[str] | None = None,
-                    pair: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def split_synthetic(
+    annotated: pd.DataFrame,
+    params: SplitParams,
+    gold_shares: Mapping[str, float],
+    gold: pd.DataFrame | None = None,
+    labels: Sequence[str] | None = None,
+    pair: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """``gold`` (the budget's gold rows) and ``labels`` are needed by ``noise_filter: cleanlab``."""
     if annotated.empty:
         raise InputDataError("no annotated rows to split (did generation keep any hypotheses?)")
@@ -105,15 +110,19 @@ def split_synthetic(annotated: pd.DataFrame, params: SplitParams, gold_shares: M
     kept = _confident(ok, params, stats)
     if params.min_agreement > 0:
         if "agreement" not in kept.columns:
-            raise InputDataError("split.min_agreement applies to aggregated annotators only (their rows "
-                                 "carry an agreement share); set it to 0 for single annotators")
+            raise InputDataError(
+                "split.min_agreement applies to aggregated annotators only (their rows "
+                "carry an agreement share); set it to 0 for single annotators"
+            )
         agreed = kept[kept["agreement"].astype(float) >= params.min_agreement]
         stats["dropped_low_agreement"] = int(len(kept) - len(agreed))
         kept = agreed
     if params.require_stable:
         if "label_variant" not in kept.columns:
-            raise InputDataError("split.require_stable needs an annotator run with a "
-                                 "stability_variant (no label_variant column in the annotations)")
+            raise InputDataError(
+                "split.require_stable needs an annotator run with a "
+                "stability_variant (no label_variant column in the annotations)"
+            )
         stable = kept[kept["label_variant"] == kept["label"]]
         stats["dropped_unstable"] = int(len(kept) - len(stable))
         kept = stable
@@ -128,14 +137,23 @@ def split_synthetic(annotated: pd.DataFrame, params: SplitParams, gold_shares: M
     shaped = shape_distribution(kept, params.strategy, gold_shares, params.seed)
     stats["dropped_by_strategy"] = int(len(kept) - len(shaped))
     if params.max_size is not None and len(shaped) > params.max_size:
-        shaped, _ = train_test_split(shaped, train_size=params.max_size, random_state=params.seed,
-                                     stratify=_stratify(shaped, len(shaped) - params.max_size))
+        shaped, _ = train_test_split(
+            shaped,
+            train_size=params.max_size,
+            random_state=params.seed,
+            stratify=_stratify(shaped, len(shaped) - params.max_size),
+        )
         shaped = shaped.sort_index()
     stats["dropped_by_cap"] = int(len(kept) - stats["dropped_by_strategy"] - len(shaped))
     if len(shaped) < 4:
-        raise InputDataError(f"only {len(shaped)} usable synthetic rows after filtering "
-                             f"(need at least 4); lower split.min_confidence or generate more")
+        raise InputDataError(
+            f"only {len(shaped)} usable synthetic rows after filtering "
+            f"(need at least 4); lower split.min_confidence or generate more"
+        )
     train, dev = grouped_split(shaped, params.dev_fraction, params.seed)
-    stats.update(train=int(len(train)), dev=int(len(dev)),
-                 train_labels={k: int(v) for k, v in train["label"].value_counts().sort_index().items()})
+    stats.update(
+        train=int(len(train)),
+        dev=int(len(dev)),
+        train_labels={k: int(v) for k, v in train["label"].value_counts().sort_index().items()},
+    )
     return train, dev, stats

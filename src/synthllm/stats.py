@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
 from itertools import combinations
-from typing import Callable, Hashable, Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -47,9 +47,7 @@ def _complete_pairs(a: Sequence[MaybeLabel], b: Sequence[MaybeLabel]) -> tuple[l
 # --- agreement -------------------------------------------------------------------------------
 
 
-def cohen_kappa(
-    a: Sequence[MaybeLabel], b: Sequence[MaybeLabel], labels: Sequence[Label] | None = None
-) -> float:
+def cohen_kappa(a: Sequence[MaybeLabel], b: Sequence[MaybeLabel], labels: Sequence[Label] | None = None) -> float:
     """Cohen's kappa between two annotators over the items both labelled.
 
     Pairs where either label is missing are dropped. Returns NaN when kappa is undefined (both
@@ -95,9 +93,7 @@ def fleiss_kappa(ratings: Sequence[Sequence[MaybeLabel]], categories: Sequence[L
     return float((p_bar - p_e) / (1 - p_e))
 
 
-def confusion(
-    a: Sequence[MaybeLabel], b: Sequence[MaybeLabel], labels: Sequence[Label]
-) -> list[list[int]]:
+def confusion(a: Sequence[MaybeLabel], b: Sequence[MaybeLabel], labels: Sequence[Label]) -> list[list[int]]:
     """Counts with rows = ``a`` (e.g. gold), columns = ``b``, in ``labels`` order; missing pairs dropped."""
     x, y = _complete_pairs(a, b)
     if not x:
@@ -131,9 +127,7 @@ def label_distribution(labels: Sequence[MaybeLabel], categories: Sequence[Label]
 # --- calibration -----------------------------------------------------------------------------
 
 
-def expected_calibration_error(
-    confidences: Sequence[float], correct: Sequence[bool | int], n_bins: int = 10
-) -> float:
+def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool | int], n_bins: int = 10) -> float:
     """Standard ECE: sum over equal-width bins of (bin share) * |accuracy - mean confidence|.
 
     Bins are right-closed, (k/n, (k+1)/n], with confidence 0 put in the first bin.
@@ -236,8 +230,7 @@ def paired_bootstrap(
     if not (t.shape == a.shape == b.shape):
         raise ValueError("y_true, pred_a and pred_b differ in length")
     deltas = np.array(
-        [metric_fn(t[idx], a[idx]) - metric_fn(t[idx], b[idx])
-         for idx in _resamples(len(t), n_resamples, seed)]
+        [metric_fn(t[idx], a[idx]) - metric_fn(t[idx], b[idx]) for idx in _resamples(len(t), n_resamples, seed)]
     )
     tail = min(int(np.sum(deltas <= 0)), int(np.sum(deltas >= 0)))
     low, high = _percentiles(deltas, alpha)
@@ -269,8 +262,13 @@ def mcnemar(
         p = sps.binomtest(b, b + c, 0.5, alternative="two-sided").pvalue
         return {"b": b, "c": c, "statistic": float(min(b, c)), "p_value": float(p), "method": "exact"}
     statistic = (abs(b - c) - 1) ** 2 / (b + c)
-    return {"b": b, "c": c, "statistic": float(statistic),
-            "p_value": float(sps.chi2.sf(statistic, df=1)), "method": "chi2"}
+    return {
+        "b": b,
+        "c": c,
+        "statistic": float(statistic),
+        "p_value": float(sps.chi2.sf(statistic, df=1)),
+        "method": "chi2",
+    }
 
 
 def two_level_bootstrap(

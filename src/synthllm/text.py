@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 _WS = re.compile(r"\s+")
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
@@ -54,7 +54,7 @@ class TextProcessor:
             raise ValueError(f"unknown script {self.script!r} ({sorted(SCRIPT_RANGES)} or any)")
 
     @classmethod
-    def for_task(cls, task) -> "TextProcessor":
+    def for_task(cls, task) -> TextProcessor:
         return cls(normalizer=task.normalizer, script=task.script)
 
     def normalize(self, text: str) -> str:
@@ -94,7 +94,7 @@ class TextProcessor:
         return len(h & set(self.words(premise))) / len(h)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _script_pattern(script: str) -> re.Pattern:
     return re.compile(f"[{SCRIPT_RANGES[script]}]")
 
@@ -107,8 +107,9 @@ words = PERSIAN.words
 overlap = PERSIAN.overlap
 
 
-def near_duplicates(texts: list[str], reference: list[str], ngram: int, threshold: float,
-                    chunk: int = 4096) -> list[bool]:
+def near_duplicates(
+    texts: list[str], reference: list[str], ngram: int, threshold: float, chunk: int = 4096
+) -> list[bool]:
     """For each text, whether its character n-gram set (of the already-normalised text) has a
     Jaccard similarity of at least ``threshold`` with some reference text. Sets are hashed into
     2^20 buckets and intersected by one sparse product per chunk, so 100k texts against a few
@@ -119,13 +120,20 @@ def near_duplicates(texts: list[str], reference: list[str], ngram: int, threshol
     import numpy as np
     from sklearn.feature_extraction.text import HashingVectorizer
 
-    vec = HashingVectorizer(analyzer="char", ngram_range=(ngram, ngram), n_features=2**20, binary=True,
-                            norm=None, alternate_sign=False, lowercase=False)
+    vec = HashingVectorizer(
+        analyzer="char",
+        ngram_range=(ngram, ngram),
+        n_features=2**20,
+        binary=True,
+        norm=None,
+        alternate_sign=False,
+        lowercase=False,
+    )
     ref = vec.transform(reference).tocsr()
     ref_sizes = ref.sum(axis=1).A1
     flags: list[bool] = []
     for start in range(0, len(texts), chunk):
-        part = vec.transform(texts[start:start + chunk]).tocsr()
+        part = vec.transform(texts[start : start + chunk]).tocsr()
         sizes = part.sum(axis=1).A1
         inter = (part @ ref.T).tocoo()
         # the best Jaccard per text, vectorised: a Python loop over the product's entries (about

@@ -12,19 +12,17 @@ from synthllm.backends.base import Backend, Request, Result, Usage
 from synthllm.backends.runner import RequestCache, RunStats, run_requests
 from synthllm.params import OpenAIBackendParams, TransformersBackendParams
 
-__all__ = ["Backend", "Request", "Result", "Usage", "RequestCache", "RunStats", "run_requests",
-           "make_backend"]
+__all__ = ["Backend", "Request", "Result", "Usage", "RequestCache", "RunStats", "run_requests", "make_backend"]
 
 
-def make_backend(params: TransformersBackendParams | OpenAIBackendParams,
-                 state_dir: Path | None = None) -> Backend:
+def make_backend(params: TransformersBackendParams | OpenAIBackendParams, state_dir: Path | None = None) -> Backend:
     """``state_dir`` holds resumable state beside the request cache (OpenAI batch ids)."""
     if isinstance(params, TransformersBackendParams):
         from synthllm.backends.transformers_local import TransformersBackend
 
-        return TransformersBackend(params.model_dir, dtype=params.dtype,
-                                   batch_size=params.batch_size, threads=params.threads)
+        return TransformersBackend(
+            params.model_dir, dtype=params.dtype, batch_size=params.batch_size, threads=params.threads
+        )
     from synthllm.backends.openai_http import OpenAIBackend
 
     return OpenAIBackend(params, state_dir=state_dir)
-

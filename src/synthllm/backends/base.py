@@ -12,8 +12,8 @@ interpret an answer (labels and confidences belong to :mod:`synthllm.annotation`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Iterator, Sequence
 
 from synthllm.calls import Request, Result, TokenChoice, TokenStep, Usage
 from synthllm.errors import BackendError
@@ -56,6 +56,5 @@ class Backend(ABC):
         """Keyword arguments for :func:`run_requests`: cost functions and budget cap, if priced."""
         return {}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing
         """Release model memory or connections."""
-

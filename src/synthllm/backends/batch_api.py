@@ -23,9 +23,10 @@ import hashlib
 import io
 import json
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import openai
 from tqdm.auto import tqdm
@@ -68,19 +69,28 @@ def _attached(state_dir: Path, identity: str, missing: set[str]) -> list[Shard]:
     return found
 
 
-def _line(backend: "OpenAIBackend", key: str, request: Request) -> bytes:
-    return (json.dumps({"custom_id": key, "method": "POST", "url": backend.url_path,
-                        "body": backend.body(request)}, ensure_ascii=False) + "\n").encode("utf-8")
+def _line(backend: OpenAIBackend, key: str, request: Request) -> bytes:
+    return (
+        json.dumps(
+            {"custom_id": key, "method": "POST", "url": backend.url_path, "body": backend.body(request)},
+            ensure_ascii=False,
+        )
+        + "\n"
+    ).encode("utf-8")
 
 
-def plan_shards(items: Sequence[tuple[str, int, int]], max_requests: int, max_bytes: int,
-                max_tokens: int | None) -> list[Shard]:
+def plan_shards(
+    items: Sequence[tuple[str, int, int]], max_requests: int, max_bytes: int, max_tokens: int | None
+) -> list[Shard]:
     """Consecutive shards of (key, line bytes, tokens) items within every per-batch limit (a single
     item over a limit gets a shard of its own, which the API will judge)."""
     shards, keys, size, tokens = [], [], 0, 0
     for key, nbytes, ntokens in items:
-        if keys and (len(keys) >= max_requests or size + nbytes > max_bytes
-                     or (max_tokens is not None and tokens + ntokens > max_tokens)):
+        if keys and (
+            len(keys) >= max_requests
+            or size + nbytes > max_bytes
+            or (max_tokens is not None and tokens + ntokens > max_tokens)
+        ):
             shards.append(Shard(keys, tokens))
             keys, size, tokens = [], 0, 0
         keys.append(key)
@@ -88,15 +98,19 @@ def plan_shards(items: Sequence[tuple[str, int, int]], max_requests: int, max_by
     return shards + ([Shard(keys, tokens)] if keys else [])
 
 
-def _submit(client: openai.OpenAI, backend: "OpenAIBackend", shard: Shard, lines: dict[str, bytes],
-            state_dir: Path) -> None:
-    upload = client.files.create(file=("requests.jsonl", io.BytesIO(b"".join(lines[k] for k in shard.keys))),
-                                 purpose="batch")
+def _submit(
+    client: openai.OpenAI, backend: OpenAIBackend, shard: Shard, lines: dict[str, bytes], state_dir: Path
+) -> None:
+    upload = client.files.create(
+        file=("requests.jsonl", io.BytesIO(b"".join(lines[k] for k in shard.keys))), purpose="batch"
+    )
     batch = client.batches.create(input_file_id=upload.id, endpoint=backend.url_path, completion_window="24h")
     shard.batch_id, shard.path = batch.id, _state_path(state_dir, shard.keys)
     tmp = shard.path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"identity": backend.identity, "batch_id": batch.id, "keys": shard.keys,
-                               "tokens": shard.tokens}), encoding="utf-8")
+    tmp.write_text(
+        json.dumps({"identity": backend.identity, "batch_id": batch.id, "keys": shard.keys, "tokens": shard.tokens}),
+        encoding="utf-8",
+    )
     tmp.replace(shard.path)  # atomic: a kill leaves the old state or the new, never half
 
 
@@ -139,7 +153,7 @@ def _tokens(request: Request) -> int:
     return approx_tokens(text) + (1 if request.kind == "score" else request.max_new_tokens)
 
 
-def run_batch(backend: "OpenAIBackend", requests: Sequence[Request]) -> Iterator[tuple[int, Result]]:
+def run_batch(backend: OpenAIBackend, requests: Sequence[Request]) -> Iterator[tuple[int, Result]]:
     params, state_dir = backend.params, backend.state_dir
     assert state_dir is not None  # checked when the backend is built
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -155,12 +169,17 @@ def run_batch(backend: "OpenAIBackend", requests: Sequence[Request]) -> Iterator
                 active = _attached(state_dir, backend.identity, set(remaining))
                 covered = {k for shard in active for k in shard.keys}
                 lines = {k: _line(backend, k, r) for k, r in remaining.items() if k not in covered}
-                queue = plan_shards([(k, len(lines[k]), _tokens(remaining[k])) for k in lines],
-                                    params.batch_max_requests, params.batch_max_bytes, limit)
+                queue = plan_shards(
+                    [(k, len(lines[k]), _tokens(remaining[k])) for k in lines],
+                    params.batch_max_requests,
+                    params.batch_max_bytes,
+                    limit,
+                )
                 retry: dict[str, Request] = {}
                 while active or queue:
-                    while queue and (not active or limit is None
-                                     or sum(s.tokens for s in active) + queue[0].tokens <= limit):
+                    while queue and (
+                        not active or limit is None or sum(s.tokens for s in active) + queue[0].tokens <= limit
+                    ):
                         _submit(client, backend, queue[0], lines, state_dir)
                         active.append(queue.pop(0))
                     finished = []
@@ -176,8 +195,11 @@ def run_batch(backend: "OpenAIBackend", requests: Sequence[Request]) -> Iterator
                             if error and retryable and round_ < params.max_retries:
                                 retry[key] = remaining[key]
                                 continue
-                            result = (Result(error=backend.redact(error), retryable=retryable) if error
-                                      else _parse(backend, body, remaining[key]))
+                            result = (
+                                Result(error=backend.redact(error), retryable=retryable)
+                                if error
+                                else _parse(backend, body, remaining[key])
+                            )
                             for i in indices[key]:
                                 yield i, result
                             bar.update(1)
@@ -191,7 +213,7 @@ def run_batch(backend: "OpenAIBackend", requests: Sequence[Request]) -> Iterator
         client.close()
 
 
-def _parse(backend: "OpenAIBackend", body: dict | None, request: Request) -> Result:
+def _parse(backend: OpenAIBackend, body: dict | None, request: Request) -> Result:
     try:
         return backend.parse(body, request, backend.record(body, backend.body(request)))
     except Failure as failure:  # answered, but unreadable: cached and failed as online, not resubmitted

@@ -8,8 +8,8 @@ on. It writes no text.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from synthllm.backends.base import Backend, Request, Result, fingerprint
 from synthllm.classifier import load_classifier
@@ -31,10 +31,9 @@ class ClassifierBackend(Backend):
     def run(self, requests: Sequence[Request]) -> Iterator[tuple[int, Result]]:
         self.check(requests)
         for start in range(0, len(requests), self.batch_size):
-            batch = requests[start:start + self.batch_size]
+            batch = requests[start : start + self.batch_size]
             fields = [dict(r.fields) for r in batch]
-            proba = self.classifier.predict_proba([f["premise"] for f in fields],
-                                                  [f["hypothesis"] for f in fields])
+            proba = self.classifier.predict_proba([f["premise"] for f in fields], [f["hypothesis"] for f in fields])
             for j, row in enumerate(proba):
                 scores = {lab: math.log(max(float(p), 1e-12)) for lab, p in zip(self.classifier.labels, row)}
                 yield start + j, Result(choice_logprobs=scores, finish_reason="stop").with_raw()

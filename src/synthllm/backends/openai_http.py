@@ -35,8 +35,9 @@ import json
 import logging
 import os
 import random
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import aiohttp
 import httpx2
@@ -178,16 +179,20 @@ class OpenAIBackend(Backend):
         self.batch_size = params.concurrency
         key = os.environ.get(params.api_key_env)
         if not key and not params.base_urls:
-            raise BackendError(f"environment variable {params.api_key_env} is not set: export your OpenAI "
-                               f"API key there, or set backend.base_urls to a local OpenAI-compatible server")
+            raise BackendError(
+                f"environment variable {params.api_key_env} is not set: export your OpenAI "
+                f"API key there, or set backend.base_urls to a local OpenAI-compatible server"
+            )
         self._key = key or PLACEHOLDER_KEY
         self._urls = sorted(u.rstrip("/") for u in params.base_urls) or [OPENAI_URL]
         if params.endpoint == "completions":
             self.kinds = frozenset({"complete", "score"})
         self._unsupported: set[str] = set()  # features a server rejected; dropped from later requests
         if params.use_batch_api and self.state_dir is None:
-            raise BackendError("use_batch_api needs a state directory to remember the batch id across "
-                               "restarts: build OpenAIBackend(params, state_dir=<request cache folder>)")
+            raise BackendError(
+                "use_batch_api needs a state directory to remember the batch id across "
+                "restarts: build OpenAIBackend(params, state_dir=<request cache folder>)"
+            )
 
     @property
     def identity(self) -> str:
@@ -195,8 +200,10 @@ class OpenAIBackend(Backend):
         served model share cached answers), never the key."""
         p = self.params
         where = "served" if p.base_urls else "openai-api"
-        return (f"{where}:{p.served_identity or p.model}|{p.endpoint}|json_schema={p.structured_output}"
-                f"|top_logprobs={p.top_logprobs if p.logprobs else 0}")
+        return (
+            f"{where}:{p.served_identity or p.model}|{p.endpoint}|json_schema={p.structured_output}"
+            f"|top_logprobs={p.top_logprobs if p.logprobs else 0}"
+        )
 
     # ---- accounting -------------------------------------------------------------------------
     @property
@@ -206,12 +213,17 @@ class OpenAIBackend(Backend):
         return f"{'served' if p.base_urls else 'openai-api'}:{p.served_identity or p.model}"
 
     def accounting(self) -> dict:
-        return {"cost": self.cost, "cost_bound": self.cost_bound, "budget_usd": self.params.budget_usd,
-                "ledger": self.ledger}
+        return {
+            "cost": self.cost,
+            "cost_bound": self.cost_bound,
+            "budget_usd": self.params.budget_usd,
+            "ledger": self.ledger,
+        }
 
     def cost(self, result: Result) -> float:
-        return self.params.price.usd(result.usage.prompt_tokens, result.usage.completion_tokens,
-                                     self.params.use_batch_api)
+        return self.params.price.usd(
+            result.usage.prompt_tokens, result.usage.completion_tokens, self.params.use_batch_api
+        )
 
     def cost_bound(self, request: Request) -> float:
         """Dollars a request may cost at most: estimated prompt tokens plus the full output cap."""
@@ -224,8 +236,12 @@ class OpenAIBackend(Backend):
 
     def sync_client(self) -> openai.OpenAI:
         """A blocking client on the first base URL, for the Batch API's few control calls."""
-        return openai.OpenAI(api_key=self._key, base_url=self._urls[0], max_retries=self.params.max_retries,
-                             timeout=self.params.timeout_s)
+        return openai.OpenAI(
+            api_key=self._key,
+            base_url=self._urls[0],
+            max_retries=self.params.max_retries,
+            timeout=self.params.timeout_s,
+        )
 
     # ---- request bodies and answers (shared with the batch API) -------------------------------
     @property
@@ -249,8 +265,9 @@ class OpenAIBackend(Backend):
         body["messages"] = [dict(m) for m in request.messages or ()]
         schema = request.json_schema
         if schema and p.structured_output and "response_format" not in self._unsupported:
-            wrapped = schema if {"name", "schema"} <= set(schema) else {"name": "answer", "schema": schema,
-                                                                        "strict": True}
+            wrapped = (
+                schema if {"name", "schema"} <= set(schema) else {"name": "answer", "schema": schema, "strict": True}
+            )
             body["response_format"] = {"type": "json_schema", "json_schema": wrapped}
         if p.logprobs and "logprobs" not in self._unsupported:
             body.update(logprobs=True, top_logprobs=p.top_logprobs)
@@ -259,8 +276,7 @@ class OpenAIBackend(Backend):
     def record(self, data: Any, body: dict) -> dict:
         """The raw response as cached: the body as received, and the optional fields that were
         sent (a server may have refused response_format, so the cached answer says how it was asked)."""
-        return {"body": data, "sent": {"response_format": "response_format" in body,
-                                       "logprobs": "logprobs" in body}}
+        return {"body": data, "sent": {"response_format": "response_format" in body, "logprobs": "logprobs" in body}}
 
     def decode(self, raw: dict, request: Request) -> Result:
         try:
@@ -285,16 +301,26 @@ class OpenAIBackend(Backend):
             error = None if steps else "no token logprobs in the answer (does the server return them?)"
             return Result(text=text, finish_reason=finish, tokens=steps, usage=used, error=error, raw=raw)
         if finish in ("length", "content_filter"):
-            return Result(text=text, finish_reason=finish, tokens=steps, usage=used,
-                          error=f"finish_reason={finish}", structured=structured, raw=raw)
+            return Result(
+                text=text,
+                finish_reason=finish,
+                tokens=steps,
+                usage=used,
+                error=f"finish_reason={finish}",
+                structured=structured,
+                raw=raw,
+            )
         if message.get("refusal"):
-            return Result(finish_reason=finish, usage=used, error=f"refusal: {message['refusal'][:200]}",
-                          structured=structured, raw=raw)
+            return Result(
+                finish_reason=finish,
+                usage=used,
+                error=f"refusal: {message['refusal'][:200]}",
+                structured=structured,
+                raw=raw,
+            )
         if not isinstance(text, str) or not text.strip():
-            return Result(finish_reason=finish, usage=used, error="empty answer", structured=structured,
-                          raw=raw)
-        return Result(text=text, finish_reason=finish, tokens=steps, usage=used, structured=structured,
-                      raw=raw)
+            return Result(finish_reason=finish, usage=used, error="empty answer", structured=structured, raw=raw)
+        return Result(text=text, finish_reason=finish, tokens=steps, usage=used, structured=structured, raw=raw)
 
     # ---- transport ----------------------------------------------------------------------------
     def run(self, requests: Sequence[Request]) -> Iterator[tuple[int, Result]]:
@@ -348,19 +374,26 @@ class OpenAIBackend(Backend):
         kept per run as its httpx client keeps them. TLS trust
         is the SDK's (``httpx2.create_ssl_context``: certifi, or ``SSL_CERT_FILE``); proxies come
         from the environment, resolved once per replica in :func:`_target`, as httpx does."""
-        headers = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json",
-                   "Accept": "application/json", "User-Agent": f"synthllm (openai-python/{openai.__version__})"}
+        headers = {
+            "Authorization": f"Bearer {self._key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"synthllm (openai-python/{openai.__version__})",
+        }
         for header, variable in (("OpenAI-Organization", "OPENAI_ORG_ID"), ("OpenAI-Project", "OPENAI_PROJECT_ID")):
             if os.environ.get(variable):  # as the SDK does
                 headers[header] = os.environ[variable]
         tls = httpx2.create_ssl_context() if any(u.startswith("https:") for u in self._urls) else True
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.params.concurrency, limit_per_host=0, ssl=tls),
-            headers=headers, timeout=aiohttp.ClientTimeout(total=self.params.timeout_s),
-            raise_for_status=False)
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=self.params.timeout_s),
+            raise_for_status=False,
+        )
 
-    async def _answer(self, index: int, request: Request, http: aiohttp.ClientSession,
-                      targets: Iterator[Target], limit: AdaptiveLimit) -> tuple[int, Result]:
+    async def _answer(
+        self, index: int, request: Request, http: aiohttp.ClientSession, targets: Iterator[Target], limit: AdaptiveLimit
+    ) -> tuple[int, Result]:
         for attempt in range(self.params.max_retries + 1):
             await limit.acquire()
             try:
@@ -369,9 +402,8 @@ class OpenAIBackend(Backend):
                 await limit.release(ok=False, throttled=failure.status == 429, retry_after=failure.retry_after)
                 if not failure.retryable or attempt == self.params.max_retries:
                     tries = f" (after {attempt + 1} attempts)" if failure.retryable else ""
-                    return index, Result(error=self.redact(failure.reason) + tries,
-                                         retryable=failure.retryable)
-                backoff = min(60.0, self.params.retry_backoff_s * 2 ** attempt) * random.uniform(0.5, 1.0)
+                    return index, Result(error=self.redact(failure.reason) + tries, retryable=failure.retryable)
+                backoff = min(60.0, self.params.retry_backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
                 await asyncio.sleep(max(failure.retry_after or 0.0, backoff))
             else:
                 await limit.release(ok=True)
@@ -385,14 +417,14 @@ class OpenAIBackend(Backend):
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         url, proxy, proxy_auth = target
         try:
-            async with http.post(url, data=payload, proxy=proxy, proxy_auth=proxy_auth,
-                                 allow_redirects=False) as response:
+            async with http.post(
+                url, data=payload, proxy=proxy, proxy_auth=proxy_auth, allow_redirects=False
+            ) as response:
                 status, content = response.status, await response.read()
                 headers = response.headers
-        except (TimeoutError, asyncio.TimeoutError):  # one class from 3.11 on; aiohttp's ServerTimeoutError too
+        except TimeoutError:  # one class from 3.11 on; aiohttp's ServerTimeoutError too
             raise Failure(f"timeout after {self.params.timeout_s:g} s", retryable=True) from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError,
-                OSError) as err:
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError, OSError) as err:
             # refused, dropped or cut connections and garbled HTTP: another attempt may succeed
             raise Failure(f"connection error: {type(err).__name__}", retryable=True) from None
         except aiohttp.ClientError as err:  # anything else (a bad URL, say) fails this row, not the run
@@ -401,8 +433,12 @@ class OpenAIBackend(Backend):
             message = _error_message(status, content)
             rejected = [f for f in FALLBACK_FEATURES if f in body and f in message]
             if status == 400 and rejected:
-                log.warning("%s rejected %s (%s); sending requests without it from now on",
-                            self.identity, rejected, self.redact(message))
+                log.warning(
+                    "%s rejected %s (%s); sending requests without it from now on",
+                    self.identity,
+                    rejected,
+                    self.redact(message),
+                )
                 self._unsupported.update(rejected)  # remembered: later requests go without it
                 return await self._send(request, http, target)
             raise Failure(f"http {status}: {message}", is_retryable(status), retry_after_s(headers), status)

@@ -31,9 +31,10 @@ import json
 import sqlite3
 import time
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -54,15 +55,17 @@ class RequestCache:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process kill
         # raw bodies (with 20 alternatives per token) are kilobytes each: stored zlib-compressed
         self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, raw BLOB NOT NULL)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS spend (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-                         "scope TEXT NOT NULL, key TEXT NOT NULL, usd REAL NOT NULL, at REAL NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS spend (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "scope TEXT NOT NULL, key TEXT NOT NULL, usd REAL NOT NULL, at REAL NOT NULL)"
+        )
         self._db.commit()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, dict]:
         found: dict[str, dict] = {}
         unique = list(dict.fromkeys(keys))
         for i in range(0, len(unique), 500):
-            chunk = unique[i:i + 500]
+            chunk = unique[i : i + 500]
             q = f"SELECT key, raw FROM responses WHERE key IN ({','.join('?' * len(chunk))})"
             for key, payload in self._db.execute(q, chunk):
                 found[key] = json.loads(zlib.decompress(payload))
@@ -70,22 +73,26 @@ class RequestCache:
 
     def put(self, key: str, raw: dict, spend: tuple[str, float] | None = None) -> None:
         """Store one raw response (and, when it cost money, its ledger line) in one commit."""
-        self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)",
-                         (key, zlib.compress(json.dumps(raw, ensure_ascii=False).encode("utf-8"), 1)))
+        self._db.execute(
+            "INSERT OR REPLACE INTO responses VALUES (?, ?)",
+            (key, zlib.compress(json.dumps(raw, ensure_ascii=False).encode("utf-8"), 1)),
+        )
         if spend is not None:
             self.charge(spend[0], key, spend[1], commit=False)
         self._db.commit()
 
     def charge(self, scope: str, key: str, usd: float, commit: bool = True) -> None:
-        self._db.execute("INSERT INTO spend (scope, key, usd, at) VALUES (?, ?, ?, ?)",
-                         (scope, key, float(usd), time.time()))
+        self._db.execute(
+            "INSERT INTO spend (scope, key, usd, at) VALUES (?, ?, ?, ?)", (scope, key, float(usd), time.time())
+        )
         if commit:
             self._db.commit()
 
     def spent(self, scope: str) -> float:
         """Dollars recorded under ``scope`` by every run that used this cache."""
-        return float(self._db.execute("SELECT COALESCE(SUM(usd), 0) FROM spend WHERE scope = ?",
-                                      (scope,)).fetchone()[0])
+        return float(
+            self._db.execute("SELECT COALESCE(SUM(usd), 0) FROM spend WHERE scope = ?", (scope,)).fetchone()[0]
+        )
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
@@ -113,22 +120,27 @@ class RunStats:
     def as_dict(self) -> dict:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
-    def add(self, other: "RunStats") -> "RunStats":
+    def add(self, other: RunStats) -> RunStats:
         """Request totals of two runs (e.g. a first pass and its re-asks). The failure tallies are
         left to :meth:`tally`: which rows failed depends on the final answers, not on either run."""
-        merged = RunStats(**{k: getattr(self, k) + getattr(other, k) for k in
-                             ("requests", "cache_hits", "sent", "prompt_tokens", "completion_tokens",
-                              "cost_usd", "wall_s")})
+        merged = RunStats(
+            **{
+                k: getattr(self, k) + getattr(other, k)
+                for k in ("requests", "cache_hits", "sent", "prompt_tokens", "completion_tokens", "cost_usd", "wall_s")
+            }
+        )
         n = self.requests + other.requests
-        merged.usd_per_request = ((self.usd_per_request * self.requests + other.usd_per_request * other.requests) / n
-                                  if n else 0.0)
+        merged.usd_per_request = (
+            (self.usd_per_request * self.requests + other.usd_per_request * other.requests) / n if n else 0.0
+        )
         return merged
 
-    def tally(self, errors: Sequence[str | None], unanswered: int) -> "RunStats":
+    def tally(self, errors: Sequence[str | None], unanswered: int) -> RunStats:
         """These totals with the failure tallies of the final answers (one error or None per row)."""
         reasons = kind_counts(errors)
-        return replace(self, failures=sum(reasons.values()), failure_reasons=dict(sorted(reasons.items())),
-                       unanswered=unanswered)
+        return replace(
+            self, failures=sum(reasons.values()), failure_reasons=dict(sorted(reasons.items())), unanswered=unanswered
+        )
 
 
 CostFn = Callable[[Result], float]
@@ -158,13 +170,21 @@ def kind_counts(errors: Sequence[str | None]) -> dict[str, int]:
     return counts
 
 
-def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCache | None = None,
-                 *, desc: str = "requests", cost: CostFn | None = None,
-                 progress: bool = True, budget_usd: float | None = None,
-                 cost_bound: CostBoundFn | None = None,
-                 keep: Callable[[Result], Any] | None = None,
-                 max_unanswered: float = 0.0, unanswered_param: str = "max_unanswered",
-                 ledger: str | None = None) -> tuple[list, RunStats]:
+def run_requests(
+    backend: Backend,
+    requests: Sequence[Request],
+    cache: RequestCache | None = None,
+    *,
+    desc: str = "requests",
+    cost: CostFn | None = None,
+    progress: bool = True,
+    budget_usd: float | None = None,
+    cost_bound: CostBoundFn | None = None,
+    keep: Callable[[Result], Any] | None = None,
+    max_unanswered: float = 0.0,
+    unanswered_param: str = "max_unanswered",
+    ledger: str | None = None,
+) -> tuple[list, RunStats]:
     """Answer every request, from the cache where possible; results come back in input order.
 
     ``keep`` reduces each result the moment it is decoded or answered (e.g. to a parsed label), so
@@ -175,8 +195,9 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
     (``unanswered_param`` names the params key in its message) after every answer is cached."""
     backend.check(requests)
     if budget_usd is not None and (cost is None or cost_bound is None):
-        raise BackendError("budget_usd needs both cost= and cost_bound= (e.g. backend.cost and "
-                           "backend.cost_bound of an OpenAIBackend)")
+        raise BackendError(
+            "budget_usd needs both cost= and cost_bound= (e.g. backend.cost and backend.cost_bound of an OpenAIBackend)"
+        )
     cache = cache if cache is not None else RequestCache(None)  # an empty cache is falsy (__len__)
     reduce = keep if keep is not None else (lambda r: r)
     started = time.perf_counter()
@@ -218,8 +239,11 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
     sent_upto = 0
     with tqdm(total=len(pending), desc=desc, unit="req", disable=not progress or not pending) as bar:
         while sent_upto < len(pending):
-            end = len(pending) if budget_usd is None else _affordable(
-                pending, sent_upto, budget_usd - spent_before - stats.cost_usd, cost_bound)
+            end = (
+                len(pending)
+                if budget_usd is None
+                else _affordable(pending, sent_upto, budget_usd - spent_before - stats.cost_usd, cost_bound)
+            )
             if end == sent_upto:
                 break
             for j, result in backend.run(pending[sent_upto:end]):
@@ -245,7 +269,8 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
             f"budget_usd ${budget_usd:.4f}; {len(pending) - sent_upto} requests not sent (the next could "
             f"cost up to ${cost_bound(pending[sent_upto]):.4f}). The ledger is in "
             f"{cache.path or 'memory'}. The {stats.sent} answers received are cached: raise budget_usd of "
-            f"this backend in params.yaml and re-run to send only the rest")
+            f"this backend in params.yaml and re-run to send only the rest"
+        )
     for i in range(len(requests)):
         if not answered[i]:
             store(i, Result(error="not answered: the backend stopped early"))
@@ -258,10 +283,18 @@ def run_requests(backend: Backend, requests: Sequence[Request], cache: RequestCa
     return kept, stats
 
 
-def unanswered_message(desc: str, stats: RunStats, errors: Sequence[str | None], no_answer: Sequence[bool],
-                       max_unanswered: float, param: str) -> str:
+def unanswered_message(
+    desc: str,
+    stats: RunStats,
+    errors: Sequence[str | None],
+    no_answer: Sequence[bool],
+    max_unanswered: float,
+    param: str,
+) -> str:
     reasons = kind_counts([error or "unknown" if missing else None for error, missing in zip(errors, no_answer)])
     per_reason = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
-    return (f"{desc}: {stats.unanswered} of {stats.requests} requests got no answer ({per_reason}); "
-            f"{param} accepts {max_unanswered:.1%}. The {stats.requests - stats.unanswered} answered ones are "
-            f"cached: re-run `dvc repro` to send only those {stats.unanswered} (or raise {param})")
+    return (
+        f"{desc}: {stats.unanswered} of {stats.requests} requests got no answer ({per_reason}); "
+        f"{param} accepts {max_unanswered:.1%}. The {stats.requests - stats.unanswered} answered ones are "
+        f"cached: re-run `dvc repro` to send only those {stats.unanswered} (or raise {param})"
+    )

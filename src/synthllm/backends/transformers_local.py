@@ -11,8 +11,8 @@ This backend does not serve chat messages (base models have no chat template).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
@@ -29,7 +29,7 @@ class _StopOnStrings(StoppingCriteria):
         self.tokenizer, self.stops, self.prompt_len = tokenizer, stops, prompt_len
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        tails = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
+        tails = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
         return torch.tensor([any(s in t for s in self.stops) for t in tails], device=input_ids.device)
 
 
@@ -58,14 +58,17 @@ class _PerRowSampler(LogitsProcessor):
 class TransformersBackend(Backend):
     kinds = frozenset({"complete", "score"})
 
-    def __init__(self, model_dir: str | Path, *, dtype: str = "float32", batch_size: int = 16,
-                 threads: int | None = None):
+    def __init__(
+        self, model_dir: str | Path, *, dtype: str = "float32", batch_size: int = 16, threads: int | None = None
+    ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").is_file():
-            raise BackendError(f"{self.model_dir}: no saved model here (config.json missing); run "
-                               f"`dvc repro generator_model` or set backend.model_dir")
+            raise BackendError(
+                f"{self.model_dir}: no saved model here (config.json missing); run "
+                f"`dvc repro generator_model` or set backend.model_dir"
+            )
         if threads:
             torch.set_num_threads(threads)
         self.batch_size, self.dtype = batch_size, dtype
@@ -84,32 +87,40 @@ class TransformersBackend(Backend):
     def run(self, requests: Sequence[Request]) -> Iterator[tuple[int, Result]]:
         self.check(requests)
         for start in range(0, len(requests), self.batch_size):
-            batch = list(requests[start:start + self.batch_size])
-            if batch[0].kind == "score":
-                results = self._score(batch)
-            else:
-                results = self._generate(batch)
+            batch = list(requests[start : start + self.batch_size])
+            results = self._score(batch) if batch[0].kind == "score" else self._generate(batch)
             for j, res in enumerate(results):
                 yield start + j, res.with_raw()
 
     @torch.inference_mode()
     def _generate(self, batch: list[Request]) -> list[Result]:
         first = batch[0]
-        if any((r.temperature, r.top_p, r.max_new_tokens, r.stop) !=
-               (first.temperature, first.top_p, first.max_new_tokens, first.stop) for r in batch):
+        if any(
+            (r.temperature, r.top_p, r.max_new_tokens, r.stop)
+            != (first.temperature, first.top_p, first.max_new_tokens, first.stop)
+            for r in batch
+        ):
             raise BackendError("requests in one generation batch must share sampling parameters")
-        enc = self.tokenizer([r.prompt for r in batch], return_tensors="pt", padding=True,
-                             add_special_tokens=True)
-        sampler = ([_PerRowSampler([r.seed for r in batch], first.temperature, first.top_p)]
-                   if first.temperature > 0 else [])
-        stopping = StoppingCriteriaList([_StopOnStrings(self.tokenizer, first.stop, enc["input_ids"].shape[1])]
-                                        if first.stop else [])
-        out = self.model.generate(
-            **enc, max_new_tokens=first.max_new_tokens, do_sample=False, temperature=None, top_p=None,
-            top_k=None, repetition_penalty=None, logits_processor=LogitsProcessorList(sampler),
-            stopping_criteria=stopping, pad_token_id=self.tokenizer.pad_token_id,
+        enc = self.tokenizer([r.prompt for r in batch], return_tensors="pt", padding=True, add_special_tokens=True)
+        sampler = (
+            [_PerRowSampler([r.seed for r in batch], first.temperature, first.top_p)] if first.temperature > 0 else []
         )
-        new = out[:, enc["input_ids"].shape[1]:]
+        stopping = StoppingCriteriaList(
+            [_StopOnStrings(self.tokenizer, first.stop, enc["input_ids"].shape[1])] if first.stop else []
+        )
+        out = self.model.generate(
+            **enc,
+            max_new_tokens=first.max_new_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            repetition_penalty=None,
+            logits_processor=LogitsProcessorList(sampler),
+            stopping_criteria=stopping,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        new = out[:, enc["input_ids"].shape[1] :]
         results = []
         for row, req, mask in zip(new, batch, enc["attention_mask"]):
             ids = [int(t) for t in row if int(t) != self.tokenizer.pad_token_id]
@@ -117,9 +128,10 @@ class TransformersBackend(Backend):
             cut = [text.find(s) for s in req.stop if s in text]
             stopped = bool(cut) or (len(ids) < req.max_new_tokens)
             if cut:
-                text = text[:min(cut)]
-            results.append(Result(text=text, finish_reason="stop" if stopped else "length",
-                                  usage=Usage(int(mask.sum()), len(ids))))
+                text = text[: min(cut)]
+            results.append(
+                Result(text=text, finish_reason="stop" if stopped else "length", usage=Usage(int(mask.sum()), len(ids)))
+            )
         return results
 
     def _choice_ids(self, choices: tuple[str, ...]) -> list[list[int]]:
@@ -144,7 +156,9 @@ class TransformersBackend(Backend):
             pad = self.tokenizer.pad_token_id
             # left-pad the choice tails too, so that all sequences end together
             ids = [[pad] * (width - len(e)) + row.tolist() + e for e, row in zip(extra, enc["input_ids"])]
-            mask = [[0] * (width - len(e)) + row.tolist() + [1] * len(e) for e, row in zip(extra, enc["attention_mask"])]
+            mask = [
+                [0] * (width - len(e)) + row.tolist() + [1] * len(e) for e, row in zip(extra, enc["attention_mask"])
+            ]
             enc = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
         position_ids = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         logits = self.model(**enc, position_ids=position_ids, logits_to_keep=keep).logits

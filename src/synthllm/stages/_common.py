@@ -6,8 +6,8 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from synthllm import params_reads
 from synthllm.budget import subset
@@ -39,8 +39,7 @@ def load_gold(gold_dir: Path, split: str):
 def budget_gold(gold_dir: Path, params: Params, size: int | None = None, whole: bool = False):
     """The gold-train rows whose labels may be used: gold.budget (or ``size``) of the nested order."""
     train = load_gold(gold_dir, "train")
-    return train if whole else subset(train, size if size is not None else params.gold.budget,
-                                      params.gold.budget_seed)
+    return train if whole else subset(train, size if size is not None else params.gold.budget, params.gold.budget_seed)
 
 
 def shot_pool(gold_dir: Path, params: Params) -> list[dict]:
@@ -59,9 +58,13 @@ def _record_resources(stage: str, argv: list[str] | None, started: float) -> Non
     import time
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    row = {"stage": stage, "argv": list(argv if argv is not None else sys.argv[1:]),
-           "wall_s": round(time.perf_counter() - started, 3), "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
-           "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}  # Linux reports KiB
+    row = {
+        "stage": stage,
+        "argv": list(argv if argv is not None else sys.argv[1:]),
+        "wall_s": round(time.perf_counter() - started, 3),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+    }  # Linux reports KiB
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
 

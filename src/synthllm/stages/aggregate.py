@@ -32,8 +32,11 @@ def main(argv: list[str] | None = None) -> None:
     pool, audit = aggregate(pools, audits, cfg, args.name, labels)
     write_jsonl(pool, args.out)
     write_jsonl(audit, args.audit_out)
-    write_json({**audit_metrics(audit, pool, labels),
-                "aggregate": compare_methods(pools, audits, cfg, args.name, labels)}, args.metrics)
+    write_json(
+        {**audit_metrics(audit, pool, labels), "aggregate": compare_methods(pools, audits, cfg, args.name, labels)},
+        args.metrics,
+    )
+
 
 if __name__ == "__main__":
     main()

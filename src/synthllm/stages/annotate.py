@@ -28,8 +28,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     params = params_of(args)
     if args.name not in params.annotator_configs:
-        raise ParamsError(f"annotator {args.name!r} is not in annotator_configs "
-                          f"(known: {sorted(params.annotator_configs)})")
+        raise ParamsError(
+            f"annotator {args.name!r} is not in annotator_configs (known: {sorted(params.annotator_configs)})"
+        )
     cfg, task, seed = params.annotator_configs[args.name], params.task, params.annotate.seed
     prompt = None if cfg.kind == "classifier" else load_annotate_prompt(args.prompts, cfg.prompt, task)
     fmt = annotation.answer_format(cfg, prompt, task.labels, task.name)
@@ -44,31 +45,50 @@ def main(argv: list[str] | None = None) -> None:
         jobs.append(("variant", pool, cfg.stability_variant))
 
     def build(attempt: int):
-        return [r for _, job_rows, variant in jobs for r in annotation.build_requests(
-            job_rows, cfg, prompt, shots, seed, variant, task.labels, task.name, attempt)]
+        return [
+            r
+            for _, job_rows, variant in jobs
+            for r in annotation.build_requests(
+                job_rows, cfg, prompt, shots, seed, variant, task.labels, task.name, attempt
+            )
+        ]
 
     backend = annotator_backend(cfg, cache_path(params).parent)
     cache = RequestCache(cache_path(params))
     try:
         answers, attempts, run = annotation.ask_until_parsed(
-            build, lambda reqs, keep: run_requests(
-                backend, reqs, cache, desc=f"annotate[{args.name}]", keep=keep, max_unanswered=cfg.max_unanswered,
-                unanswered_param=f"annotator_configs.{args.name}.max_unanswered", **backend.accounting()),
-            fmt, cfg.parse_retries if cfg.temperature > 0 else 0)
+            build,
+            lambda reqs, keep: run_requests(
+                backend,
+                reqs,
+                cache,
+                desc=f"annotate[{args.name}]",
+                keep=keep,
+                max_unanswered=cfg.max_unanswered,
+                unanswered_param=f"annotator_configs.{args.name}.max_unanswered",
+                **backend.accounting(),
+            ),
+            fmt,
+            cfg.parse_retries if cfg.temperature > 0 else 0,
+        )
     finally:
         cache.close()
     labelled, start = {}, 0
     for job, job_rows, _ in jobs:
         n = len(job_rows)
-        labelled[job] = annotation.annotate_rows(job_rows, answers[start:start + n], args.name)
+        labelled[job] = annotation.annotate_rows(job_rows, answers[start : start + n], args.name)
         if cfg.temperature > 0:
-            for row, k in zip(labelled[job], attempts[start:start + n]):
+            for row, k in zip(labelled[job], attempts[start : start + n]):
                 row["attempts"] = k
         start += n
     if "variant" in labelled:
         for row, alt in zip(labelled["pool"], labelled["variant"]):
-            row.update(label_variant=alt["label"], variant_confidence=alt["confidence"],
-                       variant_status=alt["status"], variant_reason=alt["reason"])
+            row.update(
+                label_variant=alt["label"],
+                variant_confidence=alt["confidence"],
+                variant_status=alt["status"],
+                variant_reason=alt["reason"],
+            )
     write_jsonl(labelled["pool"], args.out)
     write_jsonl(labelled["audit"], args.audit)
     metrics = audit_metrics(labelled["audit"], labelled["pool"], task.labels)

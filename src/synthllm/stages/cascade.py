@@ -53,30 +53,57 @@ def main(argv: list[str] | None = None) -> None:
     cache = RequestCache(cache_path(params))
     try:
         answers, _, run = annotation.ask_until_parsed(
-            lambda k: annotation.build_requests(asked, expensive, prompt, shots, params.annotate.seed,
-                                                labels=task.labels, task=task.name, attempt=k),
+            lambda k: annotation.build_requests(
+                asked, expensive, prompt, shots, params.annotate.seed, labels=task.labels, task=task.name, attempt=k
+            ),
             lambda reqs, keep: run_requests(
-                backend, reqs, cache, desc=f"cascade[{args.name}]", keep=keep, max_unanswered=expensive.max_unanswered,
-                unanswered_param=f"annotator_configs.{cfg.expensive}.max_unanswered", **backend.accounting()),
-            fmt, expensive.parse_retries if expensive.temperature > 0 else 0)
+                backend,
+                reqs,
+                cache,
+                desc=f"cascade[{args.name}]",
+                keep=keep,
+                max_unanswered=expensive.max_unanswered,
+                unanswered_param=f"annotator_configs.{cfg.expensive}.max_unanswered",
+                **backend.accounting(),
+            ),
+            fmt,
+            expensive.parse_retries if expensive.temperature > 0 else 0,
+        )
     finally:
         cache.close()
     rows = annotation.annotate_rows(asked, answers, cfg.expensive)
-    by_id = {r["id"]: r for r in rows[:len(escalated)]}
-    exp_audit = rows[len(escalated):]
+    by_id = {r["id"]: r for r in rows[: len(escalated)]}
+    exp_audit = rows[len(escalated) :]
     labelled = cascade.combine(pool_rows, up, by_id, cfg, args.name)
-    labelled_audit = cascade.combine(audit_rows, cascade.escalate(audit_rows, cfg, cfg.threshold, share),
-                                     {r["id"]: r for r in exp_audit}, cfg, args.name)
+    labelled_audit = cascade.combine(
+        audit_rows,
+        cascade.escalate(audit_rows, cfg, cfg.threshold, share),
+        {r["id"]: r for r in exp_audit},
+        cfg,
+        args.name,
+    )
     write_jsonl(labelled, args.out)
     write_jsonl(labelled_audit, args.audit_out)
-    write_json({**audit_metrics(labelled_audit, labelled, task.labels),
-                "escalation": {"pool_rows": len(pool), "escalated": len(escalated),
-                               "escalated_share": round(len(escalated) / max(1, len(pool)), 6),
-                               "failed": sum(r["escalation_failed"] is not None for r in labelled),
-                               "expensive_requests_sent": run.sent, "threshold": cfg.threshold},
-                "frontier": cascade.frontier({n: [a[n] for a in audit_rows] for n in cfg.cheap}, exp_audit,
-                                             cfg, args.name, share),
-                "cheap": cfg.cheap, "expensive": cfg.expensive, "run": run.as_dict()}, args.metrics)
+    write_json(
+        {
+            **audit_metrics(labelled_audit, labelled, task.labels),
+            "escalation": {
+                "pool_rows": len(pool),
+                "escalated": len(escalated),
+                "escalated_share": round(len(escalated) / max(1, len(pool)), 6),
+                "failed": sum(r["escalation_failed"] is not None for r in labelled),
+                "expensive_requests_sent": run.sent,
+                "threshold": cfg.threshold,
+            },
+            "frontier": cascade.frontier(
+                {n: [a[n] for a in audit_rows] for n in cfg.cheap}, exp_audit, cfg, args.name, share
+            ),
+            "cheap": cfg.cheap,
+            "expensive": cfg.expensive,
+            "run": run.as_dict(),
+        },
+        args.metrics,
+    )
 
 
 if __name__ == "__main__":

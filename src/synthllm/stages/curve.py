@@ -32,12 +32,16 @@ def main(argv: list[str] | None = None) -> None:
     del shared
     labelled, quality, skipped = curves.relabel(gold, pools, audits, params)
     del pools, audits  # relabel's branches hold what is still needed
-    report = {"budget": int(len(gold)), "annotator_audit_accuracy": {b: q["accuracy"] for b, q in quality.items()},
-              "skipped_branches": skipped, "points": {}}
+    report = {
+        "budget": int(len(gold)),
+        "annotator_audit_accuracy": {b: q["accuracy"] for b, q in quality.items()},
+        "skipped_branches": skipped,
+        "points": {},
+    }
     whole = curves.split_branches(labelled, gold, params)  # the split does not depend on the fraction
     del labelled
     frames = []
-    for fraction in (params.curves.pool_fractions if args.pool else [1.0]):
+    for fraction in params.curves.pool_fractions if args.pool else [1.0]:
         synthetic, sizes = curves.fraction_of(whole, fraction, params)
         preds = curves.evaluate_runs(gold, synthetic, test, params, params.regimes).assign(fraction=fraction)
         del synthetic
@@ -45,8 +49,11 @@ def main(argv: list[str] | None = None) -> None:
         accuracy = (preds["label"] == preds["predicted"]).groupby([preds["run"], preds["seed"]]).mean()
         report["points"][str(fraction)] = {
             "synthetic_train_rows": sizes,
-            "accuracy": {run: {seed: round(float(v), 6) for seed, v in accuracy[run].items()}
-                         for run in accuracy.index.get_level_values(0).unique()}}
+            "accuracy": {
+                run: {seed: round(float(v), 6) for seed, v in accuracy[run].items()}
+                for run in accuracy.index.get_level_values(0).unique()
+            },
+        }
     write_jsonl((row for f in frames for row in f.to_dict("records")), args.predictions)
     write_json(report, args.metrics)
 

@@ -31,8 +31,10 @@ def main(argv: list[str] | None = None) -> None:
         proba = clf.predict_proba(list(test["premise"]), list(test["hypothesis"]))
         predicted = [clf.labels[i] for i in proba.argmax(1)]
         per_seed[d.name] = evaluate_predictions(test, predicted, clf.labels)
-        predictions += [{"id": i, "seed": d.name, "label": g, "predicted": pr, "confidence": round(float(c), 6)}
-                        for i, g, pr, c in zip(test["id"], test["label"], predicted, proba.max(1))]
+        predictions += [
+            {"id": i, "seed": d.name, "label": g, "predicted": pr, "confidence": round(float(c), 6)}
+            for i, g, pr, c in zip(test["id"], test["label"], predicted, proba.max(1))
+        ]
         if k == 0:
             write_json(confusion_rows(test, predicted), args.plot)
     summary = {}
@@ -42,9 +44,16 @@ def main(argv: list[str] | None = None) -> None:
             values = [m[subset][metric] for m in per_seed.values()]
             summary[f"{subset}_{metric}_mean"] = round(float(np.mean(values)), 6)
             summary[f"{subset}_{metric}_std"] = round(float(np.std(values)), 6)
-    write_json({"summary": summary, "seeds": {s: {sub: {k: v for k, v in m[sub].items() if k != "confusion"}
-                                                     for sub in subsets} for s, m in per_seed.items()}},
-               args.metrics)
+    write_json(
+        {
+            "summary": summary,
+            "seeds": {
+                s: {sub: {k: v for k, v in m[sub].items() if k != "confusion"} for sub in subsets}
+                for s, m in per_seed.items()
+            },
+        },
+        args.metrics,
+    )
     write_jsonl(predictions, args.predictions)
 
 

@@ -28,8 +28,13 @@ def _push(dd, card: str, repo_id: str) -> None:
     api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
     # The card goes up first: push_to_hub then merges its dataset_info/configs into our YAML
     # header instead of writing a bare card of its own.
-    api.upload_file(path_or_fileobj=card.encode("utf-8"), path_in_repo="README.md", repo_id=repo_id,
-                    repo_type="dataset", commit_message="Dataset card")
+    api.upload_file(
+        path_or_fileobj=card.encode("utf-8"),
+        path_in_repo="README.md",
+        repo_id=repo_id,
+        repo_type="dataset",
+        commit_message="Dataset card",
+    )
     dd.push_to_hub(repo_id)
 
 
@@ -43,22 +48,38 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quality", type=Path, required=True, help="metrics/annotation_quality.json")
     p.add_argument("--name", required=True, help="annotator name (used in the card)")
     p.add_argument("--out", type=Path, required=True, help="folder for hf/, parquet/ and README.md")
-    p.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
-                   help="also upload the card and DatasetDict.push_to_hub(REPO_ID); needs network and a "
-                        "Hub token (HF_TOKEN or `hf auth login`); not covered by the offline tests")
+    p.add_argument(
+        "--push-to-hub",
+        metavar="REPO_ID",
+        default=None,
+        help="also upload the card and DatasetDict.push_to_hub(REPO_ID); needs network and a "
+        "Hub token (HF_TOKEN or `hf auth login`); not covered by the offline tests",
+    )
     args = p.parse_args(argv)
     params = params_of(args)
     gm = params.generator_model
     splits = {s: read_jsonl(args.split / f"{s}.jsonl", required=SPLIT_COLUMNS) for s in export.SPLITS}
     annotated = read_jsonl(args.annotated, required=("id",))
     inputs = export.CardInputs(
-        name=args.name, splits=splits, annotated=annotated, generate_stats=_json(args.generate_stats),
-        annotator_metrics=_json(args.annotator_metrics), quality=_json(args.quality),
+        name=args.name,
+        splits=splits,
+        annotated=annotated,
+        generate_stats=_json(args.generate_stats),
+        annotator_metrics=_json(args.annotator_metrics),
+        quality=_json(args.quality),
         generator_model=gm.package if gm.source == "gguf_package" else gm.name_or_path,
-        filters=params.generate.filters.model_dump(), task=params.task, gold=params.gold)
+        filters=params.generate.filters.model_dump(),
+        task=params.task,
+        gold=params.gold,
+    )
     card = export.dataset_card(inputs)
-    dd = export.build_dataset(splits, annotated, description=f"SynthLLM {inputs.title}, {args.name} labels",
-                              task=params.task, farstail=inputs.farstail)
+    dd = export.build_dataset(
+        splits,
+        annotated,
+        description=f"SynthLLM {inputs.title}, {args.name} labels",
+        task=params.task,
+        farstail=inputs.farstail,
+    )
     disable_progress_bars()  # one bar per file is noise in `dvc repro` logs
     dd.save_to_disk(str(args.out / "hf"))
     (args.out / "parquet").mkdir(parents=True, exist_ok=True)

@@ -28,11 +28,14 @@ def main(argv: list[str] | None = None) -> None:
         mirror = os.environ.get(params.mirror_env)
         mirror_dir = Path(mirror) if mirror else None
         if mirror_dir is not None and not mirror_dir.is_dir():
-            raise GoldDataError(f"{params.mirror_env}={mirror}: not a folder (unset it to download "
-                                f"from {params.url}, or point it at the FarsTail CSV files)")
+            raise GoldDataError(
+                f"{params.mirror_env}={mirror}: not a folder (unset it to download "
+                f"from {params.url}, or point it at the FarsTail CSV files)"
+            )
         with gold.temporary_staging() as staging:
-            frames = gold.load_farstail(Path(staging), base_url=params.url, mirror_dir=mirror_dir,
-                                        max_train=params.max_train, tp=tp)
+            frames = gold.load_farstail(
+                Path(staging), base_url=params.url, mirror_dir=mirror_dir, max_train=params.max_train, tp=tp
+            )
     for split, df in frames.items():
         write_jsonl(df.to_dict("records"), args.out / f"{split}.jsonl")
         counts[split] = {"rows": len(df), **df["label"].value_counts().sort_index().to_dict()}

@@ -15,8 +15,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--annotated", type=Path, required=True, help="folder of <annotator>.jsonl files")
     p.add_argument("--audit", type=Path, required=True, help="folder of <annotator>.jsonl audit files")
     p.add_argument("--metrics", type=Path, required=True)
-    p.add_argument("--plots", type=Path, required=True,
-                   help="folder for <a>__<b>.json rows (dvc plots, template confusion)")
+    p.add_argument(
+        "--plots", type=Path, required=True, help="folder for <a>__<b>.json rows (dvc plots, template confusion)"
+    )
     args = p.parse_args(argv)
     params = params_of(args)
     labels, names = params.task.labels, sorted(params.annotators)  # the configured ones, not a glob

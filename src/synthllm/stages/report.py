@@ -18,15 +18,18 @@ from synthllm.stages._common import entry, params_of, parser
 
 def _frame(path: Path) -> pd.DataFrame:
     if not path.is_file():
-        raise InputDataError(f"{path}: a learning-curve point configured in params.yaml (curves) has no result; "
-                             f"run `dvc repro`")
+        raise InputDataError(
+            f"{path}: a learning-curve point configured in params.yaml (curves) has no result; run `dvc repro`"
+        )
     return read_frame(path)
 
 
 def _load(path: Path, what: str) -> dict:
     if not path.is_file():
-        raise InputDataError(f"{path}: the {what} is configured in params.yaml but has no result; "
-                             f"run `dvc repro` (or remove it from params.yaml)")
+        raise InputDataError(
+            f"{path}: the {what} is configured in params.yaml but has no result; "
+            f"run `dvc repro` (or remove it from params.yaml)"
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -49,8 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     expected_seeds = {f"seed-{s}" for s in train.seeds}
     for run, m in metrics.items():
         if set(m["seeds"]) != expected_seeds:
-            raise InputDataError(f"{args.eval / run}.json holds seeds {sorted(m['seeds'])}, but train.seeds is "
-                                 f"{sorted(train.seeds)}: run `dvc repro`")
+            raise InputDataError(
+                f"{args.eval / run}.json holds seeds {sorted(m['seeds'])}, but train.seeds is "
+                f"{sorted(train.seeds)}: run `dvc repro`"
+            )
     predictions = {run: read_frame(args.predictions / f"{run}.jsonl") for run in runs}
     derived = [*params.aggregates, *params.cascades]
     every = {n: _load(args.annotators / f"{n}.json", f"annotator {n}") for n in [*params.annotators, *derived]}
@@ -71,16 +76,30 @@ def main(argv: list[str] | None = None) -> None:
     if params.curves.pool_budget is not None:
         pooled = _frame(args.curves / "pool.jsonl")
         pool = curve_report.curve_table({f: g for f, g in pooled.groupby("fraction")}, key="fraction").assign(
-            budget=min(params.curves.pool_budget, gold["rows"]))
+            budget=min(params.curves.pool_budget, gold["rows"])
+        )
     votes = report.aggregates_table(every, list(params.aggregates), table, list(params.regimes))
-    (args.out / "results.md").write_text(report.markdown(
-        table, comparisons, annotators, json.loads(args.quality.read_text(encoding="utf-8")), strategy,
-        labels, gold_name) + report.aggregates_markdown(votes, list(params.regimes), gold_name)
-        + curve_report.curve_markdown(curve, curve_vs, pool, main_budget), encoding="utf-8")
+    (args.out / "results.md").write_text(
+        report.markdown(
+            table,
+            comparisons,
+            annotators,
+            json.loads(args.quality.read_text(encoding="utf-8")),
+            strategy,
+            labels,
+            gold_name,
+        )
+        + report.aggregates_markdown(votes, list(params.regimes), gold_name)
+        + curve_report.curve_markdown(curve, curve_vs, pool, main_budget),
+        encoding="utf-8",
+    )
     votes.round(6).to_csv(args.out / "aggregates.csv", index=False)
-    frontier = curve_report.frontier_table(every, list(params.annotators),
-                                     {n: a.members for n, a in params.aggregates.items()},
-                                     {n: (c.cheap, c.expensive) for n, c in params.cascades.items()})
+    frontier = curve_report.frontier_table(
+        every,
+        list(params.annotators),
+        {n: a.members for n, a in params.aggregates.items()},
+        {n: (c.cheap, c.expensive) for n, c in params.cascades.items()},
+    )
     with (args.out / "results.md").open("a", encoding="utf-8") as f:
         f.write(curve_report.frontier_markdown(frontier))
     frontier.to_csv(args.out / "frontier.csv", index=False)
@@ -94,17 +113,19 @@ def main(argv: list[str] | None = None) -> None:
         if pool is not None:
             curve_report.curve_chart(pool, branch, args.out / "curves" / f"pool_fractions_{branch}.png", x="fraction")
     for (branch, regime), g in curve.groupby(["annotator", "regime"]):
-        write_json(g[["budget", "accuracy", "ci_low", "ci_high"]].round(6).to_dict("records"),
-                   args.plots / f"{branch}__{regime}.json")
+        write_json(
+            g[["budget", "accuracy", "ci_low", "ci_high"]].round(6).to_dict("records"),
+            args.plots / f"{branch}__{regime}.json",
+        )
     (pool if pool is not None else pd.DataFrame(columns=["fraction", "budget"])).round(6).to_csv(
-        args.out / "pool_fractions.csv", index=False)
+        args.out / "pool_fractions.csv", index=False
+    )
     table.round(6).to_csv(args.out / "results.csv", index=False)
     comparisons.round(6).to_csv(args.out / "comparisons.csv", index=False)
     report.regime_chart(table, args.out / "regimes.png")
     charts.annotator_confusion_heatmaps(annotators, args.out / "annotator_confusion.png", labels)
     gold_shares = {lab: gold.get(lab, 0) / gold["rows"] for lab in labels}
-    charts.label_distributions(annotators, gold_shares, args.out / "label_distributions.png", labels,
-                               gold_name)
+    charts.label_distributions(annotators, gold_shares, args.out / "label_distributions.png", labels, gold_name)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ def main(argv: list[str] | None = None) -> None:
     annotated = read_frame(args.annotated, required=("id", "premise", "hypothesis", "label", "status"))
     gold = budget_gold(args.gold, all_params)
     gold_shares = gold["label"].value_counts(normalize=True).to_dict()
-    train, dev, stats = split_synthetic(annotated, all_params.split, gold_shares, gold, all_params.task.labels,
-                                        all_params.task.input == "pair")
+    train, dev, stats = split_synthetic(
+        annotated, all_params.split, gold_shares, gold, all_params.task.labels, all_params.task.input == "pair"
+    )
     cols = [c for c in COLUMNS if c in train.columns]
     write_jsonl(train[cols].to_dict("records"), args.out / "train.jsonl")
     write_jsonl(dev[cols].to_dict("records"), args.out / "dev.jsonl")

@@ -58,8 +58,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="model folder")
     p.add_argument("--metrics", type=Path, required=True)
     p.add_argument("--curves", type=Path, help="folder for per-epoch DVCLive curves")
-    p.add_argument("--annotator-classifier", action="store_true",
-                   help="train the gold-trained annotator from params.annotator_training")
+    p.add_argument(
+        "--annotator-classifier",
+        action="store_true",
+        help="train the gold-trained annotator from params.annotator_training",
+    )
     args = p.parse_args(argv)
     params = params_of(args)
     if args.annotator_classifier:
@@ -68,28 +71,49 @@ def main(argv: list[str] | None = None) -> None:
     else:
         cfg = params.train
         clf_params, gold_epochs, syn_epochs, seeds, select = (
-            cfg.classifier, cfg.gold_epochs, cfg.synthetic_epochs, cfg.seeds, cfg.select_synthetic_epoch)
+            cfg.classifier,
+            cfg.gold_epochs,
+            cfg.synthetic_epochs,
+            cfg.seeds,
+            cfg.select_synthetic_epoch,
+        )
     gold, val = budget_gold(args.gold, params), load_gold(args.gold, "val")
     synthetic = dev = None
     inputs = [sha256_of(args.gold / "train.jsonl"), params.gold.budget, params.gold.budget_seed]
     if args.synthetic:
         synthetic, dev = read_frame(args.synthetic / "train.jsonl"), read_frame(args.synthetic / "dev.jsonl")
         inputs.append(sha256_of(args.synthetic / "train.jsonl"))
-    report = {"regime": args.regime, "classifier": clf_params.kind, "seeds": {}, "gold_rows": int(len(gold)),
-              "gold_ids_sha256": hashlib.sha256("\n".join(sorted(gold["id"])).encode()).hexdigest(),
-              "passes": passes(args.regime, gold_epochs, syn_epochs)}
+    report = {
+        "regime": args.regime,
+        "classifier": clf_params.kind,
+        "seeds": {},
+        "gold_rows": int(len(gold)),
+        "gold_ids_sha256": hashlib.sha256("\n".join(sorted(gold["id"])).encode()).hexdigest(),
+        "passes": passes(args.regime, gold_epochs, syn_epochs),
+    }
     checkpoints = []
     for seed in seeds:
         started = time.perf_counter()
-        key = _checkpoint_key(args.regime, clf_params.model_dump(), gold_epochs, syn_epochs, seed, select, inputs,
-                              params.task.labels)
+        key = _checkpoint_key(
+            args.regime, clf_params.model_dump(), gold_epochs, syn_epochs, seed, select, inputs, params.task.labels
+        )
         checkpoints.append(cache_path(params).parent / "checkpoints" / key)
         live, log_epoch = _live(args.curves / f"seed-{seed}" if args.curves else None, clf_params.kind == "hf")
         clf, phases = train_regime(
-            args.regime, gold, synthetic, clf_params, gold_epochs=gold_epochs, synthetic_epochs=syn_epochs,
-            seed=seed, labels=params.task.labels, pair=params.task.input == "pair",
-            monitor=Monitor(val, dev, log_epoch), select_synthetic_epoch=select,
-            checkpoint_dir=checkpoints[-1], live=live)
+            args.regime,
+            gold,
+            synthetic,
+            clf_params,
+            gold_epochs=gold_epochs,
+            synthetic_epochs=syn_epochs,
+            seed=seed,
+            labels=params.task.labels,
+            pair=params.task.input == "pair",
+            monitor=Monitor(val, dev, log_epoch),
+            select_synthetic_epoch=select,
+            checkpoint_dir=checkpoints[-1],
+            live=live,
+        )
         if live is not None:
             live.end()
         if is_main_process():
