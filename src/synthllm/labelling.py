@@ -1,0 +1,87 @@
+"""Label rows with one annotator: the sequence the annotate and cascade stages share.
+
+Load the annotator's prompt (none for a classifier), build one request per row of each job (a job is
+rows and a prompt variant), ask them through the request cache, and read the answers, asking again
+(with new per-sample seeds) for sampled answers that could not be read (``annotation.ask_until_parsed``).
+The requests of all jobs go out as one run, in job order, so the request bodies, seeds and their
+order are those of a single stage run. The stages decide which rows to label and write the files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from synthllm import annotation
+from synthllm.backends import RequestCache, RunStats, run_requests
+from synthllm.backends.annotator import annotator_backend
+from synthllm.params import AnnotatorParams, TaskParams
+from synthllm.prompts import load_annotate_prompt
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """Per job, the annotated rows and the attempts each row took; the run statistics of all jobs."""
+
+    rows: list[list[dict]]
+    attempts: list[list[int]]
+    run: RunStats
+
+
+def label_rows(
+    name: str,
+    cfg: AnnotatorParams,
+    jobs: Sequence[tuple[Sequence[dict], str]],
+    task: TaskParams,
+    *,
+    prompts: Path,
+    shots: Sequence[dict],
+    seed: int,
+    cache_file: Path,
+    desc: str,
+) -> Labelled:
+    """Annotator ``name`` (config ``cfg``) labels each job's rows under the job's prompt variant.
+    ``prompts`` is the prompt folder, ``shots`` the few-shot pool, ``seed`` the annotate seed,
+    ``cache_file`` the request cache (its folder keeps the backend's state) and ``desc`` the run's
+    name (progress, messages and the default spending ledger)."""
+    prompt = None if cfg.kind == "classifier" else load_annotate_prompt(prompts, cfg.prompt, task)
+    fmt = annotation.answer_format(cfg, prompt, task.labels, task.name)
+
+    def build(attempt: int):
+        return [
+            r
+            for rows, variant in jobs
+            for r in annotation.build_requests(
+                rows, cfg, prompt, shots, seed, variant, labels=task.labels, task=task.name, attempt=attempt
+            )
+        ]
+
+    backend = annotator_backend(cfg, cache_file.parent)
+    cache = RequestCache(cache_file)
+    try:
+        answers, attempts, run = annotation.ask_until_parsed(
+            build,
+            lambda reqs, keep: run_requests(
+                backend,
+                reqs,
+                cache,
+                desc=desc,
+                keep=keep,
+                max_unanswered=cfg.max_unanswered,
+                unanswered_param=f"annotator_configs.{name}.max_unanswered",
+                **backend.accounting(),
+            ),
+            fmt,
+            cfg.parse_retries if cfg.temperature > 0 else 0,
+        )
+    finally:
+        cache.close()
+    rows, tries, start = [], [], 0
+    for job_rows, _ in jobs:
+        n = len(job_rows)
+        rows.append(annotation.annotate_rows(job_rows, answers[start : start + n], name))
+        tries.append(attempts[start : start + n])
+        start += n
+    return Labelled(rows, tries, cast(RunStats, run))  # ask_until_parsed merges run_requests' stats
