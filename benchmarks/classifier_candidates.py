@@ -33,15 +33,16 @@ import pandas as pd
 import torch
 
 from synthllm import stats
-from synthllm.classifier import HashingSGDClassifier
+from synthllm.classifiers.gemma_heads import GemmaHeadClassifier
+from synthllm.classifiers.gemma_states import GemmaStateCache
+from synthllm.classifiers.ngrams import HashingSGDClassifier
 from synthllm.io import read_frame
-from synthllm.pair_attention import GemmaAttentionClassifier, GemmaAttentionParams, PairStateCache
-from synthllm.params import NLI_LABELS, SklearnClassifierParams
+from synthllm.params import NLI_LABELS, GemmaHeadParams, SklearnClassifierParams
 
 GOLD_EPOCHS = 8
 NGRAM_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
-# Gemma candidates: overrides of GemmaAttentionParams (no n-gram member; that is stage 3)
+# Gemma candidates: overrides of GemmaHeadParams (no n-gram member; that is stage 3)
 GEMMA_CANDIDATES: dict[str, dict] = {
     "attn_apart_l0": dict(layers=[0], condition_on_premise=False),
     "attn_apart_l6": dict(layers=[6], condition_on_premise=False),
@@ -156,7 +157,7 @@ def sklearn_sgd(gold: dict[str, pd.DataFrame], seeds: list[int]) -> Result:
     return res
 
 
-def pooled_lr(gold: dict[str, pd.DataFrame], cache: PairStateCache, feature_s: float) -> Result:
+def pooled_lr(gold: dict[str, pd.DataFrame], cache: GemmaStateCache, feature_s: float) -> Result:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -192,8 +193,8 @@ def pooled_lr(gold: dict[str, pd.DataFrame], cache: PairStateCache, feature_s: f
 # -- Gemma attention candidates
 
 
-def gemma_params(args: argparse.Namespace, overrides: dict, ngram_weight: float) -> GemmaAttentionParams:
-    return GemmaAttentionParams(
+def gemma_params(args: argparse.Namespace, overrides: dict, ngram_weight: float) -> GemmaHeadParams:
+    return GemmaHeadParams(
         model_dir=str(args.model_dir), feature_cache=str(args.cache), ngram_weight=ngram_weight, **overrides
     )
 
@@ -201,7 +202,7 @@ def gemma_params(args: argparse.Namespace, overrides: dict, ngram_weight: float)
 def fill_cache(args: argparse.Namespace, overrides: dict, gold: dict[str, pd.DataFrame]) -> float:
     """Seconds to compute the states of every gold pair that the cache lacks for this config."""
     params = gemma_params(args, overrides, 0.0)
-    cache = PairStateCache(
+    cache = GemmaStateCache(
         params.model_dir,
         params.layers,
         params.max_tokens,
@@ -217,7 +218,7 @@ def fill_cache(args: argparse.Namespace, overrides: dict, gold: dict[str, pd.Dat
 def run_gemma(
     args: argparse.Namespace, name: str, overrides: dict, gold: dict[str, pd.DataFrame], seed: int, ngram_weight: float
 ) -> dict:
-    clf = GemmaAttentionClassifier(gemma_params(args, overrides, ngram_weight))
+    clf = GemmaHeadClassifier(gemma_params(args, overrides, ngram_weight))
     log, seconds, cpu = timed(lambda: clf.fit_phases([(gold["train"], GOLD_EPOCHS)], seed))
     out = {"name": name, "seed": seed, "train_s": seconds, "cpu_s": cpu, "log": log}
     for split in ("val", "test"):
@@ -319,7 +320,7 @@ def main() -> None:
     feature_s = {n: fill_s.get("apart" if "apart" in n else "cond", 0.0) for n in gemma}
     if "pooled_lr_apart_l6" in wanted:
         p = gemma_params(args, GEMMA_CANDIDATES["attn_apart_l6"], 0.0)
-        cache = PairStateCache(p.model_dir, p.layers, p.max_tokens, p.feature_cache, False)
+        cache = GemmaStateCache(p.model_dir, p.layers, p.max_tokens, p.feature_cache, False)
         results.append(pooled_lr(gold, cache, feature_s["pooled_lr_apart_l6"]))
 
     singles: dict[str, Result] = {}

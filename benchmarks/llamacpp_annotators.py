@@ -58,8 +58,10 @@ def main() -> None:
             f"{'way':36} {'req/s':>6} {'acc':>6} {'macroF1':>7} {'failed':>6} {'ECE':>6} {'mean conf':>9} labels listed"
         )
         for name, cfg in ways.items():
-            fmt = answer_format(cfg, prompt, params.task.labels)
-            requests = build_requests(pairs, cfg, prompt, train, params.annotate.seed)
+            fmt = answer_format(cfg, prompt, params.task.labels, params.task.name)
+            requests = build_requests(
+                pairs, cfg, prompt, train, params.annotate.seed, labels=params.task.labels, task=params.task.name
+            )
             started = time.perf_counter()
             results, _ = run_requests(OpenAIBackend(cfg.backend), requests, progress=False)
             rate = len(requests) / (time.perf_counter() - started)

@@ -41,7 +41,7 @@ MISSING = -1
 EM_MAX_ITER = 100  # crowd-kit's default; EM on three members converges in far fewer
 EM_TOL = 1e-9  # largest change of any posterior between iterations that counts as converged
 _EPS = 1e-10  # crowd-kit's floor for probabilities before a log
-_TIE = dict(rtol=1e-9, atol=1e-12)  # 0.7 + 0.2 and 0.9 must tie
+_TIE_RTOL, _TIE_ATOL = 1e-9, 1e-12  # 0.7 + 0.2 and 0.9 must tie
 _DROPPED = (
     "label",
     "confidence",
@@ -83,7 +83,7 @@ def member_labels(
             raise InputDataError(
                 f"aggregate {name!r}: {where} has label {value!r}, not one of task.labels {list(labels)}"
             )
-        return index[value]  # type: ignore[index]
+        return index[value]
 
     base = list(pools[members[0]])
     by_id = {m: {r["id"]: r for r in pools[m]} for m in members}
@@ -239,14 +239,16 @@ def posteriors(
             f"fewer than the {cfg.min_audit(n_labels)} that {cfg.folds} folds over "
             f"{n_labels} labels need; raise annotate.audit_size or lower aggregates.{name}.folds"
         )
+    smoothing = cfg.smoothing
+    assert smoothing is not None  # the params validator gives learned methods their default
     everything = np.ones(len(audit.rows), dtype=bool)
-    pool_post, _ = _fit(cfg.method, pool, audit, everything, n_labels, cfg.smoothing)
+    pool_post, _ = _fit(cfg.method, pool, audit, everything, n_labels, smoothing)
     audit_post, fold = np.zeros((len(audit.rows), n_labels)), np.zeros(len(audit.rows), dtype=int)
     splits = KFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed).split(audit.codes)
     for k, (train_idx, test_idx) in enumerate(splits):
         train = np.zeros(len(audit.rows), dtype=bool)
         train[train_idx] = True
-        _, held_out = _fit(cfg.method, pool, audit, train, n_labels, cfg.smoothing)
+        _, held_out = _fit(cfg.method, pool, audit, train, n_labels, smoothing)
         audit_post[test_idx], fold[test_idx] = held_out[test_idx], k
     return pool_post, audit_post, fold
 
@@ -257,7 +259,7 @@ def posteriors(
 def decide(posterior: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
     """Winning label index per row (MISSING for a failure) and the failure reason."""
     top = posterior.max(axis=1, keepdims=True)
-    tied = np.isclose(posterior, top, **_TIE).sum(axis=1) > 1
+    tied = np.isclose(posterior, top, rtol=_TIE_RTOL, atol=_TIE_ATOL).sum(axis=1) > 1
     nobody = (codes == MISSING).all(axis=1)
     winner = np.where(tied | nobody, MISSING, posterior.argmax(axis=1))
     reasons = ["no member labelled this pair" if n else "tied vote" if t else None for n, t in zip(nobody, tied)]

@@ -54,14 +54,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from synthllm.calls import Request, Result, TokenStep, stable_seed
-from synthllm.params import NLI_LABELS, AnnotatorParams, OpenAIBackendParams
+from synthllm.params import AnnotatorParams, OpenAIBackendParams
 from synthllm.prompts import AnnotatePrompt, pick_shots
 
 SOURCES = ("classifier", "label_word_scores", "first_token_logprobs", "answer_token_logprobs")
 _JSON_LABEL = re.compile(rb'"label"\s*:\s*"')
 
 
-def label_schema(words: Sequence[str], task: str = "nli") -> dict:
+def label_schema(words: Sequence[str], task: str) -> dict:
     """JSON schema of a structured answer: exactly one key, ``label``, one of ``words``."""
     return {
         "name": f"{task}_label",
@@ -90,7 +90,7 @@ class AnswerFormat:
 
 
 def answer_format(
-    cfg: AnnotatorParams, prompt: AnnotatePrompt | None, labels: Sequence[str] = NLI_LABELS, task: str = "nli"
+    cfg: AnnotatorParams, prompt: AnnotatePrompt | None, labels: Sequence[str], task: str
 ) -> AnswerFormat:
     labels = list(labels)
     if cfg.kind == "classifier" or prompt is None:
@@ -111,8 +111,9 @@ def build_requests(
     shot_pool: Sequence[dict],
     seed: int,
     variant: str = "default",
-    labels: Sequence[str] = NLI_LABELS,
-    task: str = "nli",
+    *,
+    labels: Sequence[str],
+    task: str,
     attempt: int = 0,
 ) -> list[Request]:
     """One request per row. ``attempt`` > 0 re-asks a sampled answer with a new per-sample seed."""
@@ -226,7 +227,7 @@ def _normalised(mass: dict[str, float], floor: float, chosen: str | None, source
     seen = sum(v > 0 for v in mass.values())
     filled = {lab: v if v > 0 else floor for lab, v in mass.items()}
     if chosen is None:
-        chosen = max(mass, key=mass.get)
+        chosen = max(mass, key=mass.__getitem__)
     return Answer(chosen, filled[chosen] / sum(filled.values()), source, labels_seen=seen)
 
 
@@ -332,9 +333,9 @@ def parse_result(result: Result, fmt: AnswerFormat) -> Answer:
         if set(scores) != set(fmt.words):
             return _failed(f"wrong_choices: scores for {sorted(scores)}, expected {fmt.labels}")
         probs = _softmax(scores)
-        label = max(probs, key=probs.get)
+        best = max(probs, key=probs.__getitem__)
         source = "classifier" if fmt.mode == "classify" else "label_word_scores"
-        return Answer(label, probs[label], source, labels_seen=len(probs))
+        return Answer(best, probs[best], source, labels_seen=len(probs))
     if fmt.mode == "score":
         if not result.tokens:
             return _failed("no_logprobs: the server returned no token logprobs to score label words")

@@ -22,12 +22,12 @@ import pandas as pd
 def nested_order(labels: Sequence[str], seed: int) -> np.ndarray:
     """Row indices in budget order: within each label a seeded permutation; labels interleaved by
     the position's share of that label ((k + 0.5) / n_label), ties broken by label name."""
-    labels = np.asarray(labels, dtype=object)
+    values = np.asarray(labels, dtype=object)
     rng = np.random.default_rng(seed)
-    share = np.empty(len(labels))
-    label_rank = np.empty(len(labels))
-    for r, lab in enumerate(sorted(set(labels))):
-        idx = np.flatnonzero(labels == lab)
+    share = np.empty(len(values))
+    label_rank = np.empty(len(values))
+    for r, lab in enumerate(sorted(set(values))):
+        idx = np.flatnonzero(values == lab)
         share[idx[rng.permutation(len(idx))]] = (np.arange(len(idx)) + 0.5) / len(idx)
         label_rank[idx] = r
     return np.lexsort((label_rank, share))

@@ -146,13 +146,14 @@ def priced(points: Sequence[dict], cheap: Sequence[Cost], expensive: Cost) -> li
     """Frontier points with the cost of 1,000 pool rows: every cheap annotator's row cost, plus the
     escalated share of one expensive request."""
     usd = sum(c.usd for c in cheap)
-    seconds = [c.seconds for c in cheap] + [expensive.seconds]
+    measured = [c.seconds for c in cheap] + [expensive.seconds]
+    seconds = [s for s in measured if s is not None]
     return [
         {
             **pt,
             "usd_per_1000": round(1000 * (usd + pt["escalated_share"] * expensive.usd), 6),
             "seconds_per_1000": None
-            if any(x is None for x in seconds)
+            if len(seconds) < len(measured)
             else round(1000 * (sum(seconds[:-1]) + pt["escalated_share"] * seconds[-1]), 3),
         }
         for pt in points

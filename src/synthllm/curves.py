@@ -26,7 +26,7 @@ from synthllm import cascade
 from synthllm.aggregation import aggregate
 from synthllm.annotation import annotate_rows, answer_format, parse_result
 from synthllm.calls import Result
-from synthllm.classifier import train_regime
+from synthllm.classifiers import train_regime
 from synthllm.params import Params
 from synthllm.quality import audit_metrics
 from synthllm.splitting import split_synthetic
@@ -36,7 +36,7 @@ TRAIN_COLUMNS = ("id", "premise", "hypothesis", "label")  # what a regime reads 
 
 def classifier_labels(clf, rows: Sequence[dict], name: str, params: Params) -> list[dict]:
     """The classifier annotator's rows, read exactly as the annotate stage reads them."""
-    cfg = params.annotator_configs[name]
+    cfg = params.annotator(name)
     fmt = answer_format(cfg, None, params.task.labels, params.task.name)
     proba = clf.predict_proba([r["premise"] for r in rows], [r["hypothesis"] for r in rows])
     results = [
@@ -46,7 +46,7 @@ def classifier_labels(clf, rows: Sequence[dict], name: str, params: Params) -> l
 
 
 def _cascade(pools: Mapping[str, list[dict]], name: str, params: Params, share: float | None) -> list[dict]:
-    c = params.cascades[name]
+    c = params.cascade(name)
     by_id = {n: {r["id"]: r for r in pools[n]} for n in c.cheap}
     rows = [{n: by_id[n][r["id"]] for n in c.cheap} for r in pools[c.cheap[0]]]
     expensive = {r["id"]: r for r in pools[c.expensive]}

@@ -3,7 +3,8 @@
 ``python -m synthllm.estimate --params params.yaml [--rows N] [--measured metrics]`` prints one line
 per model run.
 Prompts are rendered from the real prompt files with stand-in texts of typical FarsTail length
-(``PREMISE_CHARS``, ``HYPOTHESIS_CHARS``). Tokens are counted with tiktoken's ``o200k_base`` when it
+(``PREMISE_CHARS``, ``HYPOTHESIS_CHARS``). Tokens are counted by
+:func:`synthllm.backends.openai_wire.approx_tokens`: with tiktoken's ``o200k_base`` when it
 is installed (it is not a dependency), otherwise by a heuristic: one token per 4 ASCII characters
 and one per 2 other characters, rounded up. Byte-level BPE vocabularies spend about 2-3 Persian
 characters per token, so the heuristic errs on the expensive side, which is the safe side for a
@@ -25,28 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from synthllm.backends.openai_wire import TOKEN_COUNTER, approx_tokens
 from synthllm.params import AnnotatorParams, OpenAIBackendParams, Params, load_params
 from synthllm.prompts import load_annotate_prompt, load_generate_prompt
 
 PREMISE_CHARS, HYPOTHESIS_CHARS = 150, 60
-
-try:  # optional: exact counts for OpenAI's current vocabularies
-    import tiktoken
-
-    _ENCODING = tiktoken.get_encoding("o200k_base")
-except Exception:  # not installed, or its vocabulary file cannot be fetched offline
-    _ENCODING = None
-
-
-def approx_tokens(text: str) -> int:
-    if _ENCODING is not None:
-        return len(_ENCODING.encode(text))
-    ascii_chars = sum(c.isascii() for c in text)
-    return math.ceil(ascii_chars / 4 + (len(text) - ascii_chars) / 2)
 
 
 @dataclass
@@ -243,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     args = parser.parse_args(argv)
-    counter = "tiktoken o200k_base" if _ENCODING is not None else "chars heuristic (see module doc)"
+    counter = TOKEN_COUNTER or "chars heuristic (see module doc)"
     speed = Speed(args.ttft_s, args.decode_tok_s, measured_rates(args.measured) if args.measured else None)
     lines = estimate(load_params(args.params), Path(args.prompts), args.rows, speed)
     print(format_markdown(lines) if args.markdown else format_table(lines))

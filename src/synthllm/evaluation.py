@@ -14,7 +14,6 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from synthllm.gold import HARD_FLAGS
-from synthllm.params import NLI_LABELS
 
 SUBSETS = ("all", *HARD_FLAGS)
 
@@ -24,7 +23,7 @@ def subsets_of(test: pd.DataFrame) -> list[str]:
     return [s for s in SUBSETS if s == "all" or s in test.columns]
 
 
-def score(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str] = NLI_LABELS) -> dict:
+def score(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict:
     labels = list(labels)
     per_class = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
     return {
@@ -36,12 +35,12 @@ def score(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str] = 
     }
 
 
-def evaluate_predictions(test: pd.DataFrame, predicted: Sequence[str], labels: Sequence[str] = NLI_LABELS) -> dict:
-    predicted = np.asarray(predicted)
+def evaluate_predictions(test: pd.DataFrame, predicted: Sequence[str], labels: Sequence[str]) -> dict:
+    pred = np.asarray(predicted)
     out = {}
     for subset in subsets_of(test):
         mask = np.ones(len(test), bool) if subset == "all" else test[subset].to_numpy(bool)
-        out[subset] = score(test["label"].to_numpy()[mask], predicted[mask], labels)
+        out[subset] = score(test["label"].to_numpy()[mask], pred[mask], labels)
     return out
 
 

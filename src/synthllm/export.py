@@ -79,7 +79,7 @@ def _citation(farstail: bool) -> str:
 
 
 def _rows_for_features(
-    rows: Sequence[dict], premise_ids: Mapping[str, str], split: str, task: TaskParams = NLI
+    rows: Sequence[dict], premise_ids: Mapping[str, str | None], split: str, task: TaskParams = NLI
 ) -> dict[str, list]:
     feats = features(task)
     columns: dict[str, list] = {name: [] for name in feats}
@@ -122,7 +122,7 @@ def build_dataset(
     farstail: bool = True,
 ) -> DatasetDict:
     """train/dev rows (as the split stage wrote them) + the annotated pool (for premise_id)."""
-    premise_ids = {r["id"]: r.get("premise_id") for r in annotated}
+    premise_ids: dict[str, str | None] = {r["id"]: r.get("premise_id") for r in annotated}
     feats = features(task)
     info = DatasetInfo(
         description=description,

@@ -31,7 +31,7 @@ def _load_from_gguf_package(package: str):
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The weights are already de-quantised to torch tensors; only the GGUF marker blocks saving.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     return model, tokenizer
@@ -43,6 +43,7 @@ def materialise(params: GeneratorModelParams, out_dir: Path) -> Path:
     if params.source == "gguf_package":
         model, tokenizer = _load_from_gguf_package(params.package)
     else:
+        assert params.name_or_path is not None  # required for source 'hf' by the params validator
         tokenizer = AutoTokenizer.from_pretrained(params.name_or_path)
         model = AutoModelForCausalLM.from_pretrained(params.name_or_path, dtype=torch.float32)
     model = model.to(getattr(torch, params.save_dtype))

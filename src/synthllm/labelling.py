@@ -15,10 +15,21 @@ from pathlib import Path
 from typing import cast
 
 from synthllm import annotation
-from synthllm.backends import RequestCache, RunStats, run_requests
-from synthllm.backends.annotator import annotator_backend
+from synthllm.backends import RequestCache, RunStats, make_backend, run_requests
+from synthllm.backends.base import Backend
+from synthllm.classifiers.backend import ClassifierBackend
 from synthllm.params import AnnotatorParams, TaskParams
 from synthllm.prompts import load_annotate_prompt
+
+
+def make_annotator_backend(cfg: AnnotatorParams, state_dir: Path | None = None) -> Backend:
+    """The backend behind one annotator config: its trained classifier, or its LLM backend."""
+    # the params validator gives a classifier annotator its model_dir and an llm one its backend
+    if cfg.kind == "classifier":
+        assert cfg.model_dir is not None
+        return ClassifierBackend(cfg.model_dir)
+    assert cfg.backend is not None
+    return make_backend(cfg.backend, state_dir=state_dir)
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,7 @@ def label_rows(
             )
         ]
 
-    backend = annotator_backend(cfg, cache_file.parent)
+    backend = make_annotator_backend(cfg, cache_file.parent)
     cache = RequestCache(cache_file)
     try:
         answers, attempts, run = annotation.ask_until_parsed(

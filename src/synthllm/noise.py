@@ -4,7 +4,7 @@ Each synthetic row gets out-of-fold class probabilities from a model trained on 
 the *other* folds of the synthetic rows (the row's own label never informs its prediction); rows
 whose given label cleanlab finds likely wrong (``find_label_issues``, ``prune_by_noise_rate``) are
 dropped, and the count per given label is reported. The model is the offline hashed n-gram
-classifier (:class:`synthllm.classifier.HashingSGDClassifier`), whatever ``train.classifier`` is,
+classifier (:class:`synthllm.classifiers.ngrams.HashingSGDClassifier`), whatever ``train.classifier`` is,
 so the filter costs seconds. This module does not decide whether to filter (``split.noise_filter``)
 or read files.
 """
@@ -32,7 +32,7 @@ def out_of_fold_probabilities(
 ) -> np.ndarray:
     """P(label | row) for every synthetic row, from models that never saw that row (folds grouped
     by premise, so a premise's other hypotheses do not leak its label either)."""
-    from synthllm.classifier import HashingSGDClassifier
+    from synthllm.classifiers.ngrams import HashingSGDClassifier
 
     groups = (synthetic["premise_id"] if "premise_id" in synthetic.columns else synthetic["premise"]).astype(str)
     k = max(2, min(folds, groups.nunique()))

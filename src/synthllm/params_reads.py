@@ -3,7 +3,7 @@
 With ``$SYNTHLLM_PARAMS_LOG`` set to a folder, a stage's validated params are recorded: every field
 read (``aggregates.vote.method``), every dict entry looked up (``annotator_configs.gemma``) and every
 dict iterated or measured as a whole (``aggregates``), written at exit to
-``<folder>/<DVC_STAGE or module>-<pid>.json``. ``tests/test_dvc_pipeline.py`` compares these reads with each
+``<folder>/<DVC_STAGE or module>-<pid>.json``. ``tests/integration/test_dvc_pipeline.py`` compares these reads with each
 stage's ``params:`` in dvc.yaml, and every field of the configuration with what some stage read.
 Reading happens through the real objects (a dict stays a dict, a section keeps its class), so the
 code under test is the code that runs. Off (the default), the only cost is one check per attribute
@@ -67,7 +67,7 @@ class RecordingDict(dict):
     def _whole(self) -> None:
         reads.add(self.path)
 
-    def __iter__(self):  # type: ignore[override]
+    def __iter__(self):
         self._whole()
         return super().__iter__()
 
@@ -75,15 +75,15 @@ class RecordingDict(dict):
         self._whole()
         return super().__len__()
 
-    def keys(self):  # type: ignore[override]
+    def keys(self):
         self._whole()
         return super().keys()
 
-    def values(self):  # type: ignore[override]
+    def values(self):
         self._whole()
         return super().values()
 
-    def items(self):  # type: ignore[override]
+    def items(self):
         self._whole()
         return super().items()
 

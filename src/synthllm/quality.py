@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from synthllm import stats
 from synthllm.aggregation import aggregate
 from synthllm.errors import InputDataError
-from synthllm.params import NLI_LABELS, AggregateParams
+from synthllm.params import AggregateParams
 
 
 def _r(x: float | None) -> float | None:
@@ -40,11 +41,11 @@ def confidence_summary(rows: Sequence[dict]) -> dict:
     }
 
 
-def audit_metrics(audit: Sequence[dict], pool: Sequence[dict], labels: Sequence[str] = NLI_LABELS) -> dict:
+def audit_metrics(audit: Sequence[dict], pool: Sequence[dict], labels: Sequence[str]) -> dict:
     gold = [r["gold_label"] for r in audit]
     pred = [r["label"] for r in audit]
     confident = [r for r in audit if r["status"] == "ok" and r.get("confidence") is not None]
-    out = {
+    out: dict[str, Any] = {
         "audit": {
             **failure_counts(audit),
             "accuracy": _r(stats.accuracy(gold, pred)),
@@ -81,7 +82,7 @@ def audit_metrics(audit: Sequence[dict], pool: Sequence[dict], labels: Sequence[
     return out
 
 
-def cross_annotator(pools: Mapping[str, Sequence[dict]], categories: Sequence[str] = NLI_LABELS) -> dict:
+def cross_annotator(pools: Mapping[str, Sequence[dict]], categories: Sequence[str]) -> dict:
     """Agreement between annotators on the shared synthetic pool (rows aligned by id)."""
     names = sorted(pools)
     ids = sorted(set.intersection(*(set(r["id"] for r in pools[n]) for n in names)))

@@ -163,6 +163,7 @@ def run_phases(
     monitor = monitor or Monitor()
     start = _finished_phases(checkpoint_dir)
     if start:
+        assert checkpoint_dir is not None  # phases only finish where there is a checkpoint folder
         clf = load(checkpoint_dir / f"phase-{start - 1}")
         log = [json.loads((checkpoint_dir / f"phase-{k}" / "done.json").read_text()) for k in range(start)]
         monitor.step = sum(phases[k].epochs for k in range(start))

@@ -93,21 +93,9 @@ def _confident(ok: pd.DataFrame, params: SplitParams, stats: dict) -> pd.DataFra
     return ok[keep]
 
 
-def split_synthetic(
-    annotated: pd.DataFrame,
-    params: SplitParams,
-    gold_shares: Mapping[str, float],
-    gold: pd.DataFrame | None = None,
-    labels: Sequence[str] | None = None,
-    pair: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """``gold`` (the budget's gold rows) and ``labels`` are needed by ``noise_filter: cleanlab``."""
-    if annotated.empty:
-        raise InputDataError("no annotated rows to split (did generation keep any hypotheses?)")
-    stats: dict = {"annotated": int(len(annotated))}
-    ok = annotated[annotated["status"] == "ok"]
-    stats["dropped_failed"] = int(len(annotated) - len(ok))
-    kept = _confident(ok, params, stats)
+def _agreed_and_stable(kept: pd.DataFrame, params: SplitParams, stats: dict) -> pd.DataFrame:
+    """Rows whose vote agreement reaches ``min_agreement`` and, with ``require_stable``, whose label
+    survives the prompt-order variant; counts what each filter drops into ``stats``."""
     if params.min_agreement > 0:
         if "agreement" not in kept.columns:
             raise InputDataError(
@@ -126,6 +114,38 @@ def split_synthetic(
         stable = kept[kept["label_variant"] == kept["label"]]
         stats["dropped_unstable"] = int(len(kept) - len(stable))
         kept = stable
+    return kept
+
+
+def _capped(shaped: pd.DataFrame, params: SplitParams) -> pd.DataFrame:
+    """At most ``max_size`` rows, a stratified sample in file order."""
+    if params.max_size is not None and len(shaped) > params.max_size:
+        shaped, _ = train_test_split(
+            shaped,
+            train_size=params.max_size,
+            random_state=params.seed,
+            stratify=_stratify(shaped, len(shaped) - params.max_size),
+        )
+        shaped = shaped.sort_index()
+    return shaped
+
+
+def split_synthetic(
+    annotated: pd.DataFrame,
+    params: SplitParams,
+    gold_shares: Mapping[str, float],
+    gold: pd.DataFrame | None = None,
+    labels: Sequence[str] | None = None,
+    pair: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """``gold`` (the budget's gold rows) and ``labels`` are needed by ``noise_filter: cleanlab``."""
+    if annotated.empty:
+        raise InputDataError("no annotated rows to split (did generation keep any hypotheses?)")
+    stats: dict = {"annotated": int(len(annotated))}
+    ok = annotated[annotated["status"] == "ok"]
+    stats["dropped_failed"] = int(len(annotated) - len(ok))
+    kept = _confident(ok, params, stats)
+    kept = _agreed_and_stable(kept, params, stats)
     if params.noise_filter == "cleanlab":
         if gold is None or labels is None:
             raise InputDataError("split.noise_filter 'cleanlab' needs the gold budget rows and the label set")
@@ -136,14 +156,7 @@ def split_synthetic(
         kept = kept[~flags]
     shaped = shape_distribution(kept, params.strategy, gold_shares, params.seed)
     stats["dropped_by_strategy"] = int(len(kept) - len(shaped))
-    if params.max_size is not None and len(shaped) > params.max_size:
-        shaped, _ = train_test_split(
-            shaped,
-            train_size=params.max_size,
-            random_state=params.seed,
-            stratify=_stratify(shaped, len(shaped) - params.max_size),
-        )
-        shaped = shaped.sort_index()
+    shaped = _capped(shaped, params)
     stats["dropped_by_cap"] = int(len(kept) - stats["dropped_by_strategy"] - len(shaped))
     if len(shaped) < 4:
         raise InputDataError(

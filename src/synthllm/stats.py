@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 from scipy import stats as sps
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score
+from typing_extensions import TypeIs
 
 Label = str
 MaybeLabel = str | None
-MetricFn = Callable[[np.ndarray, np.ndarray], float]
+MetricFn = Callable[..., float]  # (y_true, y_pred) label arrays -> a corpus-level score
 
 # Below this many discordant pairs the chi-square approximation to McNemar's test is poor; the
 # usual textbook threshold (e.g. Agresti) switches to the exact binomial test.
@@ -32,7 +34,7 @@ MCNEMAR_EXACT_BELOW = 25
 _MISSING = "\x00missing"
 
 
-def is_missing(value: object) -> bool:
+def is_missing(value: object) -> TypeIs[float | None]:
     """True for ``None`` and float NaN (pandas' missing value in object columns)."""
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -59,7 +61,7 @@ def cohen_kappa(a: Sequence[MaybeLabel], b: Sequence[MaybeLabel], labels: Sequen
     return float(cohen_kappa_score(x, y, labels=None if labels is None else list(labels)))
 
 
-def pairwise_kappa(labels: dict[str, Sequence[MaybeLabel]]) -> dict[tuple[str, str], float]:
+def pairwise_kappa(labels: Mapping[str, Sequence[MaybeLabel]]) -> dict[tuple[str, str], float]:
     """Cohen's kappa for every unordered pair of annotators, keyed in the dict's order."""
     return {(p, q): cohen_kappa(labels[p], labels[q]) for p, q in combinations(labels, 2)}
 
@@ -103,7 +105,7 @@ def confusion(a: Sequence[MaybeLabel], b: Sequence[MaybeLabel], labels: Sequence
 
 def annotator_confusion(
     labels: dict[str, Sequence[MaybeLabel]], first: str, second: str, categories: Sequence[Label]
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Confusion between two named annotators, self-describing so it can be written as a plot file."""
     return {
         "rows": first,
@@ -349,7 +351,7 @@ def flip_rate(
     labels_a: Sequence[MaybeLabel],
     labels_b: Sequence[MaybeLabel],
     by: Sequence[Hashable] | None = None,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Share of items whose label differs between prompt variants a and b, overall and per class.
 
     Classes come from ``by`` (default: the label under variant a). Items missing a label under

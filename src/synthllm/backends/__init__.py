@@ -16,13 +16,19 @@ __all__ = ["Backend", "Request", "Result", "Usage", "RequestCache", "RunStats", 
 
 
 def make_backend(params: TransformersBackendParams | OpenAIBackendParams, state_dir: Path | None = None) -> Backend:
-    """``state_dir`` holds resumable state beside the request cache (OpenAI batch ids)."""
+    """``state_dir`` holds resumable state beside the request cache (OpenAI batch ids): an OpenAI
+    backend with ``use_batch_api`` is the Batch API's (:mod:`synthllm.backends.batch_api`), else the
+    online HTTP one (:mod:`synthllm.backends.openai_http`)."""
     if isinstance(params, TransformersBackendParams):
         from synthllm.backends.transformers_local import TransformersBackend
 
         return TransformersBackend(
             params.model_dir, dtype=params.dtype, batch_size=params.batch_size, threads=params.threads
         )
+    if params.use_batch_api:
+        from synthllm.backends.batch_api import BatchAPIBackend
+
+        return BatchAPIBackend(params, state_dir=state_dir)
     from synthllm.backends.openai_http import OpenAIBackend
 
-    return OpenAIBackend(params, state_dir=state_dir)
+    return OpenAIBackend(params)

@@ -9,16 +9,17 @@ with text, or with an ``error`` that says why: answers cut by ``finish_reason=le
 ``content_filter`` and empty answers are errors, never guessed labels.
 
 The raw response (the body as received, plus which optional request fields were actually sent) is
-``Result.raw``, which the runner caches; :meth:`OpenAIBackend.decode` re-parses it, so this module's
-parsing can change without paying again. Token log-probabilities are normalised from both formats
-servers use (``content`` lists as in chat, and the legacy completions ``tokens``/``top_logprobs``).
+``Result.raw``, which the runner caches; :meth:`OpenAIBackend.decode` re-parses it, so the parsing
+can change without paying again. Request bodies, parsing, identity and prices are the protocol's
+(:mod:`synthllm.backends.openai_wire`), shared with the Batch API backend
+(:mod:`synthllm.backends.batch_api`).
 
 This module owns transport only: bounded, adaptive concurrency (halved on 429, regrown on success),
 ``Retry-After``, timeouts, and retries of *retryable* failures (429, 408/409, 5xx, timeouts, dropped
 connections, unparseable bodies) with exponential backoff and jitter. Requests go out as pre-built
 JSON over one aiohttp keep-alive pool, not through the OpenAI SDK's client, whose per-request
 models and httpx stack cost several times the CPU of the exchange itself (measured in
-``benchmarks/results/http_client.md``); the SDK still serves the Batch API's control calls. It does not cache, total
+``benchmarks/results/http_client.md``). It does not cache, total
 costs or show progress (:mod:`synthllm.backends.runner` does), stream, or interpret answers. The
 cache identity leaves out ``base_urls``: replicas of one served model share answers, and
 ``served_identity`` names what they serve. The API key is read from the named environment variable and kept out of identity, results and
@@ -28,7 +29,6 @@ error text.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import collections
 import itertools
 import json
@@ -36,7 +36,6 @@ import logging
 import os
 import random
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -44,15 +43,14 @@ import httpx2
 import openai
 import yarl
 
-from synthllm.backends.base import Backend, Request, Result, TokenChoice, TokenStep, Usage
+from synthllm.backends import openai_wire
+from synthllm.backends.base import Request, Result
 from synthllm.backends.http_errors import Failure, is_retryable
+from synthllm.backends.openai_wire import OpenAIProtocolBackend
 from synthllm.errors import BackendError
-from synthllm.estimate import approx_tokens
 from synthllm.params import OpenAIBackendParams
 
 log = logging.getLogger(__name__)
-OPENAI_URL = "https://api.openai.com/v1"
-PLACEHOLDER_KEY = "EMPTY"  # local servers accept any key; the SDK refuses an empty one
 FALLBACK_FEATURES = ("response_format", "logprobs")  # optional request fields some servers reject
 MAX_RETRY_AFTER_S = 120.0  # a longer server-asked pause is capped, as the SDK does
 Target = tuple[yarl.URL, "yarl.URL | None", "aiohttp.BasicAuth | None"]  # an endpoint, its proxy, proxy auth
@@ -125,219 +123,36 @@ def retry_after_s(headers: Any) -> float | None:
     return None
 
 
-def _token_bytes(token: object, data: object) -> bytes:
-    """A token's UTF-8 bytes: the ``bytes`` field when given (a token may end mid-character),
-    else its text (vLLM writes undecodable legacy tokens as ``bytes:\\xe2\\x80``)."""
-    if isinstance(data, list) and all(isinstance(b, int) for b in data):
-        return bytes(data)
-    text = str(token or "")
-    if text.startswith("bytes:"):
-        return codecs.escape_decode(text[6:].encode("ascii", "backslashreplace"))[0]
-    return text.encode("utf-8")
+class OpenAIBackend(OpenAIProtocolBackend):
+    """Online requests to one or more replicas (``base_urls``); the Batch API is
+    :class:`~synthllm.backends.batch_api.BatchAPIBackend`, which :func:`~synthllm.backends.make_backend`
+    picks for ``use_batch_api: true``."""
 
-
-def _choice(item: dict) -> TokenChoice | None:
-    lp = item.get("logprob")
-    if not isinstance(lp, (int, float)) or lp != lp:  # absent, null or NaN: unusable
-        return None
-    return TokenChoice(_token_bytes(item.get("token"), item.get("bytes")), float(lp))
-
-
-def token_steps(logprobs: object) -> tuple[TokenStep, ...] | None:
-    """Generated tokens with their top alternatives, from a choice's ``logprobs`` in either format
-    (chat-style ``content`` list, or legacy completions ``tokens``/``token_logprobs``/
-    ``top_logprobs``); None when the server sent none or a shape this does not know."""
-    if not isinstance(logprobs, dict):
-        return None
-    steps = []
-    if isinstance(logprobs.get("content"), list):
-        for item in logprobs["content"]:
-            chosen = _choice(item) if isinstance(item, dict) else None
-            if chosen is None:
-                return None
-            alts = [_choice(t) for t in item.get("top_logprobs") or [] if isinstance(t, dict)]
-            steps.append(TokenStep(chosen, tuple(a for a in alts if a is not None)))
-        return tuple(steps)
-    tokens, lps = logprobs.get("tokens"), logprobs.get("token_logprobs")
-    if isinstance(tokens, list) and isinstance(lps, list) and len(tokens) == len(lps):
-        tops = logprobs.get("top_logprobs") or [None] * len(tokens)
-        for token, lp, top in zip(tokens, lps, tops):
-            chosen = _choice({"token": token, "logprob": lp})
-            if chosen is None:
-                return None
-            alts = [_choice({"token": k, "logprob": v}) for k, v in (top or {}).items()]
-            steps.append(TokenStep(chosen, tuple(a for a in alts if a is not None)))
-        return tuple(steps)
-    return None
-
-
-class OpenAIBackend(Backend):
-    def __init__(self, params: OpenAIBackendParams, state_dir: Path | None = None):
-        self.params = params
-        self.state_dir = Path(state_dir) if state_dir is not None else None
-        self.kinds = frozenset({"chat" if params.endpoint == "chat" else "complete"})
-        self.batch_size = params.concurrency
-        key = os.environ.get(params.api_key_env)
-        if not key and not params.base_urls:
-            raise BackendError(
-                f"environment variable {params.api_key_env} is not set: export your OpenAI "
-                f"API key there, or set backend.base_urls to a local OpenAI-compatible server"
-            )
-        self._key = key or PLACEHOLDER_KEY
-        self._urls = sorted(u.rstrip("/") for u in params.base_urls) or [OPENAI_URL]
-        if params.endpoint == "completions":
-            self.kinds = frozenset({"complete", "score"})
+    def __init__(self, params: OpenAIBackendParams):
+        super().__init__(params)
         self._unsupported: set[str] = set()  # features a server rejected; dropped from later requests
-        if params.use_batch_api and self.state_dir is None:
+        if params.use_batch_api:
             raise BackendError(
-                "use_batch_api needs a state directory to remember the batch id across "
-                "restarts: build OpenAIBackend(params, state_dir=<request cache folder>)"
+                "use_batch_api is served by BatchAPIBackend, not OpenAIBackend: build the backend "
+                "with synthllm.backends.make_backend(params, state_dir=<request cache folder>)"
             )
-
-    @property
-    def identity(self) -> str:
-        """The served model and the settings that shape its answers; not the URLs (replicas of one
-        served model share cached answers), never the key."""
-        p = self.params
-        where = "served" if p.base_urls else "openai-api"
-        return (
-            f"{where}:{p.served_identity or p.model}|{p.endpoint}|json_schema={p.structured_output}"
-            f"|top_logprobs={p.top_logprobs if p.logprobs else 0}"
-        )
-
-    # ---- accounting -------------------------------------------------------------------------
-    @property
-    def ledger(self) -> str:
-        """The spending ledger's scope: the served model, whichever stage or run asks it."""
-        p = self.params
-        return f"{'served' if p.base_urls else 'openai-api'}:{p.served_identity or p.model}"
-
-    def accounting(self) -> dict:
-        return {
-            "cost": self.cost,
-            "cost_bound": self.cost_bound,
-            "budget_usd": self.params.budget_usd,
-            "ledger": self.ledger,
-        }
-
-    def cost(self, result: Result) -> float:
-        return self.params.price.usd(
-            result.usage.prompt_tokens, result.usage.completion_tokens, self.params.use_batch_api
-        )
-
-    def cost_bound(self, request: Request) -> float:
-        """Dollars a request may cost at most: estimated prompt tokens plus the full output cap."""
-        text = request.prompt or "".join(str(m.get("content") or "") for m in request.messages or ())
-        tokens = approx_tokens(text) + 4 * len(request.messages or ())
-        return self.cost(Result(usage=Usage(tokens, 1 if request.kind == "score" else request.max_new_tokens)))
-
-    def redact(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key != PLACEHOLDER_KEY else text
-
-    def sync_client(self) -> openai.OpenAI:
-        """A blocking client on the first base URL, for the Batch API's few control calls."""
-        return openai.OpenAI(
-            api_key=self._key,
-            base_url=self._urls[0],
-            max_retries=self.params.max_retries,
-            timeout=self.params.timeout_s,
-        )
-
-    # ---- request bodies and answers (shared with the batch API) -------------------------------
-    @property
-    def url_path(self) -> str:
-        return "/v1/chat/completions" if self.params.endpoint == "chat" else "/v1/completions"
 
     def body(self, request: Request) -> dict:
-        p, body = self.params, {"model": self.params.model, "seed": request.seed}
-        if request.kind == "score":  # one token; the choices are read off its alternatives
-            body.update(prompt=request.prompt, max_tokens=1, temperature=0.0)
-            if "logprobs" not in self._unsupported:
-                body["logprobs"] = p.top_logprobs
-            return body
-        body.update(max_tokens=request.max_new_tokens, temperature=request.temperature, top_p=request.top_p)
-        if request.stop:
-            body["stop"] = list(request.stop)
-        if request.kind == "complete":
-            if p.logprobs and "logprobs" not in self._unsupported:
-                body["logprobs"] = p.top_logprobs
-            return {**body, "prompt": request.prompt}
-        body["messages"] = [dict(m) for m in request.messages or ()]
-        schema = request.json_schema
-        if schema and p.structured_output and "response_format" not in self._unsupported:
-            wrapped = (
-                schema if {"name", "schema"} <= set(schema) else {"name": "answer", "schema": schema, "strict": True}
-            )
-            body["response_format"] = {"type": "json_schema", "json_schema": wrapped}
-        if p.logprobs and "logprobs" not in self._unsupported:
-            body.update(logprobs=True, top_logprobs=p.top_logprobs)
-        return body
-
-    def record(self, data: Any, body: dict) -> dict:
-        """The raw response as cached: the body as received, and the optional fields that were
-        sent (a server may have refused response_format, so the cached answer says how it was asked)."""
-        return {"body": data, "sent": {"response_format": "response_format" in body, "logprobs": "logprobs" in body}}
-
-    def decode(self, raw: dict, request: Request) -> Result:
-        try:
-            return self.parse(raw["body"], request, raw)
-        except Failure as failure:  # a body today's parser cannot read: that row fails, the run goes on
-            return Result(error=failure.reason, raw=raw)
-
-    def parse(self, data: Any, request: Request, raw: dict | None = None) -> Result:
-        """A completion body (dict) as a Result; raises a retryable Failure when it is malformed."""
-        try:
-            choice = data["choices"][0]
-            finish = choice.get("finish_reason")
-            usage = data.get("usage") or {}
-            used = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
-            message = choice.get("message") or {}
-            text = choice.get("text") if request.kind in ("complete", "score") else message.get("content")
-        except (KeyError, IndexError, TypeError, AttributeError, ValueError):
-            raise Failure("malformed response body: no choices", retryable=True) from None
-        structured = bool(raw and raw["sent"]["response_format"])
-        steps = token_steps(choice.get("logprobs"))
-        if request.kind == "score":  # cut at one token by design; what counts is the alternatives
-            error = None if steps else "no token logprobs in the answer (does the server return them?)"
-            return Result(text=text, finish_reason=finish, tokens=steps, usage=used, error=error, raw=raw)
-        if finish in ("length", "content_filter"):
-            return Result(
-                text=text,
-                finish_reason=finish,
-                tokens=steps,
-                usage=used,
-                error=f"finish_reason={finish}",
-                structured=structured,
-                raw=raw,
-            )
-        if message.get("refusal"):
-            return Result(
-                finish_reason=finish,
-                usage=used,
-                error=f"refusal: {message['refusal'][:200]}",
-                structured=structured,
-                raw=raw,
-            )
-        if not isinstance(text, str) or not text.strip():
-            return Result(finish_reason=finish, usage=used, error="empty answer", structured=structured, raw=raw)
-        return Result(text=text, finish_reason=finish, tokens=steps, usage=used, structured=structured, raw=raw)
+        return openai_wire.body(self.params, request, self._unsupported)
 
     # ---- transport ----------------------------------------------------------------------------
     def run(self, requests: Sequence[Request]) -> Iterator[tuple[int, Result]]:
         self.check(requests)
         if not requests:
             return
-        if self.params.use_batch_api:
-            from synthllm.backends.batch_api import run_batch
-
-            yield from run_batch(self, requests)
-            return
         loop = asyncio.new_event_loop()
         http = loop.run_until_complete(self._session())
         # one connection pool for all replicas; each attempt takes the next replica in turn
         targets = itertools.cycle([_target(url + self.url_path.removeprefix("/v1")) for url in self._urls])
         limit = AdaptiveLimit(self.params.concurrency)
-        todo, pending, finished = iter(enumerate(requests)), set(), collections.deque()
+        todo = iter(enumerate(requests))
+        pending: set[asyncio.Task] = set()
+        finished: collections.deque[asyncio.Task] = collections.deque()
         wake = loop.create_future()
 
         def on_done(task: asyncio.Task) -> None:  # answers queue up here; one wake-up takes them all
@@ -358,9 +173,9 @@ class OpenAIBackend(Backend):
                     wake = loop.create_future()
                     loop.run_until_complete(wake)
                 while finished:
-                    task = finished.popleft()
-                    pending.discard(task)
-                    yield task.result()
+                    done = finished.popleft()
+                    pending.discard(done)
+                    yield done.result()
         finally:
             for task in pending:  # the caller stopped early (budget, error, kill): drop what is in flight
                 task.cancel()
@@ -448,7 +263,7 @@ class OpenAIBackend(Backend):
             raise Failure(f"malformed response body: {type(err).__name__}", retryable=True) from None
         if not isinstance(data, dict):
             raise Failure("malformed response body: not a JSON object", retryable=True)
-        return self.parse(data, request, self.record(data, body))
+        return openai_wire.parse(data, request, openai_wire.record(data, body))
 
 
 def _target(url: str) -> Target:

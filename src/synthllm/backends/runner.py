@@ -170,6 +170,117 @@ def kind_counts(errors: Sequence[str | None]) -> dict[str, int]:
     return counts
 
 
+@dataclass
+class _Answers:
+    """Per request: the reduced result, its error (None: ok), whether it was answered, and whether
+    the transport got no answer at all from the model."""
+
+    n: int
+    reduce: Callable[[Result], Any]
+    cost: CostFn | None
+    kept: list = field(init=False)
+    errors: list[str | None] = field(init=False)
+    answered: list[bool] = field(init=False)
+    no_answer: list[bool] = field(init=False)
+    usd_total: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.kept, self.errors = [None] * self.n, [None] * self.n
+        self.answered, self.no_answer = [False] * self.n, [False] * self.n
+
+    def store(self, i: int, result: Result) -> None:
+        self.kept[i], self.answered[i] = self.reduce(result), True
+        self.errors[i] = None if result.ok else (result.error or "unknown error")
+        self.no_answer[i] = not (result.ok or result.raw is not None)
+        if self.cost is not None:
+            self.usd_total += self.cost(result)
+
+
+def _unanswered_by_key(keys: list[str], answered: list[bool]) -> list[tuple[str, list[int]]]:
+    """Unanswered rows grouped by cache key, in first-seen order: identical requests are sent once and shared."""
+    todo: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        if not answered[i]:
+            todo.setdefault(key, []).append(i)
+    return list(todo.items())
+
+
+def _from_cache(
+    backend: Backend, requests: Sequence[Request], keys: list[str], cache: RequestCache, answers: _Answers
+) -> None:
+    """Cached answers, decoded and reduced a chunk at a time: never every raw body at once."""
+    for start in range(0, len(keys), 1000):
+        chunk = range(start, min(start + 1000, len(keys)))
+        cached = cache.get_many([keys[i] for i in chunk])
+        for i in chunk:
+            if keys[i] in cached:
+                answers.store(i, backend.decode(cached[keys[i]], requests[i]))
+        del cached
+
+
+@dataclass
+class _Sending:
+    """What the send loop needs besides the requests: the cost functions, the cap and the ledger."""
+
+    desc: str
+    progress: bool
+    cost: CostFn | None
+    cost_bound: CostBoundFn | None
+    budget_usd: float | None
+    scope: str
+    spent_before: float
+
+
+def _send(
+    backend: Backend,
+    unique: list[tuple[str, list[int]]],
+    pending: list[Request],
+    cache: RequestCache,
+    answers: _Answers,
+    stats: RunStats,
+    how: _Sending,
+) -> int:
+    """Send the pending requests (each unique one once), within the budget; returns how many were sent."""
+    sent_upto = 0
+    with tqdm(total=len(pending), desc=how.desc, unit="req", disable=not how.progress or not pending) as bar:
+        while sent_upto < len(pending):
+            end = (
+                len(pending)
+                if how.budget_usd is None or how.cost_bound is None
+                else _affordable(pending, sent_upto, how.budget_usd - how.spent_before - stats.cost_usd, how.cost_bound)
+            )
+            if end == sent_upto:
+                break
+            for j, result in backend.run(pending[sent_upto:end]):
+                key, idxs = unique[sent_upto + j]
+                stats.sent += 1
+                usd = how.cost(result) if how.cost is not None else 0.0
+                stats.cost_usd += usd
+                if result.raw is not None:
+                    cache.put(key, result.raw, (how.scope, usd) if usd else None)
+                elif usd:
+                    cache.charge(how.scope, key, usd)
+                for i in idxs:
+                    answers.store(i, result)
+                stats.prompt_tokens += result.usage.prompt_tokens
+                stats.completion_tokens += result.usage.completion_tokens
+                bar.update(1)
+            sent_upto = end
+    return sent_upto
+
+
+def _budget_message(how: _Sending, stats: RunStats, left: int, next_bound: float, cache: RequestCache) -> str:
+    total = how.spent_before + stats.cost_usd
+    return (
+        f"{how.desc}: ${total:.4f} spent on {how.scope} in all stages and runs so far (${stats.cost_usd:.4f} in "
+        f"this one), against "
+        f"budget_usd ${how.budget_usd:.4f}; {left} requests not sent (the next could "
+        f"cost up to ${next_bound:.4f}). The ledger is in "
+        f"{cache.path or 'memory'}. The {stats.sent} answers received are cached: raise budget_usd of "
+        f"this backend in params.yaml and re-run to send only the rest"
+    )
+
+
 def run_requests(
     backend: Backend,
     requests: Sequence[Request],
@@ -199,88 +310,36 @@ def run_requests(
             "budget_usd needs both cost= and cost_bound= (e.g. backend.cost and backend.cost_bound of an OpenAIBackend)"
         )
     cache = cache if cache is not None else RequestCache(None)  # an empty cache is falsy (__len__)
-    reduce = keep if keep is not None else (lambda r: r)
     started = time.perf_counter()
     stats = RunStats(requests=len(requests))
     keys = [r.cache_key(backend.identity) for r in requests]
-    kept: list = [None] * len(requests)
-    errors: list[str | None] = [None] * len(requests)  # per row: None = ok, else the error
-    answered = [False] * len(requests)
-    no_answer = [False] * len(requests)  # a result without any answer from the model (transport)
-    usd_total = 0.0
+    answers = _Answers(len(requests), keep if keep is not None else (lambda r: r), cost)
+    _from_cache(backend, requests, keys, cache, answers)
+    stats.cache_hits = sum(answers.answered)
 
-    def store(i: int, result: Result) -> None:
-        nonlocal usd_total
-        kept[i], answered[i] = reduce(result), True
-        errors[i] = None if result.ok else (result.error or "unknown error")
-        no_answer[i] = not (result.ok or result.raw is not None)
-        if cost is not None:
-            usd_total += cost(result)
-
-    # cached answers, decoded and reduced a chunk at a time: never every raw body at once
-    for start in range(0, len(keys), 1000):
-        chunk = range(start, min(start + 1000, len(keys)))
-        cached = cache.get_many([keys[i] for i in chunk])
-        for i in chunk:
-            if keys[i] in cached:
-                store(i, backend.decode(cached[keys[i]], requests[i]))
-        del cached
-    stats.cache_hits = sum(answered)
-
-    # identical requests are sent once and shared
-    todo: dict[str, list[int]] = {}
-    for i, key in enumerate(keys):
-        if not answered[i]:
-            todo.setdefault(key, []).append(i)
-    unique = [(key, idxs) for key, idxs in todo.items()]
+    unique = _unanswered_by_key(keys, answers.answered)
     pending = [requests[idxs[0]] for _, idxs in unique]
     scope = ledger or desc
     spent_before = cache.spent(scope) if budget_usd is not None else 0.0
-    sent_upto = 0
-    with tqdm(total=len(pending), desc=desc, unit="req", disable=not progress or not pending) as bar:
-        while sent_upto < len(pending):
-            end = (
-                len(pending)
-                if budget_usd is None
-                else _affordable(pending, sent_upto, budget_usd - spent_before - stats.cost_usd, cost_bound)
-            )
-            if end == sent_upto:
-                break
-            for j, result in backend.run(pending[sent_upto:end]):
-                key, idxs = unique[sent_upto + j]
-                stats.sent += 1
-                usd = cost(result) if cost is not None else 0.0
-                stats.cost_usd += usd
-                if result.raw is not None:
-                    cache.put(key, result.raw, (scope, usd) if usd else None)
-                elif usd:
-                    cache.charge(scope, key, usd)
-                for i in idxs:
-                    store(i, result)
-                stats.prompt_tokens += result.usage.prompt_tokens
-                stats.completion_tokens += result.usage.completion_tokens
-                bar.update(1)
-            sent_upto = end
+    how = _Sending(desc, progress, cost, cost_bound, budget_usd, scope, spent_before)
+    sent_upto = _send(backend, unique, pending, cache, answers, stats, how)
     if sent_upto < len(pending):
-        total = spent_before + stats.cost_usd
+        assert cost_bound is not None  # only a budget stops sending early, and it needs cost_bound
         raise BudgetExceeded(
-            f"{desc}: ${total:.4f} spent on {scope} in all stages and runs so far (${stats.cost_usd:.4f} in "
-            f"this one), against "
-            f"budget_usd ${budget_usd:.4f}; {len(pending) - sent_upto} requests not sent (the next could "
-            f"cost up to ${cost_bound(pending[sent_upto]):.4f}). The ledger is in "
-            f"{cache.path or 'memory'}. The {stats.sent} answers received are cached: raise budget_usd of "
-            f"this backend in params.yaml and re-run to send only the rest"
+            _budget_message(how, stats, len(pending) - sent_upto, cost_bound(pending[sent_upto]), cache)
         )
     for i in range(len(requests)):
-        if not answered[i]:
-            store(i, Result(error="not answered: the backend stopped early"))
-    stats = stats.tally(errors, sum(no_answer))
+        if not answers.answered[i]:
+            answers.store(i, Result(error="not answered: the backend stopped early"))
+    stats = stats.tally(answers.errors, sum(answers.no_answer))
     stats.wall_s = time.perf_counter() - started
     if cost is not None and requests:
-        stats.usd_per_request = usd_total / len(requests)
+        stats.usd_per_request = answers.usd_total / len(requests)
     if stats.unanswered > max_unanswered * len(requests):
-        raise UnansweredRequests(unanswered_message(desc, stats, errors, no_answer, max_unanswered, unanswered_param))
-    return kept, stats
+        raise UnansweredRequests(
+            unanswered_message(desc, stats, answers.errors, answers.no_answer, max_unanswered, unanswered_param)
+        )
+    return answers.kept, stats
 
 
 def unanswered_message(

@@ -28,7 +28,7 @@ class _StopOnStrings(StoppingCriteria):
     def __init__(self, tokenizer, stops: tuple[str, ...], prompt_len: int):
         self.tokenizer, self.stops, self.prompt_len = tokenizer, stops, prompt_len
 
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.Tensor:
         tails = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
         return torch.tensor([any(s in t for s in self.stops) for t in tails], device=input_ids.device)
 
@@ -42,7 +42,7 @@ class _PerRowSampler(LogitsProcessor):
         self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
         self.temperature, self.top_p = temperature, top_p
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
         probs = torch.softmax(scores.float() / self.temperature, dim=-1)
         out = torch.full_like(scores, float("-inf"))
         for row, gen in enumerate(self.generators):
@@ -53,6 +53,12 @@ class _PerRowSampler(LogitsProcessor):
             pick = order[torch.multinomial(p / p.sum(), 1, generator=gen)]
             out[row, pick] = 0.0
         return out
+
+
+def _choices(request: Request) -> tuple[str, ...]:
+    if request.choices is None:
+        raise BackendError("a score request needs choices (the labels to score)")
+    return request.choices
 
 
 class TransformersBackend(Backend):
@@ -124,7 +130,7 @@ class TransformersBackend(Backend):
         results = []
         for row, req, mask in zip(new, batch, enc["attention_mask"]):
             ids = [int(t) for t in row if int(t) != self.tokenizer.pad_token_id]
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            text = str(self.tokenizer.decode(ids, skip_special_tokens=True))
             cut = [text.find(s) for s in req.stop if s in text]
             stopped = bool(cut) or (len(ids) < req.max_new_tokens)
             if cut:
@@ -142,11 +148,13 @@ class TransformersBackend(Backend):
         """Log-probability of each choice after its prompt. Sequences are left-padded so every
         choice ends at the last position and only the last few positions need logits (the full
         vocabulary × sequence logits of a 262k-vocabulary model would not fit in memory)."""
-        choice_ids = [self._choice_ids(r.choices) for r in batch]
+        choices = [_choices(r) for r in batch]
+        choice_ids = [self._choice_ids(c) for c in choices]
         if all(len(ids) == 1 for cids in choice_ids for ids in cids):
-            prompts, tails = [r.prompt for r in batch], [[[]] for _ in batch]
+            prompts = [r.prompt for r in batch]
+            tails: list[list[list[int]]] = [[[]] for _ in batch]
         else:
-            prompts = [r.prompt for r in batch for _ in r.choices]
+            prompts = [r.prompt for r, c in zip(batch, choices) for _ in c]
             tails = [[ids] for cids in choice_ids for ids in cids]
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True)
         keep = 1 + max(len(t[0]) for t in tails)
@@ -164,9 +172,9 @@ class TransformersBackend(Backend):
         logits = self.model(**enc, position_ids=position_ids, logits_to_keep=keep).logits
         logp = torch.log_softmax(logits.float(), -1)
         results, row = [], 0
-        for r, cids in zip(batch, choice_ids):
+        for rc, cids in zip(choices, choice_ids):
             scores = {}
-            for choice, cand in zip(r.choices, cids):
+            for choice, cand in zip(rc, cids):
                 if keep == 1:
                     scores[choice] = float(logp[row, -1, cand[0]])
                 else:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from synthllm.backends.base import Backend, Request, Result, fingerprint
-from synthllm.classifier import load_classifier
+from synthllm.classifiers import load_classifier
 
 
 class ClassifierBackend(Backend):
@@ -32,7 +32,7 @@ class ClassifierBackend(Backend):
         self.check(requests)
         for start in range(0, len(requests), self.batch_size):
             batch = requests[start : start + self.batch_size]
-            fields = [dict(r.fields) for r in batch]
+            fields = [dict(r.fields or ()) for r in batch]
             proba = self.classifier.predict_proba([f["premise"] for f in fields], [f["hypothesis"] for f in fields])
             for j, row in enumerate(proba):
                 scores = {lab: math.log(max(float(p), 1e-12)) for lab, p in zip(self.classifier.labels, row)}

@@ -1,40 +1,30 @@
-"""A pair classifier over frozen Gemma token states: soft alignment, comparison, pooling, MLP.
+"""Heads over frozen Gemma token states (:mod:`synthllm.classifiers.gemma_states`): kind
+``gemma_head``, its ``head`` option choosing which.
 
-Each pair is read **once** by the lower layers of the generator LM (Gemma 3 270M) as
-``<bos> premise \n hypothesis``. The LM is causal, so the hypothesis tokens' states have seen the
-premise — a cross-encoding for free, which is what lifts this model above n-gram and
-embedding-alignment models — while the premise tokens' states are those of the premise alone. The
-states are cached on disk, keyed by a hash of the model's files, the layers, the truncation length
-and the text(s); texts never seen before (new synthetic rows) are computed on demand.
+* ``align`` — a small ESIM/decomposable-attention head: project, soft-align premise and hypothesis
+  tokens, compare, mean+max pool, MLP;
+* ``pooled`` — no attention: an MLP on the mean hypothesis state (the fast variant).
 
-A small ESIM/decomposable-attention head is trained on those states with AdamW: project, soft-align
-premise and hypothesis tokens, compare, mean+max pool, MLP. Optionally its class probabilities are
-averaged with those of the hashed n-gram model (:class:`synthllm.classifier.HashingSGDClassifier`),
+Either is trained on the cached states with AdamW. Optionally its class probabilities are averaged
+with those of the hashed n-gram model (:class:`synthllm.classifiers.ngrams.HashingSGDClassifier`),
 trained on the same phases. Every member is trained by gradient steps, so a regime's phases
 continue one model: the head, its optimiser state and the n-gram weights carry over from one phase
 to the next; only the learning-rate schedule restarts (a linear warm-up and decay per phase).
 
 What this module deliberately does not do:
 
-* fine-tune Gemma (one step of the 270M model takes seconds on a 2-core CPU; the states are frozen);
 * choose its hyper-parameters — ``benchmarks/classifier_candidates.py`` did, on FarsTail val;
-* evaluate, or know anything about regimes beyond the ordered phases it is given;
-* keep Gemma's upper layers: only the layers up to the deepest one in ``layers`` are run;
-* evict anything from the feature cache (about 0.6 GB for all of FarsTail at one layer), or lock it
-  across processes: each writer adds its own shard, so concurrent writers can at worst store an
-  entry twice, never a torn one.
+* evaluate, or know anything about regimes beyond the ordered phases it is given.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import json
-import os
 import random
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -42,247 +32,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from synthllm.io import fingerprint
-from synthllm.params import NLI_LABELS, GemmaAttentionParams
+from synthllm.classifiers import ngrams
+from synthllm.classifiers.base import read_meta, write_meta
+from synthllm.classifiers.gemma_states import GemmaStateCache, feature_dir
+from synthllm.params import NLI_LABELS, GemmaHeadParams
 
 Phase = tuple[pd.DataFrame, int]  # or synthllm.regimes.Phase: anything with .rows and .epochs
 # premise states, premise exact-match flags, hypothesis states, hypothesis flags (None: no premise)
 Encoded = tuple[np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray | None]
-# premise states, premise token ids, hypothesis states (given the premise), hypothesis token ids
-PairStates = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-META_FILE = "pair_attention.json"
+# the same, for pair tasks: every member present
+PairEncoded = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 # ---------------------------------------------------------------------------------------------
-# Token-state cache
-
-
-def feature_dir(params: GemmaAttentionParams) -> Path | None:
-    """Where the token states are cached: ``feature_cache``, a relative one under
-    ``$SYNTHLLM_CACHE_DIR`` when that is set (as the request cache moves with it)."""
-    if params.feature_cache is None:
-        return None
-    path, root = Path(params.feature_cache), os.environ.get("SYNTHLLM_CACHE_DIR")
-    return Path(root) / path if root and not path.is_absolute() else path
-
-
-class PairStateCache:
-    """Gemma token states of pairs, computed on demand and kept on disk in append-only shards.
-
-    One forward pass reads ``<bos> premise \\n hypothesis``. Because the LM is causal, the premise
-    tokens' states do not depend on the hypothesis: they are stored once per premise. The
-    hypothesis tokens' states depend on the premise (that is what makes them useful): they are
-    stored per (premise, hypothesis). With ``condition_on_premise=False`` (an ablation) the
-    hypothesis is read alone, as is a single-text task's text.
-
-    Each layer has its own folder, so a model mixing layers 4 and 6 reuses what models on layer 4 or
-    layer 6 cached. A shard is ``<id>.states.npy`` (float16, tokens × hidden), ``<id>.tokens.npy``
-    (int32 token ids) and ``<id>.index.json`` (entry key → token span), the index written last so
-    that an interrupted write leaves no visible shard.
-    """
-
-    FORMAT = "pair-v2"  # bump when what is stored changes: it is part of every folder's key
-
-    def __init__(
-        self,
-        model_dir: str | Path,
-        layers: Sequence[int],
-        max_tokens: int,
-        cache_dir: str | Path | None,
-        condition_on_premise: bool = True,
-        batch_tokens: int = 2048,
-    ):
-        self.model_dir = Path(model_dir)
-        self.layers, self.max_tokens, self.batch_tokens = list(layers), max_tokens, batch_tokens
-        self.condition_on_premise = condition_on_premise
-        if not (self.model_dir / "config.json").is_file():
-            raise FileNotFoundError(
-                f"{self.model_dir}: no model folder (config.json); build it with "
-                "the generator_model stage or set model_dir"
-            )
-        self.fingerprint = model = fingerprint(self.model_dir)
-        self.dirs = (
-            {
-                layer: Path(cache_dir)
-                / hashlib.sha256(f"{self.FORMAT}|{model}|{layer}|{max_tokens}".encode()).hexdigest()[:16]
-                for layer in self.layers
-            }
-            if cache_dir
-            else {}
-        )
-        self._mem: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {layer: {} for layer in self.layers}
-        self._disk: dict[int, dict[str, tuple[str, int, int]]] = {layer: {} for layer in self.layers}
-        self._shards: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
-        self._lm = None
-        self._tokenizer = None
-        for layer, folder in self.dirs.items():
-            for index in sorted(folder.glob("*.index.json")) if folder.is_dir() else []:
-                shard = index.name.removesuffix(".index.json")
-                for key, (a, b) in json.loads(index.read_text()).items():
-                    self._disk[layer][key] = (shard, a, b)
-
-    @staticmethod
-    def premise_key(premise: str) -> str:
-        return "p" + hashlib.sha1(premise.encode("utf-8")).hexdigest()
-
-    @staticmethod
-    def hypothesis_key(premise: str, hypothesis: str) -> str:
-        return "h" + hashlib.sha1(f"{premise}\x00{hypothesis}".encode()).hexdigest()
-
-    def _has(self, key: str) -> bool:
-        return all(key in self._mem[layer] or key in self._disk[layer] for layer in self.layers)
-
-    def get(self, premises: Sequence[str], hypotheses: Sequence[str]) -> list[PairStates]:
-        """(premise states, premise token ids, hypothesis states, hypothesis token ids) per pair,
-        in order, states of the layers side by side; what the cache lacks is computed first."""
-        pairs = list(zip(premises, hypotheses))
-        context = (lambda p: p) if self.condition_on_premise else (lambda p: "")
-        passes: dict[tuple[str, str], None] = {}
-        for p, h in pairs:
-            if not self._has(self.hypothesis_key(context(p), h)):
-                passes[(context(p), h)] = None
-            if not self._has(self.premise_key(p)):
-                passes[(p, h) if self.condition_on_premise else (p, "")] = None
-        if passes:
-            self._compute(list(passes))
-        return [self._lookup(self.premise_key(p)) + self._lookup(self.hypothesis_key(context(p), h)) for p, h in pairs]
-
-    def _lookup(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        parts = []
-        for layer in self.layers:
-            if key in self._mem[layer]:
-                parts.append(self._mem[layer][key])
-                continue
-            shard, a, b = self._disk[layer][key]
-            if (layer, shard) not in self._shards:
-                folder = self.dirs[layer]
-                self._shards[layer, shard] = (
-                    np.load(folder / f"{shard}.states.npy", mmap_mode="r"),
-                    np.load(folder / f"{shard}.tokens.npy", mmap_mode="r"),
-                )
-            states, tokens = self._shards[layer, shard]
-            parts.append((states[a:b], tokens[a:b]))
-        states = parts[0][0] if len(parts) == 1 else np.concatenate([s for s, _ in parts], axis=1)
-        return states, parts[0][1]
-
-    def _load_lm(self):
-        if self._lm is None:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-            lm = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
-            body = lm.model if hasattr(lm, "model") else lm
-            if max(self.layers) > len(body.layers):
-                raise ValueError(
-                    f"layers {self.layers}: {self.model_dir} has {len(body.layers)} layers (0 is the input embeddings)"
-                )
-            # the layers above the deepest one used cost time and change nothing
-            body.layers = body.layers[: max(1, max(self.layers))]
-            # transformers reports the last layer's state after the final norm; without it every
-            # layer's state is the raw residual stream, whichever layer happens to be the deepest
-            body.norm = nn.Identity()
-            self._lm = body.eval()
-        return self._lm, self._tokenizer
-
-    def _input_ids(self, pairs: list[tuple[str, str]]) -> list[tuple[list[int], int, int]]:
-        """Token ids of each pass, where the premise ends and where the hypothesis starts (after
-        BOS; the separator lies between). Premise and hypothesis are tokenised apart, so a text's
-        tokens are the same whatever it is paired with."""
-        tok = self._tokenizer
-        bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
-        sep = tok("\n", add_special_tokens=False)["input_ids"]
-        texts = list(dict.fromkeys(t for pair in pairs for t in pair if t))
-        ids = (
-            dict(
-                zip(
-                    texts,
-                    tok(texts, add_special_tokens=False, truncation=True, max_length=self.max_tokens)["input_ids"],
-                )
-            )
-            if texts
-            else {}
-        )
-        out = []
-        for p, h in pairs:
-            p_ids, between = (ids[p], sep) if p else ([], [])
-            out.append((bos + p_ids + between + (ids[h] if h else []), len(p_ids), len(p_ids) + len(between)))
-        return out
-
-    def _compute(self, pairs: list[tuple[str, str]]) -> None:
-        lm, tokenizer = self._load_lm()
-        inputs = self._input_ids(pairs)
-        drop = 1 if tokenizer.bos_token_id is not None else 0  # BOS: an attention sink, no content
-        order = sorted(range(len(pairs)), key=lambda i: len(inputs[i][0]))
-        batches, cur = [], []
-        for i in order:  # length-sorted batches under a padded-token budget: little padding
-            if cur and (len(cur) + 1) * len(inputs[i][0]) > self.batch_tokens:
-                batches.append(cur)
-                cur = []
-            cur.append(i)
-        batches.append(cur)
-        new: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {layer: {} for layer in self.layers}
-        pad = tokenizer.pad_token_id or 0
-        with torch.inference_mode():
-            for batch in tqdm(
-                batches, desc="gemma pair states", unit="batch", mininterval=10, disable=len(batches) < 4
-            ):
-                width = max(len(inputs[i][0]) for i in batch)
-                ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for r, i in enumerate(batch):
-                    ids[r, : len(inputs[i][0])] = torch.tensor(inputs[i][0])
-                    mask[r, : len(inputs[i][0])] = 1
-                hidden = lm(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-                for layer in self.layers:
-                    h = hidden[layer].float()
-                    # RMS-normalised per token (as the next layer's input norm does): a few of
-                    # Gemma's dimensions are ~100x the rest, and float16 must hold them
-                    h = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)).numpy()
-                    for r, i in enumerate(batch):
-                        (premise, hypothesis), (seq, p_end, h_start) = pairs[i], inputs[i]
-                        seq_np = np.asarray(seq, np.int32)
-                        p_end, h_start = p_end + drop, h_start + drop
-                        new[layer].setdefault(
-                            self.premise_key(premise), (h[r, drop:p_end].astype(np.float16), seq_np[drop:p_end])
-                        )
-                        new[layer][self.hypothesis_key(premise, hypothesis)] = (
-                            h[r, h_start : len(seq)].astype(np.float16),
-                            seq_np[h_start:],
-                        )
-        for layer, entries in new.items():
-            # a pass runs every layer; a layer that already holds an entry keeps it, so the
-            # cache never stores one twice
-            entries = {k: v for k, v in entries.items() if k not in self._mem[layer] and k not in self._disk[layer]}
-            if not entries:
-                continue
-            self._mem[layer].update(entries)
-            if layer in self.dirs:
-                self._write_shard(layer, entries)
-
-    def _write_shard(self, layer: int, entries: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        folder = self.dirs[layer]
-        folder.mkdir(parents=True, exist_ok=True)
-        shard = uuid.uuid4().hex[:12]
-        items = list(entries.values())
-        bounds = np.concatenate([[0], np.cumsum([len(t) for _, t in items])])
-        for name, arr in (
-            ("states", np.concatenate([s for s, _ in items])),
-            ("tokens", np.concatenate([t for _, t in items]).astype(np.int32)),
-        ):
-            tmp = folder / f".{shard}.{name}.tmp.npy"
-            np.save(tmp, arr)
-            os.replace(tmp, folder / f"{shard}.{name}.npy")
-        index = {k: [int(bounds[i]), int(bounds[i + 1])] for i, k in enumerate(entries)}
-        tmp = folder / f".{shard}.index.tmp"
-        tmp.write_text(json.dumps(index))
-        os.replace(tmp, folder / f"{shard}.index.json")
-        for k, (a, b) in index.items():
-            self._disk[layer][k] = (shard, a, b)
-            self._mem[layer].pop(k, None)
-
-
-# ---------------------------------------------------------------------------------------------
-# The attention head
+# The heads
 
 
 class AlignHead(nn.Module):
@@ -343,6 +106,9 @@ class PooledHead(nn.Module):
     comparison — standardised, layer-mixed, then an MLP. An order of magnitude cheaper to train
     than :class:`AlignHead`: the pooled vectors are computed once per phase."""
 
+    hypothesis_mean: torch.Tensor  # buffers, registered in __init__
+    hypothesis_std: torch.Tensor
+
     def __init__(self, n_layers: int, dim: int, hidden: int, dropout: float, n_labels: int):
         super().__init__()
         self.n_layers, self.dim = n_layers, dim
@@ -359,7 +125,7 @@ class PooledHead(nn.Module):
         return self.out((x * torch.softmax(self.mix, 0)[:, None]).sum(1))
 
 
-def _make_head(params: GemmaAttentionParams, n_layers: int, dim: int, n_labels: int, pair: bool) -> nn.Module:
+def _make_head(params: GemmaHeadParams, n_layers: int, dim: int, n_labels: int, pair: bool) -> nn.Module:
     if params.head == "pooled":
         return PooledHead(n_layers, dim, params.hidden, params.dropout, n_labels)
     return AlignHead(n_layers, dim, params.hidden, params.dropout, params.exact_match, n_labels, pair)
@@ -408,24 +174,24 @@ def _noop(epoch: int) -> None:
     pass
 
 
-class GemmaAttentionClassifier:
-    """The :class:`synthllm.classifier.PairClassifier` contract (``fit_phase`` per phase,
+class GemmaHeadClassifier:
+    """The :class:`synthllm.classifiers.base.PairClassifier` contract (``fit_phase`` per phase,
     ``snapshot``/``restore``, ``predict_proba``, ``save``), plus ``fit_phases`` for a whole regime.
 
     ``seed`` is accepted for ``build_classifier``'s signature and not needed: the head is built at
     the first ``fit_phase``, right after seeding with that phase's seed."""
 
-    kind = "gemma_attention"
+    kind = "gemma_head"
 
     def __init__(
         self,
-        params: GemmaAttentionParams,
+        params: GemmaHeadParams,
         labels: Sequence[str] = NLI_LABELS,
         pair: bool = True,
         seed: int | None = None,
     ):
         self.params, self.labels, self.pair = params, tuple(labels), pair
-        self.states = PairStateCache(
+        self.states = GemmaStateCache(
             params.model_dir,
             params.layers,
             params.max_tokens,
@@ -438,9 +204,7 @@ class GemmaAttentionClassifier:
         self.ngram = None
         self.live = None  # set by the train stage; nothing is logged to it here
         if params.ngram_weight > 0:
-            from synthllm.classifier import HashingSGDClassifier
-
-            self.ngram = HashingSGDClassifier(params.ngram, self.labels, pair)
+            self.ngram = ngrams.HashingSGDClassifier(params.ngram, self.labels, pair)
 
     # -- inputs
 
@@ -454,13 +218,15 @@ class GemmaAttentionClassifier:
         return [(ps, _exact_match(pt, ht), hs, _exact_match(ht, pt)) for ps, pt, hs, ht in rows]
 
     def _batch(self, rows: Sequence[Encoded]) -> tuple[torch.Tensor, ...]:
-        width = len(self.params.layers) * self.head.dim
+        assert self.head is not None  # built before any batch
+        width = len(self.params.layers) * cast(int, self.head.dim)
         h, h_mask = _pad([r[2] for r in rows], width)
         if not self.pair:
             return h[:, :0], h_mask[:, :0], h_mask[:, :0], h, h_mask, h_mask
-        p, p_mask = _pad([r[0] for r in rows], width)
-        p_match, _ = _pad([r[1][:, None] for r in rows], 1)
-        h_match, _ = _pad([r[3][:, None] for r in rows], 1)
+        pair_rows = cast(Sequence[PairEncoded], rows)
+        p, p_mask = _pad([r[0] for r in pair_rows], width)
+        p_match, _ = _pad([r[1][:, None] for r in pair_rows], 1)
+        h_match, _ = _pad([r[3][:, None] for r in pair_rows], 1)
         return p, p_mask, p_match.squeeze(-1), h, h_mask, h_match.squeeze(-1)
 
     def _inputs(self, encoded: list[Encoded]) -> Callable[[np.ndarray], tuple[torch.Tensor, ...]]:
@@ -481,7 +247,7 @@ class GemmaAttentionClassifier:
         else:
             sides = {"hypothesis": [r[2] for r in encoded]}
             if self.pair:
-                sides["premise"] = list({p: r[0] for p, r in zip(rows["premise"], encoded)}.values())
+                sides["premise"] = list({p: cast(np.ndarray, r[0]) for p, r in zip(rows["premise"], encoded)}.values())
         for side, arrays in sides.items():
             x = torch.from_numpy(np.concatenate([np.asarray(a, np.float32) for a in arrays]))
             x = x.view(-1, n_layers, dim)
@@ -494,6 +260,7 @@ class GemmaAttentionClassifier:
     def fit_phases(self, phases: Sequence[Phase], seed: int) -> list[dict]:
         """A whole regime: each (rows, epochs) phase in order, on the same weights."""
         log = []
+        phase: Any  # a Phase tuple or anything with .rows and .epochs
         for k, phase in enumerate(phases):
             rows, epochs = (phase.rows, phase.epochs) if hasattr(phase, "rows") else phase
             entry = self.fit_phase(rows, epochs, seed, k, _noop)
@@ -523,6 +290,7 @@ class GemmaAttentionClassifier:
             # the first rows it is given; seeded first, so a seed always builds the same head
             torch.manual_seed(seed)
             self._build(rows, encoded)
+        assert self.head is not None  # built just above if it was not already
         phase_seed = int(np.random.SeedSequence([seed, phase]).generate_state(1)[0])
         random.seed(phase_seed)
         torch.manual_seed(phase_seed)
@@ -546,9 +314,10 @@ class GemmaAttentionClassifier:
         rng: np.random.Generator,
         after_epoch: Callable[[int], None],
     ) -> tuple[int, float]:
+        assert self.head is not None and self.optimizer is not None  # set by _build or load
         y = torch.tensor([self.labels.index(lab) for lab in rows["label"]])
         inputs = self._inputs(encoded)
-        lengths = np.array([len(r[2]) + (len(r[0]) if self.pair else 0) for r in encoded], float)
+        lengths = np.array([len(r[2]) + (len(cast(np.ndarray, r[0])) if self.pair else 0) for r in encoded], np.float64)
         bs = self.params.batch_size
         steps_per_epoch = (len(rows) + bs - 1) // bs
         total = max(epochs, round(self.params.epoch_scale * epochs * steps_per_epoch))
@@ -588,16 +357,16 @@ class GemmaAttentionClassifier:
     def snapshot(self) -> object:
         return copy.deepcopy(
             {
-                "head": self.head.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                "head": cast(nn.Module, self.head).state_dict(),
+                "optimizer": cast(torch.optim.Optimizer, self.optimizer).state_dict(),
                 "ngram": self.ngram.snapshot() if self.ngram is not None else None,
             }
         )
 
     def restore(self, snapshot: object) -> None:
-        state = copy.deepcopy(snapshot)
-        self.head.load_state_dict(state["head"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        state = cast(dict[str, Any], copy.deepcopy(snapshot))
+        cast(nn.Module, self.head).load_state_dict(state["head"])
+        cast(torch.optim.Optimizer, self.optimizer).load_state_dict(state["optimizer"])
         if self.ngram is not None:
             self.ngram.restore(state["ngram"])
 
@@ -630,37 +399,23 @@ class GemmaAttentionClassifier:
         member and the fingerprint of the LM whose states it reads (so a folder trained on other
         weights differs, for DVC, and is refused at load); the feature cache stays where it is."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        torch.save(self.head.state_dict(), out_dir / "head.pt")
-        torch.save(self.optimizer.state_dict(), out_dir / "optimizer.pt")
+        torch.save(cast(nn.Module, self.head).state_dict(), out_dir / "head.pt")
+        torch.save(cast(torch.optim.Optimizer, self.optimizer).state_dict(), out_dir / "optimizer.pt")
         if self.ngram is not None:
             self.ngram.save(out_dir / "ngram")
-        (out_dir / META_FILE).write_text(
-            json.dumps(
-                {
-                    "kind": self.kind,
-                    "params": self.params.model_dump(),
-                    "labels": list(self.labels),
-                    "pair": self.pair,
-                    "lm_fingerprint": self.states.fingerprint,
-                },
-                ensure_ascii=False,
-                indent=1,
-            )
-        )
+        write_meta(out_dir, self, lm_fingerprint=self.states.fingerprint)
 
 
-def _optimizer(head: nn.Module, params: GemmaAttentionParams) -> torch.optim.Optimizer:
+def _optimizer(head: nn.Module, params: GemmaHeadParams) -> torch.optim.Optimizer:
     return torch.optim.AdamW(head.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
 
 
-def load(model_dir: Path) -> GemmaAttentionClassifier:
+def load(model_dir: Path) -> GemmaHeadClassifier:
     """A saved classifier; the Gemma folder (``params.model_dir``) is read only for pairs that are
     not in the feature cache yet."""
-    from synthllm.classifier import load_classifier
-
-    info = json.loads((model_dir / META_FILE).read_text())
-    params = GemmaAttentionParams(**info["params"])
-    clf = GemmaAttentionClassifier(params, info["labels"], info["pair"])
+    info = read_meta(model_dir)
+    params = GemmaHeadParams(**info["params"])
+    clf = GemmaHeadClassifier(params, info["labels"], info["pair"])
     if info.get("lm_fingerprint") != clf.states.fingerprint:
         # the head was trained on another LM's states: its predictions would be noise
         raise ValueError(
@@ -676,5 +431,5 @@ def load(model_dir: Path) -> GemmaAttentionClassifier:
     clf.optimizer = _optimizer(clf.head, params)
     clf.optimizer.load_state_dict(torch.load(model_dir / "optimizer.pt", weights_only=True))
     if clf.ngram is not None:
-        clf.ngram = load_classifier(model_dir / "ngram")
+        clf.ngram = ngrams.load(model_dir / "ngram")
     return clf

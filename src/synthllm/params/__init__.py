@@ -29,7 +29,7 @@ from synthllm.params.base import (
 )
 from synthllm.params.classifiers import (
     ClassifierParams,
-    GemmaAttentionParams,
+    GemmaHeadParams,
     HFClassifierParams,
     SklearnClassifierParams,
 )
@@ -70,7 +70,7 @@ __all__ = [
     "ClassifierParams",
     "CurvesParams",
     "FilterParams",
-    "GemmaAttentionParams",
+    "GemmaHeadParams",
     "GenerateParams",
     "GeneratorModelParams",
     "GoldParams",

@@ -11,7 +11,8 @@ from synthllm import params_reads
 NLI_LABELS = ("entailment", "contradiction", "neutral")
 GENERATOR_DIR = "models/generator"  # the generator_model stage's output (dvc.yaml)
 Regime = Literal["gold_only", "synthetic_only", "warmup", "mix", "reversed"]
-SYNTHETIC_REGIMES = ("synthetic_only", "warmup", "mix", "reversed")
+SyntheticRegime = Literal["synthetic_only", "warmup", "mix", "reversed"]
+SYNTHETIC_REGIMES: tuple[SyntheticRegime, ...] = ("synthetic_only", "warmup", "mix", "reversed")
 
 
 class Strict(BaseModel):

@@ -29,10 +29,10 @@ class HFClassifierParams(Strict):
     bf16: bool = False
 
 
-class GemmaAttentionParams(Strict):
+class GemmaHeadParams(Strict):
     """Hyper-parameters chosen on FarsTail val (see ``benchmarks/results/classifier_candidates.md``)."""
 
-    kind: Literal["gemma_attention"] = "gemma_attention"
+    kind: Literal["gemma_head"] = "gemma_head"
     model_dir: str = Field(
         GENERATOR_DIR,
         description="Folder of the causal LM whose token states are the features (the generator_model stage's output).",
@@ -96,5 +96,5 @@ class GemmaAttentionParams(Strict):
 
 
 ClassifierParams = Annotated[
-    SklearnClassifierParams | HFClassifierParams | GemmaAttentionParams, Field(discriminator="kind")
+    SklearnClassifierParams | HFClassifierParams | GemmaHeadParams, Field(discriminator="kind")
 ]

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from synthllm.errors import ParamsError
 from synthllm.params.backends import TransformersBackendParams
-from synthllm.params.base import GENERATOR_DIR, NLI_LABELS, SYNTHETIC_REGIMES, Strict
-from synthllm.params.classifiers import GemmaAttentionParams, HFClassifierParams
+from synthllm.params.base import GENERATOR_DIR, NLI_LABELS, SYNTHETIC_REGIMES, Strict, SyntheticRegime
+from synthllm.params.classifiers import GemmaHeadParams, HFClassifierParams
 from synthllm.params.sections import (
     LEARNED_METHODS,
     AggregateParams,
@@ -55,7 +54,7 @@ class Params(Strict):
     annotate: AnnotateParams = AnnotateParams()
     annotator_training: AnnotatorTrainingParams = AnnotatorTrainingParams()
     split: SplitParams = SplitParams()
-    regimes: list[Literal["synthetic_only", "warmup", "mix", "reversed"]] = list(SYNTHETIC_REGIMES)
+    regimes: list[SyntheticRegime] = list(SYNTHETIC_REGIMES)
     train: TrainParams = TrainParams()
     curves: CurvesParams = CurvesParams()
     cache_dir: str = Field(".cache/synthllm", description="LLM request cache (outside DVC outputs).")
@@ -252,9 +251,9 @@ class Params(Strict):
             ("train.classifier", self.train.classifier),
             ("annotator_training.classifier", self.annotator_training.classifier),
         ):
-            if isinstance(clf, GemmaAttentionParams) and Path(clf.model_dir) != Path(GENERATOR_DIR):
+            if isinstance(clf, GemmaHeadParams) and Path(clf.model_dir) != Path(GENERATOR_DIR):
                 raise ValueError(
-                    f"{key}.model_dir is {clf.model_dir!r}: a gemma_attention classifier reads "
+                    f"{key}.model_dir is {clf.model_dir!r}: a gemma_head classifier reads "
                     f"the generator_model stage's output, {GENERATOR_DIR!r} (the folder dvc.yaml "
                     f"tracks); change generator_model to use another LM"
                 )

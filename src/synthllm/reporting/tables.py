@@ -1,4 +1,4 @@
-"""The results table and charts: annotator × regime, mean over seeds with confidence intervals.
+"""The results tables: annotator × regime, mean over seeds with confidence intervals.
 
 Two intervals per cell: a t-interval over seeds (training variability alone), and a two-level
 percentile bootstrap over seeds *and* test items (:func:`synthllm.stats.two_level_bootstrap`), which
@@ -18,8 +18,6 @@ import numpy as np
 import pandas as pd
 
 from synthllm import stats
-from synthllm.generation import label_codes
-from synthllm.params import NLI_LABELS
 
 COMPARISONS = (
     ("warmup", "mix"),
@@ -83,9 +81,9 @@ def _subset_acc(seeds: Mapping[str, dict], subset: str) -> float:
 def results_table(
     metrics: Mapping[str, dict],
     predictions: Mapping[str, pd.DataFrame],
+    labels: Sequence[str],
     seed: int = 0,
     n_resamples: int = 2000,
-    labels: Sequence[str] = NLI_LABELS,
 ) -> pd.DataFrame:
     rows = []
     for run, m in sorted(metrics.items()):
@@ -115,12 +113,12 @@ def results_table(
 
 def mcnemar_per_seed(a: pd.DataFrame, b: pd.DataFrame) -> dict[int, float]:
     """McNemar's p for each seed both runs have, seeds paired by number."""
-    out = {}
+    out: dict[int, float] = {}
     for seed in sorted(set(a["seed"]) & set(b["seed"]), key=seed_number):
         x, y = (df[df["seed"] == seed].sort_values("id") for df in (a, b))
-        out[seed_number(seed)] = stats.mcnemar(
-            x["label"].to_numpy(), x["predicted"].to_numpy(), y["predicted"].to_numpy()
-        )["p_value"]
+        out[seed_number(seed)] = float(
+            stats.mcnemar(x["label"].to_numpy(), x["predicted"].to_numpy(), y["predicted"].to_numpy())["p_value"]
+        )
     return out
 
 
@@ -177,108 +175,6 @@ def regime_comparisons(
     return table[COMPARISON_COLUMNS]
 
 
-def markdown(
-    table: pd.DataFrame,
-    comparisons: pd.DataFrame,
-    annotators: Mapping[str, dict],
-    quality: Mapping | None = None,
-    strategy: str = "natural",
-    labels: Sequence[str] = NLI_LABELS,
-    gold_name: str = "FarsTail",
-) -> str:
-    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
-    codes = "/".join(label_codes(labels)[lab] for lab in labels)
-    lines = [
-        "# SynthLLM results",
-        "",
-        "## Annotators (gold-val audit sample)",
-        "",
-        f"| annotator | audit n | accuracy | macro-F1 | ECE (rows with a confidence) | failed (pool) "
-        f"| failure reasons (pool) | pool labels {codes} |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, m in sorted(annotators.items()):
-        a, pool = m["audit"], m["pool"]
-        dist = "/".join(pct(pool["label_distribution"].get(lab) or 0) for lab in labels)
-        coverage = a.get("confidence_coverage")
-        ece = (
-            "– (no confidences)"
-            if a.get("ece") is None
-            else f"{a['ece']:.3f}" + (f" ({pct(coverage)} %)" if coverage is not None else "")
-        )
-        reasons = ", ".join(f"{k} {v}" for k, v in (pool.get("failure_reasons") or {}).items()) or "–"
-        lines.append(
-            f"| {name} | {a['n']} | {pct(a['accuracy'])} | {pct(a['macro_f1'])} | {ece} | "
-            f"{pool['failed']}/{pool['n']} | {reasons} | {dist} |"
-        )
-    for name, m in sorted(annotators.items()):
-        flips = m["pool"].get("prompt_order_flip_rate")
-        if flips:
-            per_class = ", ".join(f"{k} {pct(v)}" for k, v in sorted(flips["by_class"].items()))
-            lines.append(
-                f"\nPrompt-order flip rate of {name} (hypothesis first): {pct(flips['overall'])} % ({per_class})."
-            )
-    if quality and "pairwise_kappa" in quality:
-        lines += [
-            "",
-            "Agreement on the synthetic pool: "
-            + ", ".join(f"κ({k.replace('__', ', ')}) = {v:.3f}" for k, v in sorted(quality["pairwise_kappa"].items()))
-            + (f"; Fleiss' κ = {quality['fleiss_kappa']:.3f}" if quality.get("fleiss_kappa") is not None else "")
-            + ".",
-        ]
-        vote = quality.get("vote_on_audit")
-        if vote:
-            weighted = vote.get("weighted_majority_accuracy")
-            lines.append(
-                f"Majority vote of {', '.join(vote['members'])} on the audit sample: "
-                f"{pct(vote['majority_accuracy'])} % (confidence-weighted: "
-                + (
-                    f"{pct(weighted)} %)."
-                    if weighted is not None
-                    else f"not computed: {vote.get('weighted_majority_unavailable')})."
-                )
-            )
-    hard = bool(table["hard_hypothesis_acc"].notna().any()) if len(table) else False
-    lines += [
-        "",
-        f"## Test accuracy by annotator × regime ({gold_name} test, %)",
-        "",
-        "Mean over seeds; [t-interval over seeds]; {two-level bootstrap 95 % CI over seeds and test "
-        f"items}}. Synthetic label distribution (split.strategy): {strategy}.",
-        "",
-        "| annotator | strategy | regime | passes | seeds | accuracy | seed CI | seed×item CI | macro-F1 "
-        "| macro-F1 item CI |" + (" hard-hyp | hard-overlap |" if hard else ""),
-        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if hard else ""),
-    ]
-    for r in table.itertuples():
-        shown = "–" if r.regime == "gold_only" else strategy
-        lines.append(
-            f"| {r.annotator} | {shown} | {r.regime} | {getattr(r, 'passes', '')} | {r.seeds} | {pct(r.accuracy)} | "
-            f"[{pct(r.acc_seed_ci_low)}, {pct(r.acc_seed_ci_high)}] | "
-            f"{{{pct(r.acc_boot_ci_low)}, {pct(r.acc_boot_ci_high)}}} | {pct(r.macro_f1)} | "
-            f"{{{pct(r.f1_boot_ci_low)}, {pct(r.f1_boot_ci_high)}}} |"
-            + (f" {pct(r.hard_hypothesis_acc)} | {pct(r.hard_overlap_acc)} |" if hard else "")
-        )
-    lines += [
-        "",
-        "## Regime comparisons",
-        "",
-        "Two-level bootstrap (seeds and test items resampled; items paired between the two regimes) of "
-        "the accuracy difference, 95 % CI; p two-sided. Significant: Holm–Bonferroni adjusted p ≤ 0.05 "
-        f"over the {len(comparisons)} comparisons below. McNemar's p per seed (seeds paired by number).",
-        "",
-        "| annotator | a | b | Δ accuracy (a − b) | CI | p | p (Holm) | significant | McNemar p by seed |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for c in comparisons.itertuples():
-        lines.append(
-            f"| {c.annotator} | {c.a} | {c.b} | {pct(c.delta_accuracy)} | "
-            f"[{pct(c.ci_low)}, {pct(c.ci_high)}] | {c.p_value:.3g} | {c.p_holm:.3g} | "
-            f"{'**yes**' if c.significant else 'no'} | {c.mcnemar_p_by_seed} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
 AGGREGATE_COLUMNS = [
     "aggregate",
     "members",
@@ -330,67 +226,3 @@ def aggregates_table(
                 row[f"test_{regime}"] = trained.get(regime) if row["configured"] else None
             rows.append(row)
     return pd.DataFrame(rows, columns=AGGREGATE_COLUMNS + [f"test_{r}" for r in regimes])
-
-
-def aggregates_markdown(table: pd.DataFrame, regimes: Sequence[str], gold_name: str) -> str:
-    if table.empty:
-        return ""
-    pct = lambda x: "–" if x is None or x != x else f"{100 * x:.1f}"  # noqa: E731
-    lines = [
-        "",
-        "## Aggregates: every vote method on the same members",
-        "",
-        "Audit accuracy is out of fold for the learned methods (reliabilities fit on the other folds of "
-        "the audit sample); 95 % bootstrap CI over audit rows. Coverage: share of pool rows labelled. Test "
-        f"accuracy ({gold_name} test, mean over seeds) for the configured method (✓), the one its branch "
-        "trains on.",
-        "",
-        "| aggregate | method | audit accuracy | CI | macro-F1 | ECE | coverage | best member (audit) | "
-        + " | ".join(regimes)
-        + " |",
-        "|---" * (8 + len(regimes)) + "|",
-    ]
-    for r in table.itertuples():
-        mark = f"{r.method} ✓" if r.configured else r.method
-        if r.unavailable:
-            cells = f"unavailable: {r.unavailable} | | | | |"
-        else:
-            ece = "–" if r.ece is None or r.ece != r.ece else f"{r.ece:.3f}"
-            cells = (
-                f"{pct(r.accuracy)} | [{pct(r.ci_low)}, {pct(r.ci_high)}] | {pct(r.macro_f1)} | {ece} | "
-                f"{pct(r.coverage)}"
-            )
-        tests = " | ".join(pct(getattr(r, f"test_{g}")) for g in regimes)
-        lines.append(f"| {r.aggregate} | {mark} | {cells} | {r.best_member} {pct(r.best_member_accuracy)} | {tests} |")
-    return "\n".join(lines) + "\n"
-
-
-def regime_chart(table: pd.DataFrame, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    regimes = [r for r in ("gold_only", "synthetic_only", "warmup", "mix", "reversed") if r in set(table.regime)]
-    annotators = sorted(set(table.annotator) - {"gold"})
-    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(regimes), 4))
-    width = 0.8 / max(1, len(annotators))
-    gold = table[table.regime == "gold_only"]
-    if not gold.empty:
-        g = gold.iloc[0]
-        ax.axhspan(100 * g.acc_boot_ci_low, 100 * g.acc_boot_ci_high, color="0.85", label="gold_only (CI)")
-        ax.axhline(100 * g.accuracy, color="0.4", lw=1)
-    for k, ann in enumerate(annotators):
-        sub = table[table.annotator == ann].set_index("regime").reindex([r for r in regimes if r != "gold_only"])
-        x = np.arange(len(sub)) + k * width
-        err = np.vstack([sub.accuracy - sub.acc_boot_ci_low, sub.acc_boot_ci_high - sub.accuracy]) * 100
-        ax.bar(x, 100 * sub.accuracy, width, yerr=err, capsize=3, label=ann)
-    ax.set_xticks(np.arange(len(regimes) - (not gold.empty)) + width * (len(annotators) - 1) / 2)
-    ax.set_xticklabels([r for r in regimes if r != "gold_only"])
-    ax.set_ylabel("FarsTail test accuracy (%)")
-    ax.set_ylim(30, max(80, 100 * table.accuracy.max() + 5))
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("Regimes by annotator (mean over seeds, bootstrap 95 % CI)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

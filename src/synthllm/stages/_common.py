@@ -69,7 +69,7 @@ def _record_resources(stage: str, argv: list[str] | None, started: float) -> Non
         f.write(json.dumps(row) + "\n")
 
 
-def entry(main: Callable[[list[str] | None], None]) -> Callable[[list[str] | None], None]:
+def entry(main: Callable[..., None]) -> Callable[..., None]:
     """Run a stage main; a SynthLLMError becomes one clear line on stderr and exit status 2."""
 
     def wrapped(argv: list[str] | None = None) -> None:

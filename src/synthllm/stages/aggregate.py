@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from synthllm.aggregation import aggregate, compare_methods
-from synthllm.errors import ParamsError
 from synthllm.io import read_jsonl, write_json, write_jsonl
 from synthllm.quality import audit_metrics
 from synthllm.stages._common import entry, params_of, parser
@@ -23,9 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", type=Path, required=True)
     args = p.parse_args(argv)
     params = params_of(args)
-    if args.name not in params.aggregates:
-        raise ParamsError(f"aggregate {args.name!r} is not in params.aggregates ({sorted(params.aggregates)})")
-    cfg = params.aggregates[args.name]
+    cfg = params.aggregate(args.name)
     pools = {m: read_jsonl(args.annotated / f"{m}.jsonl") for m in cfg.members}
     audits = {m: read_jsonl(args.audit / f"{m}.jsonl") for m in cfg.members}
     labels = params.task.labels

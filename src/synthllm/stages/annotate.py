@@ -5,12 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synthllm import annotation
-from synthllm.backends import RequestCache, run_requests
-from synthllm.backends.annotator import annotator_backend
-from synthllm.errors import ParamsError
 from synthllm.io import read_jsonl, write_json, write_jsonl
-from synthllm.prompts import load_annotate_prompt
+from synthllm.labelling import label_rows
 from synthllm.quality import audit_metrics, failure_counts
 from synthllm.stages._common import cache_path, entry, load_gold, params_of, parser, shot_pool
 
@@ -27,13 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", type=Path, required=True)
     args = p.parse_args(argv)
     params = params_of(args)
-    if args.name not in params.annotator_configs:
-        raise ParamsError(
-            f"annotator {args.name!r} is not in annotator_configs (known: {sorted(params.annotator_configs)})"
-        )
-    cfg, task, seed = params.annotator_configs[args.name], params.task, params.annotate.seed
-    prompt = None if cfg.kind == "classifier" else load_annotate_prompt(args.prompts, cfg.prompt, task)
-    fmt = annotation.answer_format(cfg, prompt, task.labels, task.name)
+    cfg, task, seed = params.annotator(args.name), params.task, params.annotate.seed
     pool = read_jsonl(args.pool, required=("id", "premise", "hypothesis"))
     shots = shot_pool(args.gold, params)
     val = load_gold(args.gold, "val")
@@ -43,44 +33,22 @@ def main(argv: list[str] | None = None) -> None:
     jobs = [("pool", pool, "default"), ("audit", audit, "default")]
     if cfg.stability_variant:
         jobs.append(("variant", pool, cfg.stability_variant))
-
-    def build(attempt: int):
-        return [
-            r
-            for _, job_rows, variant in jobs
-            for r in annotation.build_requests(
-                job_rows, cfg, prompt, shots, seed, variant, task.labels, task.name, attempt
-            )
-        ]
-
-    backend = annotator_backend(cfg, cache_path(params).parent)
-    cache = RequestCache(cache_path(params))
-    try:
-        answers, attempts, run = annotation.ask_until_parsed(
-            build,
-            lambda reqs, keep: run_requests(
-                backend,
-                reqs,
-                cache,
-                desc=f"annotate[{args.name}]",
-                keep=keep,
-                max_unanswered=cfg.max_unanswered,
-                unanswered_param=f"annotator_configs.{args.name}.max_unanswered",
-                **backend.accounting(),
-            ),
-            fmt,
-            cfg.parse_retries if cfg.temperature > 0 else 0,
-        )
-    finally:
-        cache.close()
-    labelled, start = {}, 0
-    for job, job_rows, _ in jobs:
-        n = len(job_rows)
-        labelled[job] = annotation.annotate_rows(job_rows, answers[start : start + n], args.name)
-        if cfg.temperature > 0:
-            for row, k in zip(labelled[job], attempts[start : start + n]):
+    done = label_rows(
+        args.name,
+        cfg,
+        [(job_rows, variant) for _, job_rows, variant in jobs],
+        task,
+        prompts=args.prompts,
+        shots=shots,
+        seed=seed,
+        cache_file=cache_path(params),
+        desc=f"annotate[{args.name}]",
+    )
+    labelled = {job: rows for (job, _, _), rows in zip(jobs, done.rows)}
+    if cfg.temperature > 0:
+        for job, attempts in zip(labelled, done.attempts):
+            for row, k in zip(labelled[job], attempts):
                 row["attempts"] = k
-        start += n
     if "variant" in labelled:
         for row, alt in zip(labelled["pool"], labelled["variant"]):
             row.update(
@@ -94,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     metrics = audit_metrics(labelled["audit"], labelled["pool"], task.labels)
     if "variant" in labelled:
         metrics["variant"] = failure_counts(labelled["variant"])
-    write_json({**metrics, "run": run.as_dict()}, args.metrics)
+    write_json({**metrics, "run": done.run.as_dict()}, args.metrics)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,12 @@ whole audit sample, for the cost/accuracy frontier) labelled by an expensive ann
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from synthllm import annotation, cascade
-from synthllm.backends import RequestCache, run_requests
-from synthllm.backends.annotator import annotator_backend
-from synthllm.errors import ParamsError
+from synthllm import cascade
 from synthllm.io import read_jsonl, write_json, write_jsonl
-from synthllm.prompts import load_annotate_prompt
+from synthllm.labelling import label_rows
 from synthllm.quality import audit_metrics
 from synthllm.stages._common import cache_path, entry, params_of, parser, shot_pool
 
@@ -22,8 +20,7 @@ def _aligned(folder: Path, names: list[str]) -> tuple[list[dict], list[dict]]:
     return first, [{n: by_id[n][r["id"]] for n in names} for r in first]
 
 
-@entry
-def main(argv: list[str] | None = None) -> None:
+def _args(argv: list[str] | None) -> argparse.Namespace:
     p = parser(__doc__)
     p.add_argument("--name", required=True, help="cascade name (a key of params.cascades)")
     p.add_argument("--annotated", type=Path, required=True, help="folder of <annotator>.jsonl pools")
@@ -33,45 +30,33 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="cascade-labelled pool (.jsonl)")
     p.add_argument("--audit-out", type=Path, required=True, help="cascade-labelled audit sample (.jsonl)")
     p.add_argument("--metrics", type=Path, required=True)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+@entry
+def main(argv: list[str] | None = None) -> None:
+    args = _args(argv)
     params = params_of(args)
-    if args.name not in params.cascades:
-        raise ParamsError(f"cascade {args.name!r} is not in params.cascades ({sorted(params.cascades)})")
-    cfg, task = params.cascades[args.name], params.task
+    cfg, task = params.cascade(args.name), params.task
     pool, pool_rows = _aligned(args.annotated, cfg.cheap)
     audit, audit_rows = _aligned(args.audit, cfg.cheap)
     share = cascade.escalation_share(cfg, len(pool))  # the audit is escalated in the same share
     up = cascade.escalate(pool_rows, cfg, cfg.threshold, share)
     escalated = [r for r, u in zip(pool, up) if u]
 
-    expensive = params.annotator_configs[cfg.expensive]
-    prompt = None if expensive.kind == "classifier" else load_annotate_prompt(args.prompts, expensive.prompt, task)
-    fmt = annotation.answer_format(expensive, prompt, task.labels, task.name)
-    shots = shot_pool(args.gold, params)
     asked = escalated + audit  # only escalated pool rows; all of the audit, for the frontier
-    backend = annotator_backend(expensive, cache_path(params).parent)
-    cache = RequestCache(cache_path(params))
-    try:
-        answers, _, run = annotation.ask_until_parsed(
-            lambda k: annotation.build_requests(
-                asked, expensive, prompt, shots, params.annotate.seed, labels=task.labels, task=task.name, attempt=k
-            ),
-            lambda reqs, keep: run_requests(
-                backend,
-                reqs,
-                cache,
-                desc=f"cascade[{args.name}]",
-                keep=keep,
-                max_unanswered=expensive.max_unanswered,
-                unanswered_param=f"annotator_configs.{cfg.expensive}.max_unanswered",
-                **backend.accounting(),
-            ),
-            fmt,
-            expensive.parse_retries if expensive.temperature > 0 else 0,
-        )
-    finally:
-        cache.close()
-    rows = annotation.annotate_rows(asked, answers, cfg.expensive)
+    done = label_rows(
+        cfg.expensive,
+        params.annotator(cfg.expensive),
+        [(asked, "default")],
+        task,
+        prompts=args.prompts,
+        shots=shot_pool(args.gold, params),
+        seed=params.annotate.seed,
+        cache_file=cache_path(params),
+        desc=f"cascade[{args.name}]",
+    )
+    (rows,), run = done.rows, done.run
     by_id = {r["id"]: r for r in rows[: len(escalated)]}
     exp_audit = rows[len(escalated) :]
     labelled = cascade.combine(pool_rows, up, by_id, cfg, args.name)

@@ -5,6 +5,7 @@ curves.pool_budget — with per-seed test predictions for the report."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from synthllm import curves
 from synthllm.io import read_jsonl, write_json, write_jsonl
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     del shared
     labelled, quality, skipped = curves.relabel(gold, pools, audits, params)
     del pools, audits  # relabel's branches hold what is still needed
-    report = {
+    report: dict[str, Any] = {
         "budget": int(len(gold)),
         "annotator_audit_accuracy": {b: q["accuracy"] for b, q in quality.items()},
         "skipped_branches": skipped,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthllm.classifier import load_classifier
+from synthllm.classifiers import load_classifier
 from synthllm.evaluation import confusion_rows, evaluate_predictions, subsets_of
 from synthllm.io import write_json, write_jsonl
 from synthllm.stages._common import entry, load_gold, parser

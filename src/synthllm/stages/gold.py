@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     tp = TextProcessor.for_task(task)
     counts: dict = {}
     if params.source == "local":
+        assert params.path is not None  # required for source local by the params validator
         frames, counts["sha256"] = gold.load_local(Path(params.path), task, tp, params.max_train)
     else:
         mirror = os.environ.get(params.mirror_env)

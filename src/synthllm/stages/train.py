@@ -17,7 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
-from synthllm.classifier import train_regime
+from synthllm.classifiers import train_regime
 from synthllm.gold import sha256_of
 from synthllm.io import read_frame, write_json
 from synthllm.regimes import REGIMES, Monitor, is_main_process, passes
@@ -49,8 +49,7 @@ def _live(folder: Path | None, hf: bool):
     return live, log_epoch
 
 
-@entry
-def main(argv: list[str] | None = None) -> None:
+def _arguments(argv: list[str] | None):
     p = parser(__doc__)
     p.add_argument("--regime", required=True, choices=REGIMES)
     p.add_argument("--gold", type=Path, required=True)
@@ -63,20 +62,23 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="train the gold-trained annotator from params.annotator_training",
     )
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def _settings(params, annotator_classifier: bool) -> tuple:
+    """(classifier params, gold epochs, synthetic epochs, seeds, select the synthetic epoch)."""
+    if annotator_classifier:
+        at = params.annotator_training
+        return at.classifier, at.gold_epochs, 1, [at.seed], False
+    cfg = params.train
+    return cfg.classifier, cfg.gold_epochs, cfg.synthetic_epochs, cfg.seeds, cfg.select_synthetic_epoch
+
+
+@entry
+def main(argv: list[str] | None = None) -> None:
+    args = _arguments(argv)
     params = params_of(args)
-    if args.annotator_classifier:
-        cfg = params.annotator_training
-        clf_params, gold_epochs, syn_epochs, seeds, select = cfg.classifier, cfg.gold_epochs, 1, [cfg.seed], False
-    else:
-        cfg = params.train
-        clf_params, gold_epochs, syn_epochs, seeds, select = (
-            cfg.classifier,
-            cfg.gold_epochs,
-            cfg.synthetic_epochs,
-            cfg.seeds,
-            cfg.select_synthetic_epoch,
-        )
+    clf_params, gold_epochs, syn_epochs, seeds, select = _settings(params, args.annotator_classifier)
     gold, val = budget_gold(args.gold, params), load_gold(args.gold, "val")
     synthetic = dev = None
     inputs = [sha256_of(args.gold / "train.jsonl"), params.gold.budget, params.gold.budget_seed]
@@ -121,9 +123,13 @@ def main(argv: list[str] | None = None) -> None:
             clf.save(out)
             log.info("saved %s", out)
         report["seeds"][str(seed)] = {"phases": phases, "train_s": round(time.perf_counter() - started, 2)}
+    _finish(report, args.metrics, checkpoints)
+
+
+def _finish(report: dict, metrics: Path, checkpoints: list[Path]) -> None:
     if is_main_process():
-        write_json(report, args.metrics)
-        log.info("saved %s", args.metrics)
+        write_json(report, metrics)
+        log.info("saved %s", metrics)
         for folder in checkpoints:  # the outputs are written: nothing left to resume
             shutil.rmtree(folder, ignore_errors=True)
 
