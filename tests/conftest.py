@@ -1,9 +1,14 @@
+"""Session fixtures for tests/unit and tests/integration, and the fixture modules they share."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
+
+# Fixture modules beside this file (tests/ is on sys.path: pytest inserts a rootdir conftest's folder).
+pytest_plugins = ["fake_openai"]
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_openai import cached_results, fake_openai_fixture  # noqa: F401  (the fixture)
+from edit_params import edited_params, fake_backend, load_params, write_params
+from fake_openai import cached_results
 
 from synthllm.io import read_jsonl, write_jsonl
 from synthllm.stages import annotate
@@ -25,29 +26,27 @@ N_POOL = 40
 
 @pytest.fixture
 def workdir(tmp_path, repo_root, gold_dir, fake_openai):
-    params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    params["annotators"] = {"remote": "prompts/fa/nli/annotate.yaml"}
-    params["annotator_configs"] = {
-        "remote": {
-            "kind": "llm",
-            "method": "instruct",
-            "prompt": "fa/nli/annotate",
-            "backend": {
-                "kind": "openai",
-                "model": "fake-model",
-                "base_urls": [fake_openai.url],
-                "api_key_env": "SYNTHLLM_TEST_KEY",
-                "concurrency": 4,
-                "timeout_s": 2.0,
-                "max_retries": 3,
-                "retry_backoff_s": 0.01,
-            },
-        }
-    }
-    params["aggregates"], params["cascades"] = {}, {}
-    params["branches"] = {"remote": "data/annotated/remote.jsonl"}
-    params["annotate"]["audit_size"] = 10
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    backend = fake_backend(
+        fake_openai.url,
+        "fake-model",
+        api_key_env="SYNTHLLM_TEST_KEY",
+        concurrency=4,
+        timeout_s=2.0,
+        max_retries=3,
+        retry_backoff_s=0.01,
+    )
+    params = edited_params(
+        repo_root / "params.yaml",
+        {"annotate.audit_size": 10},
+        annotators={"remote": "prompts/fa/nli/annotate.yaml"},
+        annotator_configs={
+            "remote": {"kind": "llm", "method": "instruct", "prompt": "fa/nli/annotate", "backend": backend}
+        },
+        aggregates={},
+        cascades={},
+        branches={"remote": "data/annotated/remote.jsonl"},
+    )
+    write_params(tmp_path / "params.yaml", params)
     pool = [
         {**r, "id": f"syn-{i}", "intended_label": r["label"]}
         for i, r in enumerate(read_jsonl(gold_dir / "train.jsonl")[:N_POOL])
@@ -128,9 +127,9 @@ def test_kill_9_mid_annotate_then_rerun_gives_the_uninterrupted_output(
 
 
 def _chat_params(work: Path, fake_url: str, **backend) -> None:
-    params = yaml.safe_load((work / "params.yaml").read_text())
+    params = load_params(work / "params.yaml")
     params["annotator_configs"]["remote"]["backend"].update(base_urls=[fake_url], **backend)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    write_params(work / "params.yaml", params)
 
 
 HOSTILE_ROWS = {"maybe": 1, "prose": 2, "bare": 3, "injection": 4, "extra_key": 5, "json_maybe": 6}

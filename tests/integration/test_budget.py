@@ -8,8 +8,7 @@ import json
 from collections import Counter
 
 import pytest
-import yaml
-from fake_openai import fake_openai_fixture  # noqa: F401  (the fixture)
+from edit_params import fake_backend, load_params, write_params
 
 from synthllm.budget import nested_order, subset
 from synthllm.io import read_frame, read_jsonl, write_jsonl
@@ -35,18 +34,17 @@ def test_subsets_are_nested_and_stratified(gold_dir):
 
 @pytest.fixture
 def budget_work(tmp_path, repo_root, gold_dir, fake_openai):
-    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    params = load_params(repo_root / "params.yaml")
     params["gold"].update(budget=BUDGET, shot_pool=SHOTS)
-    remote = {
-        "kind": "openai",
-        "model": "m",
-        "base_urls": [fake_openai.url],
-        "endpoint": "completions",
-        "api_key_env": "NO_KEY_NEEDED",
-        "concurrency": 4,
-        "timeout_s": 5,
-        "max_retries": 1,
-    }
+    remote = fake_backend(
+        fake_openai.url,
+        "m",
+        endpoint="completions",
+        api_key_env="NO_KEY_NEEDED",
+        concurrency=4,
+        timeout_s=5,
+        max_retries=1,
+    )
     params["generate"].update(num_premises=20, shots=3, backend=remote)
     params["annotators"] = {"writer": "prompts/fa/nli/annotate.yaml"}
     params["annotator_configs"] = {"writer": {"kind": "llm", "method": "instruct", "shots": 3, "backend": remote}}
@@ -55,7 +53,7 @@ def budget_work(tmp_path, repo_root, gold_dir, fake_openai):
     params["annotate"]["audit_size"] = 10
     params["annotator_training"].update(gold_epochs=1, classifier={"kind": "sklearn_sgd"})
     params["train"].update(gold_epochs=1, synthetic_epochs=1, seeds=[1], classifier={"kind": "sklearn_sgd"})
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    write_params(tmp_path / "params.yaml", params)
     return tmp_path
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
-from fake_openai import fake_openai_fixture, label_for  # noqa: F401  (the fixture)
+from edit_params import fake_backend, load_params, rewrite_params, write_params
+from fake_openai import label_for
 
 from synthllm.io import read_jsonl, write_jsonl
 from synthllm.stages import cascade as cascade_stage
@@ -19,23 +19,12 @@ CONFIDENCES = [round(0.3 + 0.6 * i / (N_POOL - 1), 4) for i in range(N_POOL)]  #
 
 @pytest.fixture
 def work(tmp_path, repo_root, gold_dir, fake_openai):
-    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    backend = fake_backend(fake_openai.url, "m", api_key_env="NO_KEY", concurrency=4, timeout_s=5, max_retries=1)
+    params = load_params(repo_root / "params.yaml")
     params["annotators"] = {"classifier": "models/annotators/classifier"}
     params["annotator_configs"] = {
         "classifier": {"kind": "classifier", "model_dir": "models/annotators/classifier"},
-        "remote": {
-            "kind": "llm",
-            "method": "instruct",
-            "backend": {
-                "kind": "openai",
-                "model": "m",
-                "base_urls": [fake_openai.url],
-                "api_key_env": "NO_KEY",
-                "concurrency": 4,
-                "timeout_s": 5,
-                "max_retries": 1,
-            },
-        },
+        "remote": {"kind": "llm", "method": "instruct", "backend": backend},
     }
     params["aggregates"] = {}
     params["cascades"] = {
@@ -49,7 +38,7 @@ def work(tmp_path, repo_root, gold_dir, fake_openai):
         }
     }
     params["branches"] = {"classifier": "data/annotated/classifier.jsonl"}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    write_params(tmp_path / "params.yaml", params)
     train, val = read_jsonl(gold_dir / "train.jsonl"), read_jsonl(gold_dir / "val.jsonl")
     pool = [
         {
@@ -84,9 +73,7 @@ def work(tmp_path, repo_root, gold_dir, fake_openai):
 
 
 def run(work, repo_root, gold_dir, threshold: float, tag: str) -> dict:
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["cascades"]["casc"]["threshold"] = threshold
-    (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    rewrite_params(work / "params.yaml", {"cascades.casc.threshold": threshold})
     cascade_stage.main(
         [
             "--params",
@@ -202,9 +189,7 @@ def test_an_outage_fails_the_cascade_stage_and_an_accepted_share_keeps_every_row
     with pytest.raises(SystemExit) as stopped:
         run(work, repo_root, gold_dir, 0.5, "down")
     assert stopped.value.code == 2 and not (work / "down" / "pool.jsonl").exists()
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["annotator_configs"]["remote"]["max_unanswered"] = 1.0
-    (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    rewrite_params(work / "params.yaml", {"annotator_configs.remote.max_unanswered": 1.0})
     metrics = run(work, repo_root, gold_dir, 0.5, "accepted")
     rows = read_jsonl(work / "accepted" / "pool.jsonl")
     assert len(rows) == N_POOL

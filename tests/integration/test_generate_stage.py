@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
+from edit_params import fake_backend, load_params, write_params
 from fake_openai import cached_results
 
 from synthllm.backends import Request, RequestCache, run_requests
@@ -25,7 +25,7 @@ from synthllm.stages import generate
 
 
 def _params(tmp_path: Path, repo_root: Path, tiny_lm: Path, num_premises: int, name: str) -> Path:
-    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    params = load_params(repo_root / "params.yaml")
     params["generate"].update(
         num_premises=num_premises,
         shots=1,
@@ -33,9 +33,7 @@ def _params(tmp_path: Path, repo_root: Path, tiny_lm: Path, num_premises: int, n
         backend={"kind": "transformers", "model_dir": str(tiny_lm), "batch_size": 5},
     )
     params["generate"]["filters"].update(min_script_ratio=0.0, min_words=1)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(params, allow_unicode=True))
-    return path
+    return write_params(tmp_path / f"{name}.yaml", params)
 
 
 def _argv(params: Path, gold_dir: Path, repo_root: Path, out: Path) -> list[str]:
@@ -121,24 +119,19 @@ def test_an_outage_fails_generate_and_every_request_is_kept_or_dropped_with_a_re
     try:
         monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(tmp_path / "cache"))
         monkeypatch.setenv("NO_KEY_NEEDED", "sk-test-generate")
-        params = yaml.safe_load((repo_root / "params.yaml").read_text())
-        params["generate"].update(
-            num_premises=6,
-            shots=1,
-            backend={
-                "kind": "openai",
-                "model": "m",
-                "base_urls": [server.url],
-                "endpoint": "completions",
-                "api_key_env": "NO_KEY_NEEDED",
-                "concurrency": 2,
-                "timeout_s": 5,
-                "max_retries": 1,
-                "retry_backoff_s": 0.01,
-            },
+        backend = fake_backend(
+            server.url,
+            "m",
+            endpoint="completions",
+            api_key_env="NO_KEY_NEEDED",
+            concurrency=2,
+            timeout_s=5,
+            max_retries=1,
+            retry_backoff_s=0.01,
         )
-        path = tmp_path / "p.yaml"
-        path.write_text(yaml.safe_dump(params, allow_unicode=True))
+        params = load_params(repo_root / "params.yaml")
+        params["generate"].update(num_premises=6, shots=1, backend=backend)
+        path = write_params(tmp_path / "p.yaml", params)
         server.fail("length", times=2, endpoint="completions")  # answered, unusable: dropped with a reason
         generate.main(_argv(path, gold_dir, repo_root, tmp_path / "a"))  # every request answered: exit 0
         stats = json.loads((tmp_path / "a" / "stats.json").read_text())
@@ -146,7 +139,7 @@ def test_an_outage_fails_generate_and_every_request_is_kept_or_dropped_with_a_re
         assert stats["generated"] == 18 == kept + sum(v for k, v in stats.items() if k.startswith("dropped_"))
         server.fail("503", times=None, endpoint="completions")  # the server goes away
         params["generate"]["seed"] = 99  # new requests, none cached
-        path.write_text(yaml.safe_dump(params, allow_unicode=True))
+        write_params(path, params)
         try:
             generate.main(_argv(path, gold_dir, repo_root, tmp_path / "b"))
         except SystemExit as stopped:
@@ -155,7 +148,7 @@ def test_an_outage_fails_generate_and_every_request_is_kept_or_dropped_with_a_re
             raise AssertionError("generate exited 0 with every request unanswered")
         assert not (tmp_path / "b" / "generated.jsonl").exists()
         params["generate"]["max_unanswered"] = 1.0
-        path.write_text(yaml.safe_dump(params, allow_unicode=True))
+        write_params(path, params)
         generate.main(_argv(path, gold_dir, repo_root, tmp_path / "c"))
         stats = json.loads((tmp_path / "c" / "stats.json").read_text())
         assert stats["generated"] == 18 and len(read_jsonl(tmp_path / "c" / "generated.jsonl")) == 0

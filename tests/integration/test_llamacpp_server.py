@@ -18,7 +18,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-import yaml
+from edit_params import edited_params, fake_backend, load_params, write_params
 from llama_server import gemma_gguf, llama_server
 
 from synthllm.io import read_jsonl, write_jsonl
@@ -77,13 +77,16 @@ def chat_confidence_by_hand(body: dict) -> tuple[str, float]:
 
 
 def workdir(tmp_path: Path, repo_root: Path, gold_dir: Path, annotators: dict) -> Path:
-    params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    params["annotators"] = {name: "prompts/fa/nli/annotate.yaml" for name in annotators}
-    params["annotator_configs"] = annotators
-    params["aggregates"], params["cascades"] = {}, {}
-    params["branches"] = {name: f"data/annotated/{name}.jsonl" for name in annotators}
-    params["annotate"]["audit_size"] = N_AUDIT
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    params = edited_params(
+        repo_root / "params.yaml",
+        {"annotate.audit_size": N_AUDIT},
+        annotators={name: "prompts/fa/nli/annotate.yaml" for name in annotators},
+        annotator_configs=annotators,
+        aggregates={},
+        cascades={},
+        branches={name: f"data/annotated/{name}.jsonl" for name in annotators},
+    )
+    write_params(tmp_path / "params.yaml", params)
     pool = [
         {"id": f"syn-{i}", "premise": r["premise"], "hypothesis": r["hypothesis"], "intended_label": r["label"]}
         for i, r in enumerate(read_jsonl(gold_dir / "train.jsonl")[:N_POOL])
@@ -126,15 +129,9 @@ def test_annotate_stage_chat_json_schema_logprobs(llama_url, tmp_path, repo_root
         "kind": "llm",
         "method": "instruct",
         "stability_variant": "hypothesis_first",
-        "backend": {
-            "kind": "openai",
-            "model": "gemma-3-270m",
-            "base_urls": [llama_url],
-            "endpoint": "chat",
-            "concurrency": 1,
-            "timeout_s": 120,
-            "max_retries": 1,
-        },
+        "backend": fake_backend(
+            llama_url, "gemma-3-270m", endpoint="chat", concurrency=1, timeout_s=120, max_retries=1
+        ),
     }
     work = workdir(tmp_path, repo_root, gold_dir, {"chat": chat})
     pool, audit, metrics = run_annotate(work, gold_dir, repo_root, "chat")
@@ -159,15 +156,9 @@ def test_annotate_stage_completions_label_word_scoring(llama_url, tmp_path, repo
         "kind": "llm",
         "method": "logprob",
         "shots": 1,
-        "backend": {
-            "kind": "openai",
-            "model": "gemma-3-270m",
-            "base_urls": [llama_url],
-            "endpoint": "completions",
-            "concurrency": 1,
-            "timeout_s": 120,
-            "max_retries": 1,
-        },
+        "backend": fake_backend(
+            llama_url, "gemma-3-270m", endpoint="completions", concurrency=1, timeout_s=120, max_retries=1
+        ),
     }
     work = workdir(tmp_path, repo_root, gold_dir, {"scorer": scorer})
     pool, audit, metrics = run_annotate(work, gold_dir, repo_root, "scorer")
@@ -196,23 +187,12 @@ def test_annotate_stage_completions_label_word_scoring(llama_url, tmp_path, repo
 
 def test_generate_stage_through_completions(llama_url, tmp_path, repo_root, gold_dir, monkeypatch):
     monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(tmp_path / "cache"))
-    params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    params["generate"].update(
-        num_premises=2,
-        shots=1,
-        max_new_tokens=40,
-        backend={
-            "kind": "openai",
-            "model": "gemma-3-270m",
-            "base_urls": [llama_url],
-            "endpoint": "completions",
-            "concurrency": 1,
-            "timeout_s": 120,
-            "max_retries": 1,
-            "logprobs": False,
-        },
+    backend = fake_backend(
+        llama_url, "gemma-3-270m", endpoint="completions", concurrency=1, timeout_s=120, max_retries=1, logprobs=False
     )
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    params = load_params(repo_root / "params.yaml")
+    params["generate"].update(num_premises=2, shots=1, max_new_tokens=40, backend=backend)
+    write_params(tmp_path / "params.yaml", params)
     argv = [
         "--params",
         str(tmp_path / "params.yaml"),
@@ -245,14 +225,14 @@ def test_paper_preset_annotators_on_the_llama_server(llama_url, tmp_path, repo_r
     vote follows the LLMs where they agree."""
     monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
-    params = yaml.safe_load((repo_root / "presets" / "paper.yaml").read_text())
+    params = load_params(repo_root / "presets" / "paper.yaml")
     for name in ("gpt4o_mini", "aya23"):
         params["annotator_configs"][name]["backend"].update(
             base_urls=[llama_url], model="gemma-3-270m", use_batch_api=False, concurrency=1, timeout_s=120
         )
     params["annotator_training"] = {"classifier": {"kind": "sklearn_sgd"}, "gold_epochs": 2, "seed": 0}
     params["annotate"]["audit_size"] = N_AUDIT
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    write_params(tmp_path / "params.yaml", params)
     pool = [
         {"id": f"syn-{i}", "premise": r["premise"], "hypothesis": r["hypothesis"], "intended_label": r["label"]}
         for i, r in enumerate(read_jsonl(gold_dir / "val.jsonl")[-N_POOL:])
@@ -317,7 +297,7 @@ def test_paper_preset_annotators_on_the_llama_server(llama_url, tmp_path, repo_r
     assert ds["aggregate"]["method"] == "dawid_skene" and ds["audit"]["n"] == N_AUDIT
     assert {r["fold"] for r in read_jsonl(tmp_path / "ds.audit.jsonl")} == set(range(5))  # out of fold
     params["aggregates"]["vote"] = {"members": params["aggregates"]["vote"]["members"], "method": "confidence"}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    write_params(tmp_path / "params.yaml", params)
     aggregate.main(
         [
             *common,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import math
 import os
@@ -14,20 +12,24 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_openai import DECIDED, OTHER, FakeOpenAI, cached_results, fake_openai_fixture, label_for  # noqa: F401
+from fake_openai import DECIDED, OTHER, FakeOpenAI, cached_results, label_for
 
 from synthllm.annotation import answer_format, label_schema, parse_result
-from synthllm.backends import Request, RequestCache, run_requests
-from synthllm.backends.openai_http import AdaptiveLimit, OpenAIBackend
+from synthllm.backends import Request, RequestCache, make_backend, run_requests
+from synthllm.backends.batch_api import BatchAPIBackend, queued_tokens
+from synthllm.backends.openai_http import OpenAIBackend
+from synthllm.backends.openai_wire import token_bound
 from synthllm.errors import BackendError, BudgetExceeded, UnansweredRequests
-from synthllm.estimate import estimate
-from synthllm.params import NLI_LABELS, AnnotatorParams, OpenAIBackendParams, PriceParams, parse_params
+from synthllm.params import NLI_LABELS, AnnotatorParams, OpenAIBackendParams, PriceParams
 from synthllm.prompts import load_annotate_prompt
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent  # the driver subprocess imports chat_requests from here
+ROOT = HERE.parents[1]
 PROMPT = load_annotate_prompt(ROOT / "prompts", "fa/nli/annotate")
-SCHEMA = label_schema(NLI_LABELS)
-CHAT = answer_format(AnnotatorParams(kind="llm", method="instruct", backend=OpenAIBackendParams(model="m")), PROMPT)
+SCHEMA = label_schema(NLI_LABELS, "nli")
+CHAT = answer_format(
+    AnnotatorParams(kind="llm", method="instruct", backend=OpenAIBackendParams(model="m")), PROMPT, NLI_LABELS, "nli"
+)
 PLANTED = "sk-test-PLANTED-5f1c2e9a7b"
 # the fake's logprobs at the deciding token: chosen -0.1, each other label -3.0 (and junk, left out)
 FAKE_CONFIDENCE = math.exp(DECIDED) / (math.exp(DECIDED) + 2 * math.exp(OTHER))
@@ -159,28 +161,6 @@ def test_completions_endpoint_and_replicas_round_robin(fake_openai):
         second.stop()
 
 
-def test_adaptive_limit_halves_on_429_pauses_for_retry_after_and_regrows():
-    async def scenario() -> tuple[list[float], float]:
-        limit, seen = AdaptiveLimit(8), []
-        await limit.acquire()
-        await limit.release(ok=False, throttled=True, retry_after=0.1)
-        seen.append(limit.limit)
-        await limit.acquire()
-        await limit.release(ok=False, throttled=True, retry_after=0.1)  # same cool-down: no second cut
-        seen.append(limit.limit)
-        started = asyncio.get_running_loop().time()
-        await limit.acquire()  # waits out Retry-After
-        waited = asyncio.get_running_loop().time() - started
-        for _ in range(40):
-            await limit.release(ok=True)
-            await limit.acquire()
-        seen.append(limit.limit)
-        return seen, waited
-
-    seen, waited = asyncio.run(scenario())
-    assert seen[:2] == [4.0, 4.0] and seen[2] == 8.0 and waited >= 0.09
-
-
 def test_concurrency_is_bounded(fake_openai):
     fake_openai.latency_s = 0.05
     run_requests(OpenAIBackend(params(fake_openai, concurrency=3)), chat_requests(15), progress=False)
@@ -190,12 +170,12 @@ def test_concurrency_is_bounded(fake_openai):
 DRIVER = """
 import sys
 from pathlib import Path
-sys.path.insert(0, sys.argv[3])
-from test_openai_backend import chat_requests
+sys.path[:0] = [sys.argv[3], str(Path(sys.argv[3]).parent)]  # this folder, and tests/ for fake_openai
+from test_openai_backend_http import chat_requests
 from synthllm.backends import RequestCache, run_requests
-from synthllm.backends.openai_http import OpenAIBackend
+from synthllm.backends import make_backend
 from synthllm.params import OpenAIBackendParams
-backend = OpenAIBackend(OpenAIBackendParams.model_validate_json(sys.argv[1]), state_dir=Path(sys.argv[2]))
+backend = make_backend(OpenAIBackendParams.model_validate_json(sys.argv[1]), state_dir=Path(sys.argv[2]))
 n = int(sys.argv[4]) if len(sys.argv) > 4 else 60
 run_requests(backend, chat_requests(n), RequestCache(Path(sys.argv[2]) / "cache.sqlite"), progress=False)
 """
@@ -205,7 +185,7 @@ def _spawn(p: OpenAIBackendParams, state_dir: Path, n: int = 60) -> subprocess.P
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OPENAI_API_KEY": PLANTED}
     with (state_dir / "driver.log").open("w") as log:  # a file, not a pipe: a full pipe would block it
         return subprocess.Popen(
-            [sys.executable, "-c", DRIVER, p.model_dump_json(), str(state_dir), str(ROOT / "tests"), str(n)],
+            [sys.executable, "-c", DRIVER, p.model_dump_json(), str(state_dir), str(HERE), str(n)],
             env=env,
             stdout=log,
             stderr=log,
@@ -253,7 +233,7 @@ def test_killed_batch_run_reattaches_to_its_batch(fake_openai, tmp_path, monkeyp
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     fake_openai.thaw()
-    backend = OpenAIBackend(p, state_dir=tmp_path)
+    backend = BatchAPIBackend(p, state_dir=tmp_path)
     results, stats = run_requests(
         backend, chat_requests(60), RequestCache(tmp_path / "cache.sqlite"), progress=False, cost=backend.cost
     )
@@ -268,18 +248,16 @@ def test_batch_api_shards_within_limits_and_reattaches_to_every_submitted_shard(
     """30 requests, at most 7 per batch: 5 batches. The enqueued-token limit admits two batches at a
     time; a kill while two are in flight, then a re-run: both are re-attached, the other three are
     submitted, and the answers equal an unsharded run's."""
-    from synthllm.backends.batch_api import _tokens
-
     fake_openai.batch_polls = 1
     requests = chat_requests(30)
     reference, _ = run_requests(
-        OpenAIBackend(params(fake_openai, use_batch_api=True), state_dir=tmp_path / "unsharded"),
+        BatchAPIBackend(params(fake_openai, use_batch_api=True), state_dir=tmp_path / "unsharded"),
         requests,
         progress=False,
     )
     assert fake_openai.received["POST /v1/batches"] == 1
     fake_openai.reset_counts()
-    two = sum(_tokens(r) for r in requests[:14])
+    two = sum(queued_tokens(r) for r in requests[:14])
     p = params(fake_openai, use_batch_api=True, batch_max_requests=7, batch_max_enqueued_tokens=two, batch_poll_s=0.05)
     state = tmp_path / "sharded"
     state.mkdir()
@@ -292,7 +270,7 @@ def test_batch_api_shards_within_limits_and_reattaches_to_every_submitted_shard(
     proc.wait()
     fake_openai.thaw()
     results, _ = run_requests(
-        OpenAIBackend(p, state_dir=state), requests, RequestCache(state / "cache.sqlite"), progress=False
+        BatchAPIBackend(p, state_dir=state), requests, RequestCache(state / "cache.sqlite"), progress=False
     )
     assert fake_openai.received["POST /v1/batches"] == 5  # 2 before the kill, 3 after: none twice
     sizes = sorted(fake_openai.files[b["input_file_id"]].count(b"\n") for b in list(fake_openai.batches.values())[-5:])
@@ -304,7 +282,7 @@ def test_batch_api_shards_within_limits_and_reattaches_to_every_submitted_shard(
 def test_batch_resubmits_only_failed_items(fake_openai, tmp_path):
     fake_openai.batch_polls = 1
     fake_openai.fail("500", match="جمله 4", endpoint="batch_line")
-    backend = OpenAIBackend(params(fake_openai, use_batch_api=True), state_dir=tmp_path)
+    backend = BatchAPIBackend(params(fake_openai, use_batch_api=True), state_dir=tmp_path)
     results, _ = run_requests(backend, chat_requests(10), progress=False)
     assert all(r.ok for r in results) and label_of(results[4]) == expected(chat_requests(10)[4])
     second = fake_openai.batches["batch_1"]
@@ -315,14 +293,14 @@ def test_a_cancelled_batchs_unrun_lines_are_not_resubmitted_and_count_as_unanswe
     """Issue 14 (defect 10): error lines with response null (a cancelled batch) were resubmitted."""
     fake_openai.batch_polls = 1
     fake_openai.fail("cancel", times=None, match="جمله 4", endpoint="batch_line")
-    backend = OpenAIBackend(params(fake_openai, use_batch_api=True), state_dir=tmp_path)
+    backend = BatchAPIBackend(params(fake_openai, use_batch_api=True), state_dir=tmp_path)
     results, stats = run_requests(backend, chat_requests(10), max_unanswered=1.0, progress=False)
     assert len(fake_openai.batches) == 1  # nothing resubmitted after the cancel
     assert results[4].error.startswith("http batch_cancelled") and sum(r.ok for r in results) == 9
     assert stats.unanswered == 1 and stats.failures == 1
     with pytest.raises(UnansweredRequests, match="1 of 10 requests got no answer"):
         run_requests(
-            OpenAIBackend(params(fake_openai, use_batch_api=True), state_dir=tmp_path),
+            BatchAPIBackend(params(fake_openai, use_batch_api=True), state_dir=tmp_path),
             chat_requests(10),
             progress=False,
         )
@@ -392,32 +370,6 @@ def test_one_ledger_per_served_model_across_stages(fake_openai, tmp_path):
     assert cache.spent("annotate[gpt]") == cache.spent("cascade[casc]") == 0.0
 
 
-def test_a_budget_needs_a_price_and_prices_are_checked_against_the_dated_table(caplog, repo_root):
-    """Issue 14 (defect 6): with the default price 0 a budget counted $0 forever."""
-    from synthllm.params import OpenAIBackendParams, listed_price, parse_params
-
-    with pytest.raises(ValueError, match="budget_usd 5.0 needs a price"):
-        OpenAIBackendParams(model="gpt-4o-mini", budget_usd=5.0)
-    listed = listed_price("gpt-4o-mini")
-    assert listed is not None and listed.input_per_mtok == 0.15
-    with caplog.at_level("WARNING", logger="synthllm"):
-        OpenAIBackendParams(model="gpt-4o-mini", budget_usd=5.0, price=listed)
-        assert not caplog.records
-        OpenAIBackendParams(model="gpt-4o-mini", price=PriceParams(input_per_mtok=2.5, output_per_mtok=10.0))
-        OpenAIBackendParams(model="my-finetune", price=PriceParams(input_per_mtok=1.0, output_per_mtok=1.0))
-    assert "differs from the price table" in caplog.records[0].getMessage()
-    assert "not in the price table" in caplog.records[1].getMessage()
-    import yaml
-
-    for preset in ("params.yaml", "presets/paper.yaml"):  # every priced preset block matches the table
-        data = yaml.safe_load((repo_root / preset).read_text())
-        for cfg in data["annotator_configs"].values():
-            backend = cfg.get("backend") or {}
-            if backend.get("price"):
-                assert PriceParams(**backend["price"]) == listed_price(backend["model"])
-        assert parse_params(data)
-
-
 def test_replicas_share_answers_while_answer_shaping_settings_do_not(fake_openai, tmp_path):
     cache = RequestCache(tmp_path / "cache.sqlite")
     requests = chat_requests(6)
@@ -479,6 +431,8 @@ def test_label_word_scoring_over_completions(fake_openai):
     prompt_fmt = answer_format(
         AnnotatorParams(kind="llm", method="logprob", backend=OpenAIBackendParams(model="m", endpoint="completions")),
         PROMPT,
+        NLI_LABELS,
+        "nli",
     )
     requests = [Request(prompt=f"متن {i}\nپاسخ:", choices=("درست", "غلط", "شاید")) for i in range(4)]
     backend = OpenAIBackend(params(fake_openai, endpoint="completions"))
@@ -518,61 +472,25 @@ def test_planted_key_appears_nowhere(fake_openai, tmp_path, monkeypatch, caplog,
         assert PLANTED not in place
 
 
-def test_api_key_rules(monkeypatch):
-    monkeypatch.delenv("MY_KEY", raising=False)
-    with pytest.raises(BackendError, match="MY_KEY"):
-        OpenAIBackend(OpenAIBackendParams(model="gpt-x", api_key_env="MY_KEY"))
-    local = OpenAIBackend(OpenAIBackendParams(model="m", api_key_env="MY_KEY", base_urls=["http://127.0.0.1:9/v1"]))
-    assert local.identity == "served:m|chat|json_schema=True|top_logprobs=20"
-    named = OpenAIBackendParams(model="m", base_urls=["http://127.0.0.1:9/v1"], served_identity="aya-23-35B@r1 bf16")
-    assert OpenAIBackend(named).identity.startswith("served:aya-23-35B@r1 bf16|")
-    with pytest.raises(BackendError, match="state directory"):
-        OpenAIBackend(OpenAIBackendParams(model="m", base_urls=["http://x/v1"], use_batch_api=True))
+def test_make_backend_picks_the_batch_api_backend_for_use_batch_api(fake_openai, tmp_path):
+    batch = make_backend(params(fake_openai, use_batch_api=True), state_dir=tmp_path)
+    online = make_backend(params(fake_openai), state_dir=tmp_path)
+    assert type(batch) is BatchAPIBackend and type(online) is OpenAIBackend
+    assert batch.identity == online.identity  # one cache: either transport's answers serve the other
+    assert batch.state_dir == tmp_path and batch.kinds == online.kinds == {"chat"}
 
 
-def test_estimate_prices_http_annotators_only():
-    llm = {
-        "kind": "llm",
-        "method": "instruct",
-        "backend": {"kind": "openai", "model": "gpt-x", "price": {"input_per_mtok": 1.0, "output_per_mtok": 4.0}},
-    }
-    p = parse_params(
-        {
-            "annotators": {"gpt": "prompts/fa/nli/annotate.yaml", "clf": "m"},
-            "generate": {"num_premises": 10},
-            "branches": {"gpt": "data/annotated/gpt.jsonl"},
-            "annotator_configs": {"gpt": llm, "clf": {"kind": "classifier", "model_dir": "m"}},
-        }
-    )
-    lines = {x.run: x for x in estimate(p, ROOT / "prompts")}
-    assert lines["generate"].requests == 30 and lines["generate"].usd == 0.0
-    gpt = lines["annotate:gpt"]
-    assert gpt.requests == 30 + p.annotate.audit_size and gpt.prompt_tokens > 50 * gpt.requests
-    assert gpt.usd == pytest.approx((gpt.prompt_tokens * 1.0 + gpt.output_tokens * 4.0) / 1e6)
-
-
-def test_estimate_hours_from_concurrency_batch_window_and_measured_rates(tmp_path):
-    from synthllm.estimate import Speed, measured_rates
-    from synthllm.params import load_params
-
-    (tmp_path / "annotators").mkdir()
-    (tmp_path / "generate_run.json").write_text(json.dumps({"sent": 180, "wall_s": 450.0}))
-    (tmp_path / "annotators" / "classifier.json").write_text(json.dumps({"run": {"sent": 330, "wall_s": 3.0}}))
-    (tmp_path / "annotators" / "cached.json").write_text(json.dumps({"run": {"sent": 0, "wall_s": 0.01}}))
-    rates = measured_rates(tmp_path)
-    assert rates == {"generate": pytest.approx(0.4), "annotate:classifier": pytest.approx(110.0)}
-
-    paper = load_params(ROOT / "presets/paper.yaml")
-    lines = {
-        x.run: x
-        for x in estimate(
-            paper, ROOT / "prompts", rows=1000, speed=Speed(ttft_s=0.5, decode_tok_s=40.0, measured=rates)
-        )
-    }
-    gen = paper.generate
-    expected = 1000 * (0.5 + gen.max_new_tokens / 40.0) / gen.backend.concurrency / 3600
-    assert lines["generate"].hours == pytest.approx(expected)
-    assert lines["annotate:gpt4o_mini"].hours is None and "24 h" in lines["annotate:gpt4o_mini"].basis
-    assert lines["annotate:classifier"].hours == pytest.approx(lines["annotate:classifier"].requests / 110.0 / 3600)
-    unmeasured = estimate(paper, ROOT / "prompts", rows=1000)
-    assert next(x for x in unmeasured if x.run == "annotate:classifier").hours is None
+def test_budget_cap_and_batch_queue_limit_bound_a_request_alike(fake_openai):
+    """One worst-case token bound (prompt estimate + 4 per message, full output cap) behind both
+    the budget cap's cost_bound and the Batch API's enqueued-token count."""
+    request = chat_requests(1)[0]
+    bound = token_bound(request)
+    assert bound.prompt_tokens > 4 * len(request.messages) and bound.completion_tokens == request.max_new_tokens
+    dollar_a_token = PriceParams(input_per_mtok=1e6, output_per_mtok=1e6)
+    online = OpenAIBackend(params(fake_openai, price=dollar_a_token))
+    assert online.cost_bound(request) == queued_tokens(request) == bound.prompt_tokens + bound.completion_tokens
+    price = PriceParams(input_per_mtok=3.0, output_per_mtok=7.0)
+    batch = BatchAPIBackend(params(fake_openai, use_batch_api=True, price=price), state_dir=Path("unused"))
+    assert batch.cost_bound(request) == price.usd(bound.prompt_tokens, bound.completion_tokens, batch=True)
+    score = Request(prompt="متن", choices=("a", "b"), max_new_tokens=16)
+    assert token_bound(score).completion_tokens == 1 and queued_tokens(score) == token_bound(score).prompt_tokens + 1

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from fake_openai import FakeOpenAI, body_key, cached_results, fake_openai_fixture  # noqa: F401
+from edit_params import fake_backend, load_params, rewrite_params, write_params
+from fake_openai import FakeOpenAI, body_key, cached_results
 
 from synthllm.io import read_jsonl, write_jsonl
 from synthllm.stages import annotate
@@ -36,26 +36,13 @@ STAGE = """stages:
 """
 
 
-def _params(repo_root: Path, url: str, **backend) -> dict:
-    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+def _params(repo_root: Path, url: str, **overrides) -> dict:
+    fields = {"api_key_env": "SYNTHLLM_TEST_KEY", "concurrency": 1, "timeout_s": 2.0, "max_retries": 1}
+    backend = fake_backend(url, "fake-model", **{**fields, "retry_backoff_s": 0.01, **overrides})
+    params = load_params(repo_root / "params.yaml")
     params["annotators"] = {"remote": "prompts/fa/nli/annotate.yaml"}
     params["annotator_configs"] = {
-        "remote": {
-            "kind": "llm",
-            "method": "instruct",
-            "prompt": "fa/nli/annotate",
-            "backend": {
-                "kind": "openai",
-                "model": "fake-model",
-                "base_urls": [url],
-                "api_key_env": "SYNTHLLM_TEST_KEY",
-                "concurrency": 1,
-                "timeout_s": 2.0,
-                "max_retries": 1,
-                "retry_backoff_s": 0.01,
-                **backend,
-            },
-        }
+        "remote": {"kind": "llm", "method": "instruct", "prompt": "fa/nli/annotate", "backend": backend}
     }
     params["aggregates"], params["cascades"] = {}, {}
     params["branches"] = {"remote": "data/annotated/remote.jsonl"}
@@ -80,7 +67,7 @@ def test_a_server_that_goes_away_fails_the_stage_and_dvc_repro_resumes(tmp_path,
     port = server._server.server_address[1]  # noqa: SLF001  (brought back on the same port below)
     repo = tmp_path / "repo"
     repo.mkdir()
-    (repo / "params.yaml").write_text(yaml.safe_dump(_params(repo_root, server.url), allow_unicode=True))
+    write_params(repo / "params.yaml", _params(repo_root, server.url))
     (repo / "dvc.yaml").write_text(STAGE.format(gold=gold_dir, prompts=repo_root / "prompts"))
     write_jsonl(_pool(gold_dir), repo / "generated.jsonl")
     cache = tmp_path / "cache"
@@ -172,9 +159,7 @@ def _argv(work: Path, gold_dir: Path, repo_root: Path, tag: str) -> list[str]:
 
 
 def _faulted(tmp_path, repo_root, gold_dir, fake_openai, faults, **backend) -> Path:
-    (tmp_path / "params.yaml").write_text(
-        yaml.safe_dump(_params(repo_root, fake_openai.url, concurrency=4, **backend), allow_unicode=True)
-    )
+    write_params(tmp_path / "params.yaml", _params(repo_root, fake_openai.url, concurrency=4, **backend))
     pool = _pool(gold_dir)
     write_jsonl(pool, tmp_path / "generated.jsonl")
     for i, fault in enumerate(faults):
@@ -218,9 +203,7 @@ def test_unanswered_requests_fail_the_stage_unless_a_share_is_accepted(
     with pytest.raises(SystemExit) as stopped:
         annotate.main(_argv(work, gold_dir, repo_root, "strict"))
     assert stopped.value.code == 2 and not (work / "strict" / "annotated.jsonl").exists()
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["annotator_configs"]["remote"]["max_unanswered"] = 0.2  # 6 of 40 requests fit in 8
-    (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    rewrite_params(work / "params.yaml", {"annotator_configs.remote.max_unanswered": 0.2})  # 6 of 40 fit in 8
     annotate.main(_argv(work, gold_dir, repo_root, "accepted"))
     failed, metrics = _rows_in_rows_out(work, "accepted")
     assert {r["id"] for r in failed} == {f"syn-{i}" for i in range(len(NO_ANSWER))}

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from edit_params import load_params, write_params
 
-from synthllm.classifier import load_classifier
+from synthllm.classifiers import load_classifier
 from synthllm.io import read_frame, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def stage_dir(tmp_path_factory, repo_root, gold_dir, tiny_encoder):
     work = tmp_path_factory.mktemp("train")
-    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    params = load_params(repo_root / "params.yaml")
     params["train"] = {
         "classifier": {
             "kind": "hf",
@@ -39,7 +39,7 @@ def stage_dir(tmp_path_factory, repo_root, gold_dir, tiny_encoder):
         "seeds": [4],
         "launcher": "python -m",
     }
-    (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    write_params(work / "params.yaml", params)
     gold = work / "gold"
     gold.mkdir()
     for split, n in (("train", 1200), ("val", 32), ("test", 32)):
@@ -74,7 +74,7 @@ def env(work: Path, cache: str) -> dict:
         **os.environ,
         "SYNTHLLM_CACHE_DIR": str(work / cache),
         "TQDM_DISABLE": "1",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
     }
 
 
@@ -153,5 +153,5 @@ def test_two_process_launch_writes_each_output_once(stage_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = [line for line in proc.stderr.splitlines() if "synthllm.stages.train: saved" in line]
     assert len(saved) == 2, saved  # the model and the metrics, by rank 0 only
-    assert (work / "ddp" / "model" / "seed-4" / "synthllm_classifier.json").is_file()
+    assert (work / "ddp" / "model" / "seed-4" / "classifier.json").is_file()
     assert json.loads((work / "ddp" / "metrics.json").read_text())["seeds"]["4"]["phases"][1]["rows"] == 1200

@@ -28,7 +28,7 @@ from synthllm.prompts import load_generate_prompt
 
 pytest.importorskip("uvicorn", reason="transformers serve needs the [serving] extra (fastapi, uvicorn)")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CORPUS = [
     "متن: هوا امروز آفتابی است.",
     "جمله: باران می‌بارد.",

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from edit_params import load_params
 
 from synthllm.aggregation import MISSING, aggregate, compare_methods, dawid_skene
 from synthllm.errors import InputDataError, ParamsError
@@ -236,10 +237,8 @@ def _params(base_params, **agg):
 
 
 def test_vote_params_are_validated(repo_root):
-    import yaml
-
     def base():
-        return yaml.safe_load((repo_root / "params.yaml").read_text())
+        return load_params(repo_root / "params.yaml")
 
     def refused(match, **agg):
         with pytest.raises(ParamsError, match=match):

@@ -7,20 +7,20 @@ import pytest
 
 from synthllm.annotation import (
     AnswerFormat,
-    annotate_rows,
     answer_format,
     ask_until_parsed,
     build_requests,
     label_schema,
     parse_result,
 )
-from synthllm.backends import run_requests
 from synthllm.backends.base import Result, TokenChoice, TokenStep
-from synthllm.backends.classifier_annotator import ClassifierBackend
 from synthllm.backends.runner import RunStats
-from synthllm.classifier import train_regime
-from synthllm.io import read_frame
-from synthllm.params import AnnotatorParams, OpenAIBackendParams, SklearnClassifierParams, TransformersBackendParams
+from synthllm.params import (
+    NLI_LABELS,
+    AnnotatorParams,
+    OpenAIBackendParams,
+    TransformersBackendParams,
+)
 from synthllm.prompts import load_annotate_prompt
 
 PAIRS = [
@@ -43,7 +43,7 @@ def tok(text: str, logprob: float, *alts: tuple[str, float]) -> TokenStep:
 
 def test_local_label_word_scores_become_label_and_softmax_confidence(prompt):
     res = Result(choice_logprobs={"درست": math.log(0.2), "غلط": math.log(0.6), "شاید": math.log(0.1)})
-    out = parse_result(res, answer_format(LOCAL_LOGPROB, prompt))
+    out = parse_result(res, answer_format(LOCAL_LOGPROB, prompt, NLI_LABELS, "nli"))
     assert out.label == "contradiction" and out.source == "label_word_scores"
     assert out.confidence == pytest.approx(0.6 / 0.9, abs=1e-9)
 
@@ -61,7 +61,7 @@ def test_local_label_word_scores_become_label_and_softmax_confidence(prompt):
     ],
 )
 def test_plain_answers_that_are_not_exactly_a_label_word_fail(prompt, result, reason):
-    out = parse_result(result, answer_format(CHAT, prompt))
+    out = parse_result(result, answer_format(CHAT, prompt, NLI_LABELS, "nli"))
     assert out.label is None and out.reason.startswith(reason)
 
 
@@ -77,7 +77,9 @@ def test_plain_answers_that_are_not_exactly_a_label_word_fail(prompt, result, re
     ],
 )
 def test_structured_answers_must_match_the_schema(prompt, text, reason):
-    out = parse_result(Result(text=text, finish_reason="stop", structured=True), answer_format(CHAT, prompt))
+    out = parse_result(
+        Result(text=text, finish_reason="stop", structured=True), answer_format(CHAT, prompt, NLI_LABELS, "nli")
+    )
     assert out.label is None and out.reason.startswith(reason)
 
 
@@ -92,7 +94,9 @@ def test_structured_answers_must_match_the_schema(prompt, text, reason):
 )
 def test_accepted_written_answers(prompt, text, label, fmt):
     structured = text.startswith("{")
-    out = parse_result(Result(text=text, finish_reason="stop", structured=structured), answer_format(fmt, prompt))
+    out = parse_result(
+        Result(text=text, finish_reason="stop", structured=structured), answer_format(fmt, prompt, NLI_LABELS, "nli")
+    )
     assert out.label == label and out.confidence is None and out.source is None  # no logprobs: no confidence
 
 
@@ -119,7 +123,8 @@ def test_chat_json_confidence_at_the_first_deciding_token(prompt):
     )
     text = '{"label": "contradiction"}'
     out = parse_result(
-        Result(text=text, tokens=tokens, finish_reason="stop", structured=True), answer_format(CHAT, prompt)
+        Result(text=text, tokens=tokens, finish_reason="stop", structured=True),
+        answer_format(CHAT, prompt, NLI_LABELS, "nli"),
     )
     # at ' "c' only alternatives that start with the lead ' "' and then one label's word count:
     # c: e^-2; e: e^-1; n: e^-3 + e^-3.5. 'assistant', '"e' (no space) and ' "' (undecided) are left out.
@@ -167,6 +172,8 @@ def test_score_over_http_reads_first_token_alternatives(prompt):
     fmt = answer_format(
         AnnotatorParams(kind="llm", method="logprob", backend=OpenAIBackendParams(model="m", endpoint="completions")),
         prompt,
+        NLI_LABELS,
+        "nli",
     )
     first = tok(" د", -0.4, (" د", -0.4), (" غ", -1.2), ("غ", -2.5), (" ش", -2.0), ("\n", -1.0), (" ", -1.5))
     out = parse_result(Result(text=" د", tokens=(first,), finish_reason="length"), fmt)
@@ -178,22 +185,22 @@ def test_score_over_http_reads_first_token_alternatives(prompt):
 
 
 def test_request_shapes_per_annotator_kind(prompt):
-    reqs = build_requests(PAIRS, LOCAL_LOGPROB, prompt, [], seed=0)
+    reqs = build_requests(PAIRS, LOCAL_LOGPROB, prompt, [], seed=0, labels=NLI_LABELS, task="nli")
     assert reqs[0].choices == ("درست", "غلط", "شاید") and reqs[0].prompt.endswith("پاسخ:")
-    reqs = build_requests(PAIRS, CHAT, prompt, [], seed=0, variant="hypothesis_first")
-    assert reqs[0].json_schema == label_schema(["entailment", "contradiction", "neutral"])
+    reqs = build_requests(PAIRS, CHAT, prompt, [], seed=0, variant="hypothesis_first", labels=NLI_LABELS, task="nli")
+    assert reqs[0].json_schema == label_schema(["entailment", "contradiction", "neutral"], "nli")
     assert reqs[0].kind == "chat" and reqs[0].max_new_tokens == CHAT.max_answer_tokens
     user = reqs[0].messages[1]["content"]
     assert user.index("باران") < user.index("آفتابی")  # hypothesis first
     assert {r.seed for r in reqs} == {0}  # greedy: no per-sample seed
     sampled = CHAT.model_copy(update={"temperature": 0.7})
     first, again = (
-        build_requests(PAIRS, sampled, prompt, [], 0),
-        build_requests(PAIRS, sampled, prompt, [], 0, attempt=1),
+        build_requests(PAIRS, sampled, prompt, [], 0, labels=NLI_LABELS, task="nli"),
+        build_requests(PAIRS, sampled, prompt, [], 0, attempt=1, labels=NLI_LABELS, task="nli"),
     )
     assert len({r.seed for r in first + again}) == 4  # a seed per row and per attempt
     clf = AnnotatorParams(kind="classifier", model_dir="x")
-    assert build_requests(PAIRS, clf, None, [], seed=0)[0].kind == "classify"
+    assert build_requests(PAIRS, clf, None, [], seed=0, labels=NLI_LABELS, task="nli")[0].kind == "classify"
 
 
 SHOT_POOL = [
@@ -204,10 +211,19 @@ SHOT_POOL = [
 
 def test_chat_annotators_get_their_shots_as_user_assistant_turns(prompt):
     """Issue 14 (defect 2): shots were ignored for chat annotators (always zero-shot, same cache key)."""
-    zero = build_requests(PAIRS, CHAT.model_copy(update={"shots": 0}), prompt, SHOT_POOL, seed=0)
+    zero = build_requests(
+        PAIRS, CHAT.model_copy(update={"shots": 0}), prompt, SHOT_POOL, seed=0, labels=NLI_LABELS, task="nli"
+    )
     assert [m["role"] for m in zero[0].messages] == ["system", "user"]  # shots: 0 stays zero-shot
     two = build_requests(
-        PAIRS, CHAT.model_copy(update={"shots": 2}), prompt, SHOT_POOL, seed=0, variant="hypothesis_first"
+        PAIRS,
+        CHAT.model_copy(update={"shots": 2}),
+        prompt,
+        SHOT_POOL,
+        seed=0,
+        variant="hypothesis_first",
+        labels=NLI_LABELS,
+        task="nli",
     )
     assert [m["role"] for m in two[0].messages] == ["system", "user", "assistant", "user", "assistant", "user"]
     by_premise = {s["premise"]: s for s in SHOT_POOL}
@@ -218,19 +234,30 @@ def test_chat_annotators_get_their_shots_as_user_assistant_turns(prompt):
     assert (
         two[0].messages[-1]
         == build_requests(
-            PAIRS, CHAT.model_copy(update={"shots": 0}), prompt, SHOT_POOL, seed=0, variant="hypothesis_first"
+            PAIRS,
+            CHAT.model_copy(update={"shots": 0}),
+            prompt,
+            SHOT_POOL,
+            seed=0,
+            variant="hypothesis_first",
+            labels=NLI_LABELS,
+            task="nli",
         )[0].messages[-1]
     )
     assert two[0].cache_key("m") != zero[0].cache_key("m")  # the shots are in the cache key
     plain = CHAT.model_copy(update={"shots": 1, "backend": OpenAIBackendParams(model="m", structured_output=False)})
-    answer = build_requests(PAIRS, plain, prompt, SHOT_POOL, seed=0)[0].messages[2]["content"]
+    answer = build_requests(PAIRS, plain, prompt, SHOT_POOL, seed=0, labels=NLI_LABELS, task="nli")[0].messages[2][
+        "content"
+    ]
     assert answer in ("entailment", "contradiction", "neutral")  # the prompt file's assistant template
-    local = build_requests(PAIRS, LOCAL_WRITE.model_copy(update={"shots": 2}), prompt, SHOT_POOL, seed=0)
+    local = build_requests(
+        PAIRS, LOCAL_WRITE.model_copy(update={"shots": 2}), prompt, SHOT_POOL, seed=0, labels=NLI_LABELS, task="nli"
+    )
     assert sum(s["hypothesis"] in local[0].prompt for s in SHOT_POOL) == 2  # the same draw as scoring prompts
 
 
 def test_sampled_answers_are_asked_again_with_new_seeds_greedy_ones_are_not(prompt):
-    fmt = answer_format(CHAT, prompt)
+    fmt = answer_format(CHAT, prompt, NLI_LABELS, "nli")
     asked: list[list[int]] = []
 
     def ask(requests, keep):  # answers "maybe" to first attempts, a label word afterwards
@@ -242,33 +269,18 @@ def test_sampled_answers_are_asked_again_with_new_seeds_greedy_ones_are_not(prom
 
     sampled = CHAT.model_copy(update={"temperature": 0.7})
     answers, attempts, stats = ask_until_parsed(
-        lambda k: build_requests(PAIRS, sampled, prompt, [], 0, attempt=k), ask, fmt, retries=2
+        lambda k: build_requests(PAIRS, sampled, prompt, [], 0, attempt=k, labels=NLI_LABELS, task="nli"),
+        ask,
+        fmt,
+        retries=2,
     )
     assert [a.label for a in answers] == ["neutral", "neutral"] and attempts == [2, 2] and stats.sent == 4
     assert set(asked[0]).isdisjoint(asked[1])
     asked.clear()
     answers, attempts, _ = ask_until_parsed(
-        lambda k: build_requests(PAIRS, CHAT, prompt, [], 0, attempt=k), ask, fmt, retries=0
+        lambda k: build_requests(PAIRS, CHAT, prompt, [], 0, attempt=k, labels=NLI_LABELS, task="nli"),
+        ask,
+        fmt,
+        retries=0,
     )
     assert [a.label for a in answers] == [None, None] and len(asked) == 1
-
-
-def test_classifier_annotator_labels_every_row(gold_dir, tmp_path):
-    gold = read_frame(gold_dir / "train.jsonl").head(600)
-    clf, _ = train_regime(
-        "gold_only", gold, None, SklearnClassifierParams(n_features=2**14), gold_epochs=2, synthetic_epochs=1, seed=0
-    )
-    clf.save(tmp_path / "clf")
-    backend = ClassifierBackend(tmp_path / "clf")
-    cfg = AnnotatorParams(kind="classifier", model_dir=str(tmp_path / "clf"))
-    val = read_frame(gold_dir / "val.jsonl").head(50).to_dict("records")
-    results, stats = run_requests(backend, build_requests(val, cfg, None, [], 0), progress=False)
-    fmt = answer_format(cfg, None)
-    rows = annotate_rows(val, [parse_result(r, fmt) for r in results], "classifier")
-    assert len(rows) == 50 and stats.failures == 0
-    assert all(
-        r["label"] in ("entailment", "contradiction", "neutral")
-        and 0.33 < r["confidence"] <= 1
-        and r["confidence_source"] == "classifier"
-        for r in rows
-    )

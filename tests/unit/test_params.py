@@ -13,9 +13,9 @@ def base(repo_root):
 def test_repository_params_validate(repo_root):
     params = load_params(repo_root / "params.yaml")
     assert list(params.annotators) == ["classifier", "gemma"]
-    assert (params.train.classifier.kind, params.train.classifier.head) == ("gemma_attention", "pooled")
+    assert (params.train.classifier.kind, params.train.classifier.head) == ("gemma_head", "pooled")
     assert (params.annotator_training.classifier.kind, params.annotator_training.classifier.head) == (
-        "gemma_attention",
+        "gemma_head",
         "align",
     )
     assert set(params.regimes) == {"synthetic_only", "warmup", "mix", "reversed"}
@@ -114,7 +114,7 @@ def test_sentiment_preset_validates_and_its_prompts_match_the_task(repo_root):
             load_annotate_prompt(repo_root / "prompts", cfg.prompt, preset.task)
 
 
-def test_gemma_attention_must_read_the_tracked_generator_folder(base):
+def test_gemma_head_must_read_the_tracked_generator_folder(base):
     base["annotator_training"]["classifier"]["model_dir"] = "models/other-lm"
     with pytest.raises(
         ParamsError, match=r"annotator_training.classifier.model_dir is 'models/other-lm'.*models/generator"
@@ -146,3 +146,18 @@ def test_procedures_the_report_calls_equal_are_equal_or_refused(base):
     base["gold"]["path"] = "data/elsewhere"  # a path with source farstail is never read: refused
     with pytest.raises(ParamsError, match="gold.path 'data/elsewhere' is read with gold.source 'local' only"):
         parse_params(base)
+
+
+def test_lookups_by_name_raise_params_error_naming_the_known_names(base):
+    params = parse_params(base)
+    assert params.annotator("gemma") is params.annotator_configs["gemma"]
+    assert params.cascade("cascade") is params.cascades["cascade"]
+    with pytest.raises(ParamsError, match=r"annotator 'nope' is not in annotator_configs") as err:
+        params.annotator("nope")
+    assert str(sorted(params.annotator_configs)) in str(err.value)
+    with pytest.raises(ParamsError, match=r"cascade 'nope' is not in params\.cascades") as err:
+        params.cascade("nope")
+    assert str(sorted(params.cascades)) in str(err.value)
+    with pytest.raises(ParamsError, match=r"aggregate 'nope' is not in params\.aggregates") as err:
+        params.aggregate("nope")
+    assert str(sorted(params.aggregates)) in str(err.value)

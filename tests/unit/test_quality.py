@@ -26,7 +26,7 @@ def test_audit_metrics_accuracy_failures_flips_and_intended_agreement():
             "status": "ok",
         },
     ]
-    m = audit_metrics(audit, pool)
+    m = audit_metrics(audit, pool, NLI_LABELS)
     assert m["audit"]["accuracy"] == pytest.approx(3 / 5)  # a failed row counts as wrong
     assert m["audit"]["failed"] == 1
     assert m["audit"]["confusion"][1] == [0, 0, 1]  # gold contradiction labelled neutral
@@ -39,7 +39,7 @@ def test_cross_annotator_kappa_matches_sklearn_and_vote_on_audit():
     a = ["entailment", "neutral", "neutral", "contradiction", "entailment"]
     b = ["entailment", "neutral", "contradiction", "contradiction", "neutral"]
     pools = {n: [{"id": f"s{i}", "label": lab} for i, lab in enumerate(ls)] for n, ls in (("a", a), ("b", b))}
-    out = cross_annotator(pools)
+    out = cross_annotator(pools, NLI_LABELS)
     assert out["pairwise_kappa"]["a__b"] == pytest.approx(cohen_kappa_score(a, b), abs=1e-6)
     assert out["n_shared"] == 5
     rows = agreement_rows(pools)[("a", "b")]

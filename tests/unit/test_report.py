@@ -5,7 +5,13 @@ from sklearn.metrics import f1_score
 
 from synthllm import stats
 from synthllm.params import NLI_LABELS
-from synthllm.report import correctness_matrix, item_correctness, macro_f1_ci, mcnemar_per_seed, regime_comparisons
+from synthllm.reporting.tables import (
+    correctness_matrix,
+    item_correctness,
+    macro_f1_ci,
+    mcnemar_per_seed,
+    regime_comparisons,
+)
 
 RNG = np.random.default_rng(0)
 GOLD = RNG.choice(NLI_LABELS, size=300)
@@ -92,7 +98,8 @@ def test_holm_on_a_hand_worked_p_vector():
 
 
 def test_aggregates_table_lists_every_method_and_the_trained_branch_only_for_the_configured_one():
-    from synthllm.report import aggregates_markdown, aggregates_table
+    from synthllm.reporting.markdown import aggregates_section as aggregates_markdown
+    from synthllm.reporting.tables import aggregates_table
 
     summary = {"accuracy": 0.8, "accuracy_ci": [0.7, 0.9], "macro_f1": 0.79, "ece": 0.05, "coverage": 1.0}
     metrics = {

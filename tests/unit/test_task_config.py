@@ -10,7 +10,7 @@ import yaml
 
 from synthllm.annotation import answer_format, build_requests, parse_result
 from synthllm.backends.base import Result
-from synthllm.classifier import load_classifier, train_regime
+from synthllm.classifiers import load_classifier, train_regime
 from synthllm.errors import GoldDataError, ParamsError
 from synthllm.generation import filter_generations, label_codes, plan_requests, prompt_seeds
 from synthllm.gold import load_local
@@ -25,7 +25,7 @@ from synthllm.params import (
 from synthllm.prompts import load_annotate_prompt, load_generate_prompt
 from synthllm.text import PERSIAN, TextProcessor
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests/fixtures/sentiment_fa"
 SENTIMENT = TaskParams(name="sentiment", input="single", labels=["positive", "negative", "neutral"], text_column="text")
 
@@ -177,6 +177,7 @@ def test_sentiment_annotation_requests_and_answers():
         ),
         prompt,
         SENTIMENT.labels,
+        "sentiment",
     )
     assert chat.schema["schema"]["properties"]["label"]["enum"] == ["positive", "negative", "neutral"]
     assert parse_result(Result(text="neutral", finish_reason="stop"), chat).label == "neutral"

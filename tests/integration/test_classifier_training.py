@@ -1,0 +1,79 @@
+from synthllm.classifiers import load_classifier, train_regime
+from synthllm.classifiers.hf import HFClassifier
+from synthllm.evaluation import evaluate_predictions
+from synthllm.io import read_frame
+from synthllm.params import NLI_LABELS, HFClassifierParams, SklearnClassifierParams
+
+
+def test_offline_default_learns_farstail(gold_dir, tmp_path):
+    """The default classifier must really learn: well above chance on FarsTail test after one
+    gold pass over a third of train (the full default run: docs/offline-default.md)."""
+    train = read_frame(gold_dir / "train.jsonl").sample(2500, random_state=0)
+    test = read_frame(gold_dir / "test.jsonl")
+    clf, log = train_regime(
+        "gold_only", train, None, SklearnClassifierParams(), gold_epochs=3, synthetic_epochs=1, seed=1
+    )
+    assert log == [{"phase": 0, "source": "gold", "rows": 2500, "epochs": 3}]
+    clf.save(tmp_path / "m")
+    proba = load_classifier(tmp_path / "m").predict_proba(list(test["premise"]), list(test["hypothesis"]))
+    assert proba.shape == (len(test), 3)
+    acc = evaluate_predictions(test, [NLI_LABELS[i] for i in proba.argmax(1)], NLI_LABELS)["all"]["accuracy"]
+    assert acc > 0.5
+
+
+def test_warmup_continues_from_the_synthetic_phase(gold_dir):
+    """Training on gold after synthetic must start from the synthetic weights (not a reset)."""
+    gold = read_frame(gold_dir / "train.jsonl").head(300)
+    syn = gold.assign(label="neutral")
+    params = SklearnClassifierParams(n_features=2**12)
+    after_syn, _ = train_regime("synthetic_only", gold, syn, params, gold_epochs=1, synthetic_epochs=2, seed=0)
+    warm, _ = train_regime("warmup", gold, syn, params, gold_epochs=1, synthetic_epochs=2, seed=0)
+    cold, _ = train_regime("gold_only", gold, None, params, gold_epochs=1, synthetic_epochs=2, seed=0)
+    neutral_share = lambda clf: (clf.predict_proba(gold.premise, gold.hypothesis).argmax(1) == 2).mean()  # noqa: E731
+    assert neutral_share(after_syn) == 1.0
+    # SGD counts every sample it has stepped on: the gold phase added to the synthetic phase's count
+    assert warm.model.t_ == after_syn.model.t_ + len(gold)
+    assert cold.model.t_ == len(gold) + 1
+    assert abs(warm.model.coef_ - cold.model.coef_).max() > 1e-3
+
+
+def test_hf_trainer_path_trains_saves_and_reloads(tiny_encoder, gold_dir, tmp_path):
+    gold = read_frame(gold_dir / "train.jsonl").head(64)
+    syn = read_frame(gold_dir / "val.jsonl").head(32)
+    params = HFClassifierParams(
+        model=str(tiny_encoder), max_length=64, batch_size=16, learning_rate=1e-3, max_steps_per_phase=3
+    )
+    clf, log = train_regime("warmup", gold, syn, params, gold_epochs=1, synthetic_epochs=1, seed=0)
+    assert [p["rows"] for p in log] == [32, 64]
+    assert all(p["train_loss"] > 0 for p in log)
+    clf.save(tmp_path / "hf")
+    again = load_classifier(tmp_path / "hf")
+    assert isinstance(again, HFClassifier)
+    p1 = clf.predict_proba(list(gold.premise[:5]), list(gold.hypothesis[:5]))
+    p2 = again.predict_proba(list(gold.premise[:5]), list(gold.hypothesis[:5]))
+    assert p1.shape == (5, 3) and abs(p1 - p2).max() < 1e-5
+
+
+def test_the_feature_cache_is_bounded_in_bytes_and_still_hashes_once(gold_dir, monkeypatch):
+    """Hashed features are kept per process up to FEATURE_CACHE_BYTES: a matrix larger than the bound is
+    never kept (a 100k-row synthetic split), smaller ones are reused until they must make room."""
+    from synthllm.classifiers import ngrams
+
+    rows = read_frame(gold_dir / "train.jsonl")
+    small, big = rows.iloc[:200], rows.iloc[200:2200]
+    clf = ngrams.HashingSGDClassifier(SklearnClassifierParams())
+    ngrams._FEATURES.clear()
+    small_x = clf.features(list(small["premise"]), list(small["hypothesis"]))
+    monkeypatch.setattr(ngrams, "FEATURE_CACHE_BYTES", 3 * ngrams._nbytes(small_x))
+    assert clf.features(list(small["premise"]), list(small["hypothesis"])) is small_x  # hashed once
+    big_x = clf.features(list(big["premise"]), list(big["hypothesis"]))
+    assert ngrams._nbytes(big_x) > ngrams.FEATURE_CACHE_BYTES
+    assert all(m is not big_x for m in ngrams._FEATURES.values())
+    assert clf.features(list(big["premise"]), list(big["hypothesis"])) is not big_x  # re-hashed, equal
+    assert (clf.features(list(big["premise"]), list(big["hypothesis"])) != big_x).nnz == 0
+    for start in range(0, 1000, 100):  # ten small matrices: the oldest make room, the total stays bounded
+        part = rows.iloc[start : start + 100]
+        clf.features(list(part["premise"]), list(part["hypothesis"]))
+        assert sum(map(ngrams._nbytes, ngrams._FEATURES.values())) <= ngrams.FEATURE_CACHE_BYTES
+    assert 1 < len(ngrams._FEATURES) < 11
+    ngrams._FEATURES.clear()
