@@ -144,7 +144,7 @@ def tfidf_lr(gold: dict[str, pd.DataFrame]) -> Result:
 def sklearn_sgd(gold: dict[str, pd.DataFrame], seeds: list[int]) -> Result:
     res = Result("sklearn_sgd", note="SklearnClassifierParams() defaults")
     for seed in seeds:
-        clf = HashingSGDClassifier(SklearnClassifierParams())
+        clf = HashingSGDClassifier(SklearnClassifierParams(), NLI_LABELS)
         _, seconds, cpu = timed(
             lambda clf=clf, seed=seed: clf.fit_phase(gold["train"], GOLD_EPOCHS, seed, 0, lambda e: None)
         )
@@ -218,7 +218,7 @@ def fill_cache(args: argparse.Namespace, overrides: dict, gold: dict[str, pd.Dat
 def run_gemma(
     args: argparse.Namespace, name: str, overrides: dict, gold: dict[str, pd.DataFrame], seed: int, ngram_weight: float
 ) -> dict:
-    clf = GemmaHeadClassifier(gemma_params(args, overrides, ngram_weight))
+    clf = GemmaHeadClassifier(gemma_params(args, overrides, ngram_weight), NLI_LABELS)
     log, seconds, cpu = timed(lambda: clf.fit_phases([(gold["train"], GOLD_EPOCHS)], seed))
     out = {"name": name, "seed": seed, "train_s": seconds, "cpu_s": cpu, "log": log}
     for split in ("val", "test"):

@@ -31,7 +31,7 @@ SPLITS = ("train", "dev")
 NLI = TaskParams()
 
 
-def features(task: TaskParams = NLI) -> Features:
+def features(task: TaskParams) -> Features:
     """Output columns: premise_id/premise for pair tasks only; text columns named by the task."""
     cols: dict = {"id": Value("string")}
     if task.input == "pair":
@@ -79,7 +79,7 @@ def _citation(farstail: bool) -> str:
 
 
 def _rows_for_features(
-    rows: Sequence[dict], premise_ids: Mapping[str, str | None], split: str, task: TaskParams = NLI
+    rows: Sequence[dict], premise_ids: Mapping[str, str | None], split: str, task: TaskParams
 ) -> dict[str, list]:
     feats = features(task)
     columns: dict[str, list] = {name: [] for name in feats}
@@ -117,8 +117,9 @@ def _fingerprint(split: str, columns: Mapping[str, list], feats: Features = FEAT
 def build_dataset(
     splits: Mapping[str, Sequence[dict]],
     annotated: Sequence[dict],
+    *,
+    task: TaskParams,
     description: str = "",
-    task: TaskParams = NLI,
     farstail: bool = True,
 ) -> DatasetDict:
     """train/dev rows (as the split stage wrote them) + the annotated pool (for premise_id)."""
@@ -152,9 +153,9 @@ class CardInputs:
     generate_stats: Mapping  # metrics/generate.json
     annotator_metrics: Mapping  # metrics/annotators/<name>.json
     quality: Mapping  # metrics/annotation_quality.json
+    task: TaskParams  # what is classified: labels, columns, language
     generator_model: str | None = None  # human name of the local generator, if any
     filters: Mapping = field(default_factory=dict)  # generate.filters thresholds from params
-    task: TaskParams = NLI
     gold: GoldParams = GoldParams()  # FarsTail, or a local gold folder
 
     @property

@@ -20,7 +20,14 @@ from synthllm.params import (
 def test_classifier_annotator_labels_every_row(gold_dir, tmp_path):
     gold = read_frame(gold_dir / "train.jsonl").head(600)
     clf, _ = train_regime(
-        "gold_only", gold, None, SklearnClassifierParams(n_features=2**14), gold_epochs=2, synthetic_epochs=1, seed=0
+        "gold_only",
+        gold,
+        None,
+        SklearnClassifierParams(n_features=2**14),
+        gold_epochs=2,
+        synthetic_epochs=1,
+        seed=0,
+        labels=NLI_LABELS,
     )
     clf.save(tmp_path / "clf")
     backend = ClassifierBackend(tmp_path / "clf")

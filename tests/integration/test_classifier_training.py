@@ -11,7 +11,14 @@ def test_offline_default_learns_farstail(gold_dir, tmp_path):
     train = read_frame(gold_dir / "train.jsonl").sample(2500, random_state=0)
     test = read_frame(gold_dir / "test.jsonl")
     clf, log = train_regime(
-        "gold_only", train, None, SklearnClassifierParams(), gold_epochs=3, synthetic_epochs=1, seed=1
+        "gold_only",
+        train,
+        None,
+        SklearnClassifierParams(),
+        gold_epochs=3,
+        synthetic_epochs=1,
+        seed=1,
+        labels=NLI_LABELS,
     )
     assert log == [{"phase": 0, "source": "gold", "rows": 2500, "epochs": 3}]
     clf.save(tmp_path / "m")
@@ -26,9 +33,13 @@ def test_warmup_continues_from_the_synthetic_phase(gold_dir):
     gold = read_frame(gold_dir / "train.jsonl").head(300)
     syn = gold.assign(label="neutral")
     params = SklearnClassifierParams(n_features=2**12)
-    after_syn, _ = train_regime("synthetic_only", gold, syn, params, gold_epochs=1, synthetic_epochs=2, seed=0)
-    warm, _ = train_regime("warmup", gold, syn, params, gold_epochs=1, synthetic_epochs=2, seed=0)
-    cold, _ = train_regime("gold_only", gold, None, params, gold_epochs=1, synthetic_epochs=2, seed=0)
+    after_syn, _ = train_regime(
+        "synthetic_only", gold, syn, params, gold_epochs=1, synthetic_epochs=2, seed=0, labels=NLI_LABELS
+    )
+    warm, _ = train_regime("warmup", gold, syn, params, gold_epochs=1, synthetic_epochs=2, seed=0, labels=NLI_LABELS)
+    cold, _ = train_regime(
+        "gold_only", gold, None, params, gold_epochs=1, synthetic_epochs=2, seed=0, labels=NLI_LABELS
+    )
     neutral_share = lambda clf: (clf.predict_proba(gold.premise, gold.hypothesis).argmax(1) == 2).mean()  # noqa: E731
     assert neutral_share(after_syn) == 1.0
     # SGD counts every sample it has stepped on: the gold phase added to the synthetic phase's count
@@ -43,7 +54,7 @@ def test_hf_trainer_path_trains_saves_and_reloads(tiny_encoder, gold_dir, tmp_pa
     params = HFClassifierParams(
         model=str(tiny_encoder), max_length=64, batch_size=16, learning_rate=1e-3, max_steps_per_phase=3
     )
-    clf, log = train_regime("warmup", gold, syn, params, gold_epochs=1, synthetic_epochs=1, seed=0)
+    clf, log = train_regime("warmup", gold, syn, params, gold_epochs=1, synthetic_epochs=1, seed=0, labels=NLI_LABELS)
     assert [p["rows"] for p in log] == [32, 64]
     assert all(p["train_loss"] > 0 for p in log)
     clf.save(tmp_path / "hf")
@@ -61,7 +72,7 @@ def test_the_feature_cache_is_bounded_in_bytes_and_still_hashes_once(gold_dir, m
 
     rows = read_frame(gold_dir / "train.jsonl")
     small, big = rows.iloc[:200], rows.iloc[200:2200]
-    clf = ngrams.HashingSGDClassifier(SklearnClassifierParams())
+    clf = ngrams.HashingSGDClassifier(SklearnClassifierParams(), NLI_LABELS)
     ngrams._FEATURES.clear()
     small_x = clf.features(list(small["premise"]), list(small["hypothesis"]))
     monkeypatch.setattr(ngrams, "FEATURE_CACHE_BYTES", 3 * ngrams._nbytes(small_x))

@@ -8,7 +8,7 @@ import pytest
 
 from synthllm.classifiers.gemma_heads import GemmaHeadClassifier, load
 from synthllm.classifiers.gemma_states import GemmaStateCache
-from synthllm.params import GemmaHeadParams
+from synthllm.params import NLI_LABELS, GemmaHeadParams
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +35,19 @@ def tiny_params(model_dir, cache_dir, **kw) -> GemmaHeadParams:
 def test_phases_continue_the_same_weights(tiny_lm, tmp_path, rows):
     params = tiny_params(tiny_lm, tmp_path / "cache")
     synthetic, gold = rows.iloc[:30], rows.iloc[30:]
-    log = GemmaHeadClassifier(params).fit_phases([(synthetic, 2), (gold, 1)], seed=3)
+    log = GemmaHeadClassifier(params, NLI_LABELS).fit_phases([(synthetic, 2), (gold, 1)], seed=3)
     assert [(e["phase"], e["rows"], e["epochs"]) for e in log] == [(0, 30, 2), (1, 30, 1)]
     # phase 1 starts from phase 0's trained weights, not from a fresh initialisation
     assert log[1]["weights_start"] == log[0]["weights_end"] != log[0]["weights_start"]
     assert log[1]["weights_end"] != log[1]["weights_start"]
-    alone = GemmaHeadClassifier(params).fit_phases([(synthetic, 2)], seed=3)
+    alone = GemmaHeadClassifier(params, NLI_LABELS).fit_phases([(synthetic, 2)], seed=3)
     assert alone[0]["weights_end"] == log[0]["weights_end"]
 
 
 @pytest.mark.parametrize("head", ["align", "pooled"])
 def test_same_seed_same_predictions_and_save_load_round_trip(tiny_lm, tmp_path, rows, head):
     params = tiny_params(tiny_lm, tmp_path / "cache", head=head)
-    a, b = GemmaHeadClassifier(params), GemmaHeadClassifier(params)
+    a, b = GemmaHeadClassifier(params, NLI_LABELS), GemmaHeadClassifier(params, NLI_LABELS)
     a.fit_phases([(rows, 2)], seed=7)
     b.fit_phases([(rows, 2)], seed=7)
     premises, hypotheses = list(rows.premise[:10]), list(rows.hypothesis[:10])
@@ -55,7 +55,7 @@ def test_same_seed_same_predictions_and_save_load_round_trip(tiny_lm, tmp_path, 
     np.testing.assert_array_equal(proba, b.predict_proba(premises, hypotheses))
     a.save(tmp_path / "model")
     np.testing.assert_array_equal(proba, load(tmp_path / "model").predict_proba(premises, hypotheses))
-    other = GemmaHeadClassifier(params)
+    other = GemmaHeadClassifier(params, NLI_LABELS)
     other.fit_phases([(rows, 2)], seed=8)
     assert not np.array_equal(proba, other.predict_proba(premises, hypotheses))
 
@@ -108,7 +108,7 @@ def test_cache_is_reused_from_disk_and_fills_new_pairs(tiny_lm, tmp_path):
 
 def test_single_text_task(tiny_lm, tmp_path, rows):
     params = tiny_params(tiny_lm, tmp_path / "cache")
-    clf = GemmaHeadClassifier(params, pair=False)
+    clf = GemmaHeadClassifier(params, NLI_LABELS, pair=False)
     clf.fit_phases([(rows.assign(premise=""), 1)], seed=0)
     proba = clf.predict_proba([""] * 4, list(rows.hypothesis[:4]))
     assert proba.shape == (4, 3)
@@ -127,7 +127,7 @@ def test_regime_driver_resumes_from_a_phase_checkpoint_exactly(tiny_lm, tmp_path
             "warmup",
             gold,
             synthetic,
-            build=lambda seed: GemmaHeadClassifier(params, seed=seed),
+            build=lambda seed: GemmaHeadClassifier(params, NLI_LABELS, seed=seed),
             load=load,
             gold_epochs=2,
             synthetic_epochs=2,
@@ -155,13 +155,17 @@ def test_pipeline_driver_warmup_continues_the_weights_and_loads_through_load_cla
     lm = tmp_path / "lm"
     shutil.copytree(tiny_lm, lm)
     params = tiny_params(lm, tmp_path / "cache", head="pooled", ngram_weight=0.0)
-    assert isinstance(build_classifier(params), GemmaHeadClassifier)
+    assert isinstance(build_classifier(params, NLI_LABELS), GemmaHeadClassifier)
     gold, synthetic = rows.iloc[:40], rows.iloc[40:]
-    clf, log = train_regime("warmup", gold, synthetic, params, gold_epochs=1, synthetic_epochs=2, seed=5)
+    clf, log = train_regime(
+        "warmup", gold, synthetic, params, gold_epochs=1, synthetic_epochs=2, seed=5, labels=NLI_LABELS
+    )
     assert [e["source"] for e in log] == ["synthetic", "gold"]
     # warm-up: the gold phase starts from the weights the synthetic phase ended with
     assert log[1]["weights_start"] == log[0]["weights_end"] != log[0]["weights_start"]
-    _, rev = train_regime("reversed", gold, synthetic, params, gold_epochs=1, synthetic_epochs=2, seed=5)
+    _, rev = train_regime(
+        "reversed", gold, synthetic, params, gold_epochs=1, synthetic_epochs=2, seed=5, labels=NLI_LABELS
+    )
     assert [e["source"] for e in rev] == ["gold", "synthetic"]
     assert rev[1]["weights_start"] == rev[0]["weights_end"]
     clf.save(tmp_path / "model")

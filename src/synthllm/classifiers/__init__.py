@@ -31,14 +31,14 @@ import pandas as pd
 
 from synthllm.classifiers import hf, ngrams
 from synthllm.classifiers.base import META_FILE, PairClassifier, read_meta
-from synthllm.params import NLI_LABELS, ClassifierParams, GemmaHeadParams, SklearnClassifierParams
+from synthllm.params import ClassifierParams, GemmaHeadParams, SklearnClassifierParams
 from synthllm.regimes import Monitor, run_phases
 
 __all__ = ["META_FILE", "PairClassifier", "build_classifier", "load_classifier", "train_regime"]
 
 
 def build_classifier(
-    params: ClassifierParams, labels: Sequence[str] = NLI_LABELS, pair: bool = True, seed: int | None = None
+    params: ClassifierParams, labels: Sequence[str], pair: bool = True, seed: int | None = None
 ) -> PairClassifier:
     """A fresh classifier; ``seed`` is set before anything random is built."""
     if isinstance(params, SklearnClassifierParams):
@@ -78,7 +78,7 @@ def train_regime(
     gold_epochs: int,
     synthetic_epochs: int,
     seed: int,
-    labels: Sequence[str] = NLI_LABELS,
+    labels: Sequence[str],
     pair: bool = True,
     monitor: Monitor | None = None,
     select_synthetic_epoch: bool = False,

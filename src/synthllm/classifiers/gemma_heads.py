@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from synthllm.classifiers import ngrams
 from synthllm.classifiers.base import read_meta, write_meta
 from synthllm.classifiers.gemma_states import GemmaStateCache, feature_dir
-from synthllm.params import NLI_LABELS, GemmaHeadParams
+from synthllm.params import GemmaHeadParams
 
 Phase = tuple[pd.DataFrame, int]  # or synthllm.regimes.Phase: anything with .rows and .epochs
 # premise states, premise exact-match flags, hypothesis states, hypothesis flags (None: no premise)
@@ -186,7 +186,7 @@ class GemmaHeadClassifier:
     def __init__(
         self,
         params: GemmaHeadParams,
-        labels: Sequence[str] = NLI_LABELS,
+        labels: Sequence[str],
         pair: bool = True,
         seed: int | None = None,
     ):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from synthllm.classifiers.base import read_meta, write_meta
-from synthllm.params import NLI_LABELS, HFClassifierParams
+from synthllm.params import HFClassifierParams
 
 
 def device() -> str:
@@ -49,7 +49,8 @@ class HFClassifier:
         self,
         params: HFClassifierParams,
         model_dir: str | None = None,
-        labels: Sequence[str] = NLI_LABELS,
+        *,
+        labels: Sequence[str],
         pair: bool = True,
         seed: int | None = None,
     ):

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from synthllm.classifiers.base import write_meta
-from synthllm.params import NLI_LABELS, SklearnClassifierParams
+from synthllm.params import SklearnClassifierParams
 
 _FEATURES: OrderedDict[tuple, object] = OrderedDict()
 # what the per-process feature cache may hold: the gold splits (a few tens of MiB each) stay hashed
@@ -33,7 +33,7 @@ def _nbytes(matrix) -> int:
 class HashingSGDClassifier:
     kind = "sklearn_sgd"
 
-    def __init__(self, params: SklearnClassifierParams, labels: Sequence[str] = NLI_LABELS, pair: bool = True):
+    def __init__(self, params: SklearnClassifierParams, labels: Sequence[str], pair: bool = True):
         from sklearn.feature_extraction.text import HashingVectorizer
         from sklearn.linear_model import SGDClassifier
 
@@ -140,8 +140,6 @@ class HashingSGDClassifier:
 def load(model_dir: Path) -> HashingSGDClassifier:
     with (model_dir / "model.pkl").open("rb") as f:
         state = pickle.load(f)
-    clf = HashingSGDClassifier(
-        SklearnClassifierParams(**state["params"]), state.get("labels", NLI_LABELS), state.get("pair", True)
-    )
+    clf = HashingSGDClassifier(SklearnClassifierParams(**state["params"]), state["labels"], state.get("pair", True))
     clf.model = state["model"]
     return clf
