@@ -60,3 +60,25 @@ def rewrite_params(
 def fake_backend(url: str, model: str, **fields: object) -> dict:
     """{"kind": "openai", "model": model, "base_urls": [url], **fields}: a backend served at url."""
     return {"kind": "openai", "model": model, "base_urls": [url], **fields}
+
+
+def annotate_argv(work: Path, gold_dir: Path, repo_root: Path, tag: str, name: str = "remote") -> list[str]:
+    """The annotate stage's command line for annotator ``name`` in a test work folder (outputs under ``tag``)."""
+    return [
+        "--params",
+        str(work / "params.yaml"),
+        "--name",
+        name,
+        "--pool",
+        str(work / "generated.jsonl"),
+        "--gold",
+        str(gold_dir),
+        "--prompts",
+        str(repo_root / "prompts"),
+        "--out",
+        str(work / tag / "annotated.jsonl"),
+        "--audit",
+        str(work / tag / "audit.jsonl"),
+        "--metrics",
+        str(work / tag / "metrics.json"),
+    ]

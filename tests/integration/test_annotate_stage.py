@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from edit_params import edited_params, fake_backend, load_params, write_params
+from edit_params import annotate_argv, edited_params, fake_backend, load_params, write_params
 from fake_openai import cached_results
 
 from synthllm.io import read_jsonl, write_jsonl
@@ -55,33 +55,12 @@ def workdir(tmp_path, repo_root, gold_dir, fake_openai):
     return tmp_path
 
 
-def argv(work: Path, gold_dir: Path, repo_root: Path, tag: str) -> list[str]:
-    return [
-        "--params",
-        str(work / "params.yaml"),
-        "--name",
-        "remote",
-        "--pool",
-        str(work / "generated.jsonl"),
-        "--gold",
-        str(gold_dir),
-        "--prompts",
-        str(repo_root / "prompts"),
-        "--out",
-        str(work / tag / "annotated.jsonl"),
-        "--audit",
-        str(work / tag / "audit.jsonl"),
-        "--metrics",
-        str(work / tag / "metrics.json"),
-    ]
-
-
 def test_kill_9_mid_annotate_then_rerun_gives_the_uninterrupted_output(
     workdir, gold_dir, repo_root, fake_openai, monkeypatch
 ):
     monkeypatch.setenv("SYNTHLLM_TEST_KEY", PLANTED)
     monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(workdir / "cache-ref"))
-    annotate.main(argv(workdir, gold_dir, repo_root, "ref"))
+    annotate.main(annotate_argv(workdir, gold_dir, repo_root, "ref"))
     reference = {f: (workdir / "ref" / f).read_bytes() for f in ("annotated.jsonl", "audit.jsonl")}
     rows = [json.loads(x) for x in reference["annotated.jsonl"].splitlines()]
     assert len(rows) == N_POOL and all(r["status"] == "ok" for r in rows)
@@ -92,7 +71,7 @@ def test_kill_9_mid_annotate_then_rerun_gives_the_uninterrupted_output(
     env = {**os.environ, "SYNTHLLM_TEST_KEY": PLANTED, "SYNTHLLM_CACHE_DIR": str(cache), "TQDM_DISABLE": "1"}
     log = (workdir / "kill.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "synthllm.stages.annotate", *argv(workdir, gold_dir, repo_root, "killed")],
+        [sys.executable, "-m", "synthllm.stages.annotate", *annotate_argv(workdir, gold_dir, repo_root, "killed")],
         env=env,
         stdout=log,
         stderr=log,
@@ -112,7 +91,7 @@ def test_kill_9_mid_annotate_then_rerun_gives_the_uninterrupted_output(
     assert not (workdir / "killed" / "annotated.jsonl").exists()  # nothing half-written
 
     monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(cache))
-    annotate.main(argv(workdir, gold_dir, repo_root, "killed"))
+    annotate.main(annotate_argv(workdir, gold_dir, repo_root, "killed"))
     for name, data in reference.items():
         assert (workdir / "killed" / name).read_bytes() == data
     assert set(fake_openai.completed.values()) == {1}  # no completed request was sent twice
@@ -144,7 +123,7 @@ def test_answers_outside_the_requested_form_fail_row_by_row(workdir, gold_dir, r
     pool = read_jsonl(workdir / "generated.jsonl")
     for fault, row in HOSTILE_ROWS.items():
         fake_openai.fail(fault, times=None, match=pool[row]["hypothesis"])
-    annotate.main(argv(workdir, gold_dir, repo_root, "hostile"))
+    annotate.main(annotate_argv(workdir, gold_dir, repo_root, "hostile"))
     rows = read_jsonl(workdir / "hostile" / "annotated.jsonl")
     failed = {r["id"]: r["reason"] for r in rows if r["status"] == "failed"}
     assert failed.keys() == {f"syn-{i}" for i in HOSTILE_ROWS.values()}
@@ -171,7 +150,7 @@ def test_a_parser_fix_rereads_paid_answers_without_a_request(
     pool = read_jsonl(workdir / "generated.jsonl")
     for i in (2, 7):
         fake_openai.fail("maybe", times=None, match=pool[i]["hypothesis"])
-    annotate.main(argv(workdir, gold_dir, repo_root, "before"))
+    annotate.main(annotate_argv(workdir, gold_dir, repo_root, "before"))
     before = {r["id"]: r for r in read_jsonl(workdir / "before" / "annotated.jsonl")}
     assert {k for k, r in before.items() if r["status"] == "failed"} == {"syn-2", "syn-7"}
     assert before["syn-2"]["reason"].startswith("not_a_label_word: 'maybe'")
@@ -182,7 +161,7 @@ def test_a_parser_fix_rereads_paid_answers_without_a_request(
     spec = yaml.safe_load((prompts / "fa/nli/annotate.yaml").read_text())
     spec["label_words"]["chat"]["neutral"].append("maybe")
     (prompts / "fa/nli/annotate.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
-    fixed_argv = argv(workdir, gold_dir, repo_root, "after")
+    fixed_argv = annotate_argv(workdir, gold_dir, repo_root, "after")
     fixed_argv[fixed_argv.index("--prompts") + 1] = str(prompts)
     annotate.main(fixed_argv)
     assert sum(fake_openai.received.values()) == sent  # not one request reached the server

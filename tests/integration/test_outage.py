@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from edit_params import fake_backend, load_params, rewrite_params, write_params
+from edit_params import annotate_argv, fake_backend, load_params, rewrite_params, write_params
 from fake_openai import FakeOpenAI, body_key, cached_results
 
 from synthllm.io import read_jsonl, write_jsonl
@@ -137,27 +137,6 @@ UNUSABLE = ("length", "empty", "maybe", "prose", "bare", "extra_key", "out_of_se
 NO_ANSWER = ("503", "401", "400", "hang", "drop", "malformed")  # malformed: a corrupt body, sent again
 
 
-def _argv(work: Path, gold_dir: Path, repo_root: Path, tag: str) -> list[str]:
-    return [
-        "--params",
-        str(work / "params.yaml"),
-        "--name",
-        "remote",
-        "--pool",
-        str(work / "generated.jsonl"),
-        "--gold",
-        str(gold_dir),
-        "--prompts",
-        str(repo_root / "prompts"),
-        "--out",
-        str(work / tag / "annotated.jsonl"),
-        "--audit",
-        str(work / tag / "audit.jsonl"),
-        "--metrics",
-        str(work / tag / "metrics.json"),
-    ]
-
-
 def _faulted(tmp_path, repo_root, gold_dir, fake_openai, faults, **backend) -> Path:
     write_params(tmp_path / "params.yaml", _params(repo_root, fake_openai.url, concurrency=4, **backend))
     pool = _pool(gold_dir)
@@ -188,7 +167,7 @@ def test_unusable_answers_are_failed_rows_with_reasons_and_the_stage_succeeds(
     monkeypatch.setenv("SYNTHLLM_TEST_KEY", "sk-test-rows")
     monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(tmp_path / "cache"))
     work = _faulted(tmp_path, repo_root, gold_dir, fake_openai, UNUSABLE)
-    annotate.main(_argv(work, gold_dir, repo_root, "unusable"))  # exits 0: every request was answered
+    annotate.main(annotate_argv(work, gold_dir, repo_root, "unusable"))  # exits 0: every request was answered
     failed, metrics = _rows_in_rows_out(work, "unusable")
     assert {r["id"] for r in failed} == {f"syn-{i}" for i in range(len(UNUSABLE))}
     assert metrics["run"]["unanswered"] == 0
@@ -201,10 +180,10 @@ def test_unanswered_requests_fail_the_stage_unless_a_share_is_accepted(
     monkeypatch.setenv("SYNTHLLM_CACHE_DIR", str(tmp_path / "cache"))
     work = _faulted(tmp_path, repo_root, gold_dir, fake_openai, NO_ANSWER)
     with pytest.raises(SystemExit) as stopped:
-        annotate.main(_argv(work, gold_dir, repo_root, "strict"))
+        annotate.main(annotate_argv(work, gold_dir, repo_root, "strict"))
     assert stopped.value.code == 2 and not (work / "strict" / "annotated.jsonl").exists()
     rewrite_params(work / "params.yaml", {"annotator_configs.remote.max_unanswered": 0.2})  # 6 of 40 fit in 8
-    annotate.main(_argv(work, gold_dir, repo_root, "accepted"))
+    annotate.main(annotate_argv(work, gold_dir, repo_root, "accepted"))
     failed, metrics = _rows_in_rows_out(work, "accepted")
     assert {r["id"] for r in failed} == {f"syn-{i}" for i in range(len(NO_ANSWER))}
     assert metrics["run"]["unanswered"] == len(NO_ANSWER)
