@@ -18,7 +18,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from edit_params import edited_params, fake_backend, load_params, write_params
+from edit_params import annotate_argv, edited_params, fake_backend, load_params, write_params
 from llama_server import gemma_gguf, llama_server
 
 from synthllm.io import read_jsonl, write_jsonl
@@ -96,30 +96,11 @@ def workdir(tmp_path: Path, repo_root: Path, gold_dir: Path, annotators: dict) -
 
 
 def run_annotate(work: Path, gold_dir: Path, repo_root: Path, name: str) -> tuple[list[dict], list[dict], dict]:
-    annotate.main(
-        [
-            "--params",
-            str(work / "params.yaml"),
-            "--name",
-            name,
-            "--pool",
-            str(work / "generated.jsonl"),
-            "--gold",
-            str(gold_dir),
-            "--prompts",
-            str(repo_root / "prompts"),
-            "--out",
-            str(work / f"{name}.jsonl"),
-            "--audit",
-            str(work / f"{name}.audit.jsonl"),
-            "--metrics",
-            str(work / f"{name}.json"),
-        ]
-    )
+    annotate.main(annotate_argv(work, gold_dir, repo_root, name, name=name))
     return (
-        read_jsonl(work / f"{name}.jsonl"),
-        read_jsonl(work / f"{name}.audit.jsonl"),
-        json.loads((work / f"{name}.json").read_text()),
+        read_jsonl(work / name / "annotated.jsonl"),
+        read_jsonl(work / name / "audit.jsonl"),
+        json.loads((work / name / "metrics.json").read_text()),
     )
 
 
