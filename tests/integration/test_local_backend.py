@@ -74,3 +74,36 @@ def test_choice_scoring_multi_token_matches_manual_log_probability(backend):
 def test_backend_refuses_request_kinds_it_cannot_serve(backend):
     with pytest.raises(BackendError, match="cannot serve"):
         run_requests(backend, [Request(messages=({"role": "user", "content": "x"},))], progress=False)
+
+
+def _varied(n):
+    """Requests whose prompts differ in length (several padded lengths, batches of mixed fill)."""
+    return [
+        Request(
+            prompt="متن: " + "جمله درباره شهر است. " * (1 + 9 * (i % 4)) + f"{i}\nجمله:",
+            max_new_tokens=12,
+            temperature=0.9,
+            top_p=0.95,
+            stop=("\n",),
+            seed=100 + i,
+        )
+        for i in range(n)
+    ]
+
+
+def test_bfloat16_rows_do_not_depend_on_what_shares_their_batch(tiny_lm):
+    """Issue 19: in bfloat16 a row's logits, and so its sampled text, changed with its batch's shape;
+    every batch now has one shape per padded length, so a row's text and scores are the same in a
+    run of one request, a short run, a reordered run and the whole run, bit for bit."""
+    b = TransformersBackend(tiny_lm, dtype="bfloat16", batch_size=4)
+    reqs = _varied(10)
+    scores = [Request(prompt=r.prompt, choices=("درست", "غلط")) for r in reqs]
+    whole = dict(b.run(reqs))
+    whole_scores = dict(b.run(scores))
+    for sub in ([3], [0, 5], [9, 1, 4, 2, 6, 7]):
+        part = dict(b.run([reqs[i] for i in sub]))
+        assert [part[k].text for k in range(len(sub))] == [whole[i].text for i in sub]
+        part_scores = dict(b.run([scores[i] for i in sub]))
+        assert [part_scores[k].choice_logprobs for k in range(len(sub))] == [
+            whole_scores[i].choice_logprobs for i in sub
+        ]
