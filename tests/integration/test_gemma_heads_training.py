@@ -177,3 +177,33 @@ def test_pipeline_driver_warmup_continues_the_weights_and_loads_through_load_cla
     (lm / "added.bin").write_bytes(b"\0")
     with pytest.raises(ValueError, match="retrain it"):
         load_classifier(tmp_path / "model")
+
+
+def test_memoised_means_equal_a_fresh_computation(tiny_lm, tmp_path, rows, monkeypatch):
+    from synthllm.classifiers import gemma_states
+
+    premises, hypotheses = list(rows.premise[:20]), list(rows.hypothesis[:20])
+    cache = GemmaStateCache(tiny_lm, [1, 2], 48, tmp_path / "cache")
+
+    def fresh(c):
+        return [(gemma_states.mean_state(hs), len(hs), len(ps)) for ps, _, hs, _ in c.get(premises, hypotheses)]
+
+    def same(got, expected):
+        assert len(got) == len(expected)
+        for (m, nh, n_p), (em, enh, enp) in zip(got, expected):
+            assert m.dtype == np.float32 and (nh, n_p) == (enh, enp)
+            np.testing.assert_array_equal(m, em)
+
+    first = cache.means(premises, hypotheses)
+    same(first, fresh(cache))
+    same(cache.means(premises[::-1], hypotheses[::-1]), fresh(cache)[::-1])  # memo hits, any order
+    # another instance on the same folder (the next seed) shares the memo and reads no states
+    other = GemmaStateCache(tiny_lm, [1, 2], 48, tmp_path / "cache")
+    monkeypatch.setattr(other, "get", lambda *a: pytest.fail("states read for memoised pairs"))
+    same(other.means(premises, hypotheses), first)
+    monkeypatch.undo()
+    # a memo smaller than one call still answers every pair with the fresh values
+    monkeypatch.setattr(gemma_states, "MEAN_CACHE_BYTES", 3 * first[0][0].nbytes)
+    small = GemmaStateCache(tiny_lm, [1, 2], 48, None)
+    same(small.means(premises, hypotheses), first)
+    assert len(small._means) == 3

@@ -42,6 +42,8 @@ Phase = tuple[pd.DataFrame, int]  # or synthllm.regimes.Phase: anything with .ro
 Encoded = tuple[np.ndarray | None, np.ndarray | None, np.ndarray, np.ndarray | None]
 # the same, for pair tasks: every member present
 PairEncoded = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+# the head's input tensors for a batch of row indices
+Inputs = Callable[[np.ndarray], tuple[torch.Tensor, ...]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,13 +151,21 @@ def _pad(items: Sequence[np.ndarray], width: int, fill: float = 0.0) -> tuple[to
     return out, mask
 
 
-def _mean_state(states: np.ndarray) -> np.ndarray:
-    x = np.asarray(states, np.float32)
-    return x.mean(0) if len(x) else np.zeros(x.shape[1], np.float32)
+def _exact_matches(tokens: Sequence[np.ndarray], others: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per row, which of ``tokens[i]`` occur in ``others[i]`` (1.0/0.0): ``np.isin`` row by row,
+    done as one ``np.isin`` over (row, token id) keys, so a batch costs one call, not one per row."""
+    if not tokens:
+        return []
 
+    def keyed(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        lengths = np.array([len(a) for a in arrays], np.int64)
+        rows = np.repeat(np.arange(len(arrays), dtype=np.int64), lengths)
+        ids = np.concatenate([np.asarray(a, np.int64).reshape(-1) for a in arrays])
+        return rows * (1 << 32) + ids, lengths  # token ids are int32: a key per (row, id)
 
-def _exact_match(tokens: np.ndarray, other: np.ndarray) -> np.ndarray:
-    return np.isin(tokens, other).astype(np.float32)
+    keys, lengths = keyed(tokens)
+    flags = np.isin(keys, keyed(others)[0]).astype(np.float32)
+    return np.split(flags, np.cumsum(lengths)[:-1])
 
 
 def _weights_digest(module: nn.Module) -> str:
@@ -198,6 +208,7 @@ class GemmaHeadClassifier:
             feature_dir(params),
             params.condition_on_premise,
             params.extract_batch_tokens,
+            params.extract_dtype,
         )
         self.head: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -215,7 +226,11 @@ class GemmaHeadClassifier:
         rows = self.states.get(list(premises), list(hypotheses))
         if not self.pair:
             return [(None, None, hs, None) for _, _, hs, _ in rows]
-        return [(ps, _exact_match(pt, ht), hs, _exact_match(ht, pt)) for ps, pt, hs, ht in rows]
+        if self.params.head == "pooled":  # reads the mean hypothesis state only: no match flags
+            return [(ps, None, hs, None) for ps, _, hs, _ in rows]
+        p_tokens, h_tokens = [r[1] for r in rows], [r[3] for r in rows]
+        p_flags, h_flags = _exact_matches(p_tokens, h_tokens), _exact_matches(h_tokens, p_tokens)
+        return [(ps, pf, hs, hf) for (ps, _, hs, _), pf, hf in zip(rows, p_flags, h_flags)]
 
     def _batch(self, rows: Sequence[Encoded]) -> tuple[torch.Tensor, ...]:
         assert self.head is not None  # built before any batch
@@ -229,25 +244,34 @@ class GemmaHeadClassifier:
         h_match, _ = _pad([r[3][:, None] for r in pair_rows], 1)
         return p, p_mask, p_match.squeeze(-1), h, h_mask, h_match.squeeze(-1)
 
-    def _inputs(self, encoded: list[Encoded]) -> Callable[[np.ndarray], tuple[torch.Tensor, ...]]:
-        """The head's input tensors for a batch of row indices."""
+    def _prepare(
+        self, premises: Sequence[str], hypotheses: Sequence[str]
+    ) -> tuple[Inputs, np.ndarray, Callable[[], dict[str, list[np.ndarray]]]]:
+        """The head's inputs for batches of these rows, each row's token count (premise and
+        hypothesis) and, on demand, the states each side's standardisation is set from. The
+        pooled head reads the means memoised by the state cache, not the token states."""
         if self.params.head == "pooled":
-            pooled = torch.from_numpy(np.stack([_mean_state(r[2]) for r in encoded]))
-            return lambda idx: (pooled[idx],)
-        return lambda idx: self._batch([encoded[i] for i in idx])
+            means = self.states.means(list(premises) if self.pair else [""] * len(hypotheses), list(hypotheses))
+            pooled = torch.from_numpy(np.stack([m for m, _, _ in means]))
+            lengths = np.array([nh + (n_p if self.pair else 0) for _, nh, n_p in means], np.float64)
+            return lambda idx: (pooled[idx],), lengths, lambda: {"hypothesis": [pooled.numpy()]}
+        encoded = self._encode(premises, hypotheses)
+        lengths = np.array([len(r[2]) + (len(cast(np.ndarray, r[0])) if self.pair else 0) for r in encoded], np.float64)
 
-    def _build(self, rows: pd.DataFrame, encoded: list[Encoded]) -> None:
-        n_layers = len(self.params.layers)
-        dim = encoded[0][2].shape[1] // n_layers
-        self.head = _make_head(self.params, n_layers, dim, len(self.labels), self.pair)
-        # premise and hypothesis states come from different positions and contexts, so each side
-        # gets its own standardisation; a premise counts once however many hypotheses it has
-        if self.params.head == "pooled":
-            sides = {"hypothesis": [_mean_state(r[2])[None] for r in encoded]}
-        else:
-            sides = {"hypothesis": [r[2] for r in encoded]}
+        def sides() -> dict[str, list[np.ndarray]]:
+            # premise and hypothesis states come from different positions and contexts, so each side
+            # gets its own standardisation; a premise counts once however many hypotheses it has
+            out = {"hypothesis": [r[2] for r in encoded]}
             if self.pair:
-                sides["premise"] = list({p: cast(np.ndarray, r[0]) for p, r in zip(rows["premise"], encoded)}.values())
+                out["premise"] = list({p: cast(np.ndarray, r[0]) for p, r in zip(premises, encoded)}.values())
+            return out
+
+        return lambda idx: self._batch([encoded[i] for i in idx]), lengths, sides
+
+    def _build(self, sides: dict[str, list[np.ndarray]]) -> None:
+        n_layers = len(self.params.layers)
+        dim = sides["hypothesis"][0].shape[1] // n_layers
+        self.head = _make_head(self.params, n_layers, dim, len(self.labels), self.pair)
         for side, arrays in sides.items():
             x = torch.from_numpy(np.concatenate([np.asarray(a, np.float32) for a in arrays]))
             x = x.view(-1, n_layers, dim)
@@ -284,19 +308,19 @@ class GemmaHeadClassifier:
         if len(rows) == 0:
             raise ValueError(f"phase {phase} has no rows")
         rows = rows.reset_index(drop=True)
-        encoded = self._encode(list(rows["premise"]), list(rows["hypothesis"]))
+        inputs, lengths, sides = self._prepare(list(rows["premise"]), list(rows["hypothesis"]))
         if self.head is None:
             # built here rather than in __init__: its input width and standardisation come from
             # the first rows it is given; seeded first, so a seed always builds the same head
             torch.manual_seed(seed)
-            self._build(rows, encoded)
+            self._build(sides())
         assert self.head is not None  # built just above if it was not already
         phase_seed = int(np.random.SeedSequence([seed, phase]).generate_state(1)[0])
         random.seed(phase_seed)
         torch.manual_seed(phase_seed)
         rng = np.random.default_rng([seed, phase])
         start = _weights_digest(self.head)
-        steps, loss = self._train(rows, encoded, epochs, seed, phase, rng, after_epoch)
+        steps, loss = self._train(rows, inputs, lengths, epochs, seed, phase, rng, after_epoch)
         return {
             "steps": steps,
             "train_loss": round(loss, 6),
@@ -307,7 +331,8 @@ class GemmaHeadClassifier:
     def _train(
         self,
         rows: pd.DataFrame,
-        encoded: list[Encoded],
+        inputs: Inputs,
+        lengths: np.ndarray,
         epochs: int,
         seed: int,
         phase: int,
@@ -316,8 +341,6 @@ class GemmaHeadClassifier:
     ) -> tuple[int, float]:
         assert self.head is not None and self.optimizer is not None  # set by _build or load
         y = torch.tensor([self.labels.index(lab) for lab in rows["label"]])
-        inputs = self._inputs(encoded)
-        lengths = np.array([len(r[2]) + (len(cast(np.ndarray, r[0])) if self.pair else 0) for r in encoded], np.float64)
         bs = self.params.batch_size
         steps_per_epoch = (len(rows) + bs - 1) // bs
         total = max(epochs, round(self.params.epoch_scale * epochs * steps_per_epoch))
@@ -380,7 +403,7 @@ class GemmaHeadClassifier:
         out = []
         with torch.inference_mode():
             for i in tqdm(range(0, len(hypotheses), 256), desc="predict", unit="batch", disable=len(hypotheses) < 2048):
-                inputs = self._inputs(self._encode(premises[i : i + 256], hypotheses[i : i + 256]))
+                inputs = self._prepare(premises[i : i + 256], hypotheses[i : i + 256])[0]
                 idx = np.arange(min(256, len(hypotheses) - i))
                 out.append(torch.softmax(self.head(*inputs(idx)), -1).numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros((0, len(self.labels)))

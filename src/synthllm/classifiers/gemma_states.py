@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,20 @@ from synthllm.params import GemmaHeadParams
 
 # premise states, premise token ids, hypothesis states (given the premise), hypothesis token ids
 PairStates = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+# mean hypothesis state (float32), hypothesis token count, premise token count
+PairMean = tuple[np.ndarray, int, int]
+
+# what a process may keep of pooled means per cache (see GemmaStateCache.means): a mean is ~2.5 KiB
+# per layer, so the gold splits and a few thousand synthetic rows stay; beyond, the oldest go
+MEAN_CACHE_BYTES = 512 * 2**20
+# pooled means of caches with a folder, shared by every instance on the same folders (one per seed)
+_SHARED_MEANS: dict[tuple, OrderedDict[tuple[str, str], PairMean]] = {}
+
+
+def mean_state(states: np.ndarray) -> np.ndarray:
+    """The mean of a text's token states in float32 (zeros for a text without tokens)."""
+    x = np.asarray(states, np.float32)
+    return x.mean(0) if len(x) else np.zeros(x.shape[1], np.float32)
 
 
 def feature_dir(params: GemmaHeadParams) -> Path | None:
@@ -73,10 +88,13 @@ class GemmaStateCache:
         cache_dir: str | Path | None,
         condition_on_premise: bool = True,
         batch_tokens: int = 2048,
+        dtype: str = "float32",
     ):
         self.model_dir = Path(model_dir)
         self.layers, self.max_tokens, self.batch_tokens = list(layers), max_tokens, batch_tokens
-        self.condition_on_premise = condition_on_premise
+        self.condition_on_premise, self.dtype = condition_on_premise, dtype
+        # float32 keeps the keys of caches filled before the dtype was a choice
+        tag = "" if dtype == "float32" else f"|{dtype}"
         if not (self.model_dir / "config.json").is_file():
             raise FileNotFoundError(
                 f"{self.model_dir}: no model folder (config.json); build it with "
@@ -86,7 +104,7 @@ class GemmaStateCache:
         self.dirs = (
             {
                 layer: Path(cache_dir)
-                / hashlib.sha256(f"{self.FORMAT}|{model}|{layer}|{max_tokens}".encode()).hexdigest()[:16]
+                / hashlib.sha256(f"{self.FORMAT}|{model}|{layer}|{max_tokens}{tag}".encode()).hexdigest()[:16]
                 for layer in self.layers
             }
             if cache_dir
@@ -97,6 +115,11 @@ class GemmaStateCache:
         self._shards: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
         self._lm = None
         self._tokenizer: Any = None  # a transformers tokenizer, once loaded
+        # the disk entries never change once written, so neither do the means derived from them:
+        # caches on the same folders share them; one without a folder keeps its own
+        identity = (self.FORMAT, model, tuple(self.layers), max_tokens, dtype, condition_on_premise)
+        folders = tuple(str(self.dirs.get(layer)) for layer in self.layers)
+        self._means = _SHARED_MEANS.setdefault(identity + folders, OrderedDict()) if self.dirs else OrderedDict()
         for layer, folder in self.dirs.items():
             for index in sorted(folder.glob("*.index.json")) if folder.is_dir() else []:
                 shard = index.name.removesuffix(".index.json")
@@ -129,6 +152,27 @@ class GemmaStateCache:
             self._compute(list(passes))
         return [self._lookup(self.premise_key(p)) + self._lookup(self.hypothesis_key(context(p), h)) for p, h in pairs]
 
+    def means(self, premises: Sequence[str], hypotheses: Sequence[str]) -> list[PairMean]:
+        """(:func:`mean_state` of the hypothesis states, hypothesis and premise token counts) per
+        pair, in order: what a pooled head reads, memoised per pair, so gold val read every epoch
+        (and each seed) is looked up and averaged once. The same arrays as :meth:`get` gives,
+        averaged by the same operations: the values are those of a fresh computation."""
+        pairs = list(zip(premises, hypotheses))
+        missing = list(dict.fromkeys(pair for pair in pairs if pair not in self._means))
+        if missing:
+            # a memoised pair's states are all cached, so get computes the passes it would have
+            got = self.get([p for p, _ in missing], [h for _, h in missing])
+            for pair, (ps, _, hs, _) in zip(missing, got):
+                self._means[pair] = (mean_state(hs), len(hs), len(ps))
+            size = self._means[missing[-1]][0].nbytes
+            while len(self._means) > 1 and len(self._means) * size > MEAN_CACHE_BYTES:
+                self._means.popitem(last=False)
+        return [self._means[pair] if pair in self._means else self._fresh_mean(*pair) for pair in pairs]
+
+    def _fresh_mean(self, premise: str, hypothesis: str) -> PairMean:
+        ps, _, hs, _ = self.get([premise], [hypothesis])[0]
+        return mean_state(hs), len(hs), len(ps)
+
     def _lookup(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         parts = []
         for layer in self.layers:
@@ -152,7 +196,7 @@ class GemmaStateCache:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-            lm = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
+            lm = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=getattr(torch, self.dtype))
             body = lm.model if hasattr(lm, "model") else lm
             if max(self.layers) > len(body.layers):
                 raise ValueError(
