@@ -54,11 +54,20 @@ class Row:
     completion_tokens: int
     wall_s: float
     cut: int = 0  # answered, but not usable as they stand (e.g. finish_reason=length)
+    dtype: str = "fp32"  # the bound it is held against (llama.cpp's q4 GGUF: fp32's)
+    same_alone: str = "–"  # generate: rows whose text is unchanged when re-run in small batches
 
-    def cells(self, bound_prefill: float, bound_decode: float) -> list[str]:
+    def cells(self, bound: dict[str, tuple[float, float]]) -> list[str]:
         ptps, ctps = self.prompt_tokens / self.wall_s, self.completion_tokens / self.wall_s
-        pct_p = f"{100 * ptps / bound_prefill:.1f} %" if self.workload == "score" else "–"
-        pct_d = f"{100 * ctps / bound_decode:.1f} %" if self.completion_tokens else "–"
+        (fp32_p, fp32_d), (own_p, own_d) = bound["fp32"], bound[self.dtype]
+
+        def pct(x: float, b32: float, own: float) -> str:
+            return f"{100 * x / b32:.1f} %" + (
+                f" ({100 * x / own:.1f} % of {self.dtype})" if self.dtype != "fp32" else ""
+            )
+
+        pct_p = pct(ptps, fp32_p, own_p) if self.workload == "score" else "–"
+        pct_d = pct(ctps, fp32_d, own_d) if self.completion_tokens else "–"
         return [
             self.engine,
             self.workload,
@@ -70,6 +79,7 @@ class Row:
             str(self.cut),
             pct_p,
             pct_d,
+            self.same_alone,
         ]
 
 
@@ -103,14 +113,23 @@ def bounds(
     return prefill_tokens / prefill, decode_rows / decode
 
 
-def _timed(engine: str, workload: str, backend, requests: list[Request]) -> Row:
+def _timed(engine: str, workload: str, backend, requests: list[Request], dtype: str = "fp32") -> Row:
     started = time.perf_counter()
-    _, stats = run_requests(backend, requests, None, progress=False)
+    answers, stats = run_requests(backend, requests, None, progress=False)
     wall = time.perf_counter() - started
     if stats.unanswered:
         raise SystemExit(f"{engine}/{workload}: {stats.unanswered} unanswered requests: {stats.failure_reasons}")
     # answered but not kept by the generate filters (e.g. finish_reason=length) still cost their tokens
-    return Row(engine, workload, len(requests), stats.prompt_tokens, stats.completion_tokens, wall, stats.failures)
+    row = Row(
+        engine, workload, len(requests), stats.prompt_tokens, stats.completion_tokens, wall, stats.failures, dtype
+    )
+    if workload == "generate" and isinstance(backend, TransformersBackend):
+        # a row's text should depend on its own seed only: re-run the first 12 in batches of 3
+        size, backend.batch_size = backend.batch_size, 3
+        again = dict(backend.run(requests[:12]))
+        backend.batch_size = size
+        row.same_alone = f"{sum(again[i].text == answers[i].text for i in again)}/{len(again)}"
+    return row
 
 
 def workloads(params, gold: Path, pool: Path, n_generate: int, n_score: int) -> tuple[list[Request], list[Request]]:
@@ -170,6 +189,7 @@ def main() -> None:
     ap.add_argument("--generate", type=int, default=60, help="generate requests (of the default's 180)")
     ap.add_argument("--score", type=int, default=96, help="annotate@gemma scoring requests")
     ap.add_argument("--slots", default="1,2", help="llama.cpp slot counts to try ('' to skip llama.cpp)")
+    ap.add_argument("--dtypes", default="float32,bfloat16", help="dtypes of this project's engine to run")
     ap.add_argument("--out", type=Path, help="write the markdown table here")
     args = ap.parse_args()
     params = load_params(args.params)
@@ -178,12 +198,14 @@ def main() -> None:
     config = config.get("text_config", config)
     gen_cfg, ann_backend = params.generate.backend, params.annotator("gemma").backend
     rows = []
-    local = TransformersBackend(args.model, dtype=gen_cfg.dtype)
-    local.batch_size = gen_cfg.batch_size
-    rows.append(_timed(f"transformers ({gen_cfg.dtype}, batch {gen_cfg.batch_size})", "generate", local, generate))
-    local.batch_size = ann_backend.batch_size
-    rows.append(_timed(f"transformers ({gen_cfg.dtype}, batch {ann_backend.batch_size})", "score", local, score))
-    local.close()
+    for dtype in args.dtypes.split(","):
+        short = {"float32": "fp32", "bfloat16": "bf16"}[dtype]
+        local = TransformersBackend(args.model, dtype=dtype)
+        local.batch_size = gen_cfg.batch_size
+        rows.append(_timed(f"transformers ({dtype}, batch {gen_cfg.batch_size})", "generate", local, generate, short))
+        local.batch_size = ann_backend.batch_size
+        rows.append(_timed(f"transformers ({dtype}, batch {ann_backend.batch_size})", "score", local, score, short))
+        local.close()
     if args.slots:
         rows += llama_cpp_rows(generate, [int(s) for s in args.slots.split(",")], torch.get_num_threads())
     mean_prompt = sum(r.prompt_tokens for r in rows if r.workload == "score") / max(1, len(score))
@@ -198,16 +220,18 @@ def main() -> None:
 
 
 def _markdown(rows: list[Row], bound: dict[str, tuple[float, float]], kern: str, decode_rows: int) -> str:
-    fp32_prefill, fp32_decode = bound["fp32"]
-    head = "| engine | workload | requests | wall s | req/s | prompt tok/s | completion tok/s | cut/failed | % prefill bound (fp32) | % decode bound (fp32) |"
+    head = (
+        "| engine | workload | requests | wall s | req/s | prompt tok/s | completion tok/s | cut/failed "
+        "| % prefill bound (fp32) | % decode bound (fp32) | same text in batches of 3 |"
+    )
     lines = [
         "# Local inference vs the measured bound",
         "",
         f"Kernels: {kern}.",
         "",
         head,
-        "|" + " --- |" * 10,
-        *("| " + " | ".join(r.cells(fp32_prefill, fp32_decode)) + " |" for r in rows),
+        "|" + " --- |" * 11,
+        *("| " + " | ".join(r.cells(bound)) + " |" for r in rows),
         "",
         "Bound (linear layers + vocabulary head only, measured matmuls in this run):",
         "",
