@@ -287,7 +287,9 @@ def _annotation(inputs: CardInputs) -> list[str]:
         f"Labels come from the annotator **{inputs.name}**; the generator's target label is kept as "
         "`intended_label` (provenance, not a gold label).",
         "",
-        f"- audit on {audit.get('n', '–')} {inputs.gold.name}-val rows: accuracy {_pct(audit.get('accuracy'))}, "
+        f"- audit: {audit['not_applicable']}"
+        if audit.get("not_applicable")
+        else f"- audit on {audit.get('n', '–')} {inputs.gold.name}-val rows: accuracy {_pct(audit.get('accuracy'))}, "
         f"macro-F1 {_pct(audit.get('macro_f1'))}, ECE {'–' if ece is None else f'{ece:.3f}'}",
         f"- pool: {pool.get('n', '–')} pairs, {pool.get('failed', '–')} failed (dropped), agreement with "
         f"the intended label {_pct(pool.get('agreement_with_intended'))}",

@@ -41,26 +41,45 @@ def confidence_summary(rows: Sequence[dict]) -> dict:
     }
 
 
-def audit_metrics(audit: Sequence[dict], pool: Sequence[dict], labels: Sequence[str]) -> dict:
+NO_AUDIT = (
+    "not applicable: the annotator labels by construction (the generator's intended label), "
+    "which gold val pairs do not have"
+)
+
+
+def _audit_summary(audit: Sequence[dict], labels: Sequence[str]) -> dict:
+    """Accuracy, macro-F1, confusion and ECE on the gold-val audit; with no audit rows (an intended
+    annotator's) every score is None and ``not_applicable`` says why, never a stand-in accuracy."""
+    if not audit:
+        return {
+            **failure_counts(audit),
+            **dict.fromkeys(("accuracy", "macro_f1", "confusion", "ece"), None),
+            **confidence_summary(audit),
+            "not_applicable": NO_AUDIT,
+        }
     gold = [r["gold_label"] for r in audit]
     pred = [r["label"] for r in audit]
     confident = [r for r in audit if r["status"] == "ok" and r.get("confidence") is not None]
-    out: dict[str, Any] = {
-        "audit": {
-            **failure_counts(audit),
-            "accuracy": _r(stats.accuracy(gold, pred)),
-            "macro_f1": _r(stats.macro_f1(gold, pred, list(labels))),
-            "confusion": stats.confusion(gold, pred, list(labels)),
-            # over the rows that have a confidence (coverage below); None when none has one
-            "ece": _r(
-                stats.expected_calibration_error(
-                    [r["confidence"] for r in confident], [r["label"] == r["gold_label"] for r in confident]
-                )
+    return {
+        **failure_counts(audit),
+        "accuracy": _r(stats.accuracy(gold, pred)),
+        "macro_f1": _r(stats.macro_f1(gold, pred, list(labels))),
+        "confusion": stats.confusion(gold, pred, list(labels)),
+        # over the rows that have a confidence (coverage below); None when none has one
+        "ece": _r(
+            stats.expected_calibration_error(
+                [r["confidence"] for r in confident], [r["label"] == r["gold_label"] for r in confident]
             )
-            if confident
-            else None,
-            **confidence_summary(audit),
-        },
+        )
+        if confident
+        else None,
+        **confidence_summary(audit),
+    }
+
+
+def audit_metrics(audit: Sequence[dict], pool: Sequence[dict], labels: Sequence[str]) -> dict:
+    out: dict[str, Any] = {
+        "audit": _audit_summary(audit, labels),
         "pool": {
             **failure_counts(pool),
             "label_distribution": {
@@ -125,9 +144,15 @@ def agreement_rows(
 
 def vote_on_audit(audits: Mapping[str, Sequence[dict]], labels: Sequence[str]) -> dict:
     """Accuracy of the plain and confidence-weighted majority of all annotators on the audit
-    sample (every annotator labels the same gold-val pairs); ties count as wrong."""
-    names = sorted(audits)
+    sample (every annotator with an audit labels the same gold-val pairs); ties count as wrong.
+    Annotators without audit rows (intended) are left out and listed; under two left, no vote."""
+    names = sorted(n for n in audits if audits[n])
     out: dict = {"members": names}
+    if len(audits) > len(names):
+        out["without_audit"] = sorted(set(audits) - set(names))
+    if len(names) < 2:
+        out["unavailable"] = "fewer than two annotators labelled the audit sample"
+        return out
     for key, method in (("majority", "majority"), ("weighted_majority", "confidence")):
         try:
             _, rows = aggregate(audits, audits, AggregateParams(members=names, method=method), key, labels)

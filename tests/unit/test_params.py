@@ -12,7 +12,8 @@ def base(repo_root):
 
 def test_repository_params_validate(repo_root):
     params = load_params(repo_root / "params.yaml")
-    assert list(params.annotators) == ["classifier", "gemma"]
+    assert list(params.annotators) == ["classifier", "gemma", "intended"]
+    assert params.annotator_reads("intended") == "data/synthetic/generated.jsonl"
     assert (params.train.classifier.kind, params.train.classifier.head) == ("gemma_head", "pooled")
     assert (params.annotator_training.classifier.kind, params.annotator_training.classifier.head) == (
         "gemma_head",
@@ -161,3 +162,40 @@ def test_lookups_by_name_raise_params_error_naming_the_known_names(base):
     with pytest.raises(ParamsError, match=r"aggregate 'nope' is not in params\.aggregates") as err:
         params.aggregate("nope")
     assert str(sorted(params.aggregates)) in str(err.value)
+
+
+def test_intended_annotator_needs_no_model(base):
+    params = parse_params(base)
+    assert params.annotator_configs["intended"].kind == "intended"
+    assert params.branches["intended"] == "data/annotated/intended.jsonl"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"model_dir": "models/annotators/classifier"},
+        {"prompt": "fa/nli/annotate"},
+        {"backend": {"kind": "transformers", "model_dir": "models/generator"}},
+        {"stability_variant": "hypothesis_first"},
+        {"shots": 3},
+    ],
+)
+def test_intended_annotator_rejects_what_it_would_ignore(base, extra):
+    base["annotator_configs"]["intended"].update(extra)
+    with pytest.raises(ParamsError, match=rf"annotator_configs\.intended.*\['{next(iter(extra))}'\] would be ignored"):
+        parse_params(base)
+
+
+def test_intended_annotator_reads_the_pool(base):
+    base["annotators"]["intended"] = "models/generator"
+    with pytest.raises(ParamsError, match=r"annotators.intended must be 'data/synthetic/generated.jsonl'"):
+        parse_params(base)
+
+
+def test_intended_annotator_cannot_vote_or_cascade(base):
+    vote = {**base, "aggregates": {"vote": {"members": ["classifier", "intended"], "method": "majority"}}}
+    with pytest.raises(ParamsError, match=r"aggregates.vote.members uses \['intended'\], an intended annotator"):
+        parse_params(vote)
+    base["cascades"]["cascade"]["cheap"] = ["intended"]
+    with pytest.raises(ParamsError, match=r"cascades.cascade uses \['intended'\]"):
+        parse_params(base)

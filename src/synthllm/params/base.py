@@ -10,6 +10,7 @@ from synthllm import params_reads
 
 NLI_LABELS = ("entailment", "contradiction", "neutral")
 GENERATOR_DIR = "models/generator"  # the generator_model stage's output (dvc.yaml)
+POOL_FILE = "data/synthetic/generated.jsonl"  # the generated pool every annotate stage reads
 Regime = Literal["gold_only", "synthetic_only", "warmup", "mix", "reversed"]
 SyntheticRegime = Literal["synthetic_only", "warmup", "mix", "reversed"]
 SYNTHETIC_REGIMES: tuple[SyntheticRegime, ...] = ("synthetic_only", "warmup", "mix", "reversed")

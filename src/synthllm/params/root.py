@@ -9,7 +9,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from synthllm.errors import ParamsError
 from synthllm.params.backends import TransformersBackendParams
-from synthllm.params.base import GENERATOR_DIR, NLI_LABELS, SYNTHETIC_REGIMES, Strict, SyntheticRegime
+from synthllm.params.base import GENERATOR_DIR, NLI_LABELS, POOL_FILE, SYNTHETIC_REGIMES, Strict, SyntheticRegime
 from synthllm.params.classifiers import GemmaHeadParams, HFClassifierParams
 from synthllm.params.sections import (
     LEARNED_METHODS,
@@ -66,6 +66,8 @@ class Params(Strict):
     def annotator_reads(self, name: str) -> str:
         """What the annotate stage of ``name`` reads besides pool, gold and prompts."""
         cfg = self.annotator_configs[name]
+        if cfg.kind == "intended":  # no input of its own: the pool, which the stage reads anyway
+            return POOL_FILE
         if cfg.kind == "classifier":
             return str(cfg.model_dir)
         if isinstance(cfg.backend, TransformersBackendParams):
@@ -104,6 +106,7 @@ class Params(Strict):
             self._annotators_read_their_input,
             self._aggregates_vote_active_annotators,
             self._cascades_consistent,
+            self._intended_not_derived_from,
             self._branches_name_their_file,
         ):
             check()
@@ -187,6 +190,20 @@ class Params(Strict):
             if c.on_flip and not self.annotator_configs[c.cheap[0]].stability_variant:
                 raise ValueError(
                     f"cascades.{name}.on_flip needs a stability_variant on {c.cheap[0]!r}; set on_flip: false"
+                )
+
+    def _intended_not_derived_from(self) -> None:
+        """Votes and cascades weigh or frontier their members on the gold audit, which an intended
+        annotator cannot label (gold val has no intended label)."""
+        intended = {n for n, c in self.annotator_configs.items() if c.kind == "intended"}
+        uses = {f"aggregates.{n}.members": a.members for n, a in self.aggregates.items()}
+        uses |= {f"cascades.{n}": [*c.cheap, c.expensive] for n, c in self.cascades.items()}
+        for key, members in uses.items():
+            bad = sorted(intended & set(members))
+            if bad:
+                raise ValueError(
+                    f"{key} uses {bad}, an intended annotator: it has no gold-audit labels to vote, weigh or "
+                    f"escalate with; remove it there (it still trains and is evaluated as its own branch)"
                 )
 
     def _branches_name_their_file(self) -> None:

@@ -154,7 +154,11 @@ class GenerateParams(Strict):
 
 
 class AnnotatorParams(Strict):
-    kind: Literal["classifier", "llm"]
+    kind: Literal["classifier", "llm", "intended"] = Field(
+        ...,
+        description="classifier: a trained classifier; llm: a prompted model; intended: the "
+        "generator's intended label, by construction ($0, no model: the control for paying an annotator).",
+    )
     backend: BackendParams | None = None
     method: Literal["logprob", "instruct"] = Field(
         "logprob",
@@ -188,6 +192,12 @@ class AnnotatorParams(Strict):
 
     @model_validator(mode="after")
     def _kind_fields(self) -> AnnotatorParams:
+        given = sorted(self.model_fields_set - {"kind"})
+        if self.kind == "intended" and given:
+            raise ValueError(
+                f"an intended annotator reads no model or prompt, so {given} would be ignored: remove them "
+                "(it copies each pool row's intended_label)"
+            )
         if self.kind == "llm" and self.backend is None:
             raise ValueError("an llm annotator needs a 'backend' section")
         if self.kind == "classifier" and not self.model_dir:

@@ -30,8 +30,9 @@ def _save(fig: Figure, path: str | Path) -> Path:
 def annotator_confusion_heatmaps(
     annotator_metrics: Mapping[str, dict], path: str | Path, labels: Sequence[str]
 ) -> Path:
-    """One heatmap per annotator of its gold-val audit: gold labels as rows, its labels as columns."""
-    names = sorted(annotator_metrics)
+    """One heatmap per annotator of its gold-val audit: gold labels as rows, its labels as columns
+    (an annotator without audit rows, an intended one, has no heatmap)."""
+    names = sorted(n for n in annotator_metrics if annotator_metrics[n]["audit"].get("confusion") is not None)
     fig = Figure(figsize=(3.6 * max(1, len(names)), 3.6))
     for k, name in enumerate(names, 1):
         audit = annotator_metrics[name]["audit"]

@@ -108,33 +108,21 @@ def frontier_table(
         secs = [c.seconds for c in parts if c.seconds is not None]
         return Cost(sum(c.usd for c in parts), None if len(secs) < len(parts) else sum(secs))
 
-    rows = []
-    for name in annotators:
-        c = cost_of([name])
-        rows.append(
-            {
-                "annotator": name,
-                "kind": "single",
-                "threshold": None,
-                "escalated_share": None,
-                "audit_accuracy": metrics[name]["audit"]["accuracy"],
-                "usd_per_1000": round(1000 * c.usd, 6),
-                "seconds_per_1000": None if c.seconds is None else round(1000 * c.seconds, 3),
-            }
-        )
-    for name, members in aggregates.items():
+    def point(name: str, kind: str, members: Sequence[str]) -> dict:
         c = cost_of(members)
-        rows.append(
-            {
-                "annotator": name,
-                "kind": "vote",
-                "threshold": None,
-                "escalated_share": None,
-                "audit_accuracy": metrics[name]["audit"]["accuracy"],
-                "usd_per_1000": round(1000 * c.usd, 6),
-                "seconds_per_1000": None if c.seconds is None else round(1000 * c.seconds, 3),
-            }
-        )
+        return {
+            "annotator": name,
+            "kind": kind,
+            "threshold": None,
+            "escalated_share": None,
+            "audit_accuracy": metrics[name]["audit"]["accuracy"],
+            "usd_per_1000": round(1000 * c.usd, 6),
+            "seconds_per_1000": None if c.seconds is None else round(1000 * c.seconds, 3),
+        }
+
+    # an annotator without audit (intended) has no accuracy, so no point on the frontier
+    rows = [point(n, "single", [n]) for n in annotators if metrics[n]["audit"]["accuracy"] is not None]
+    rows += [point(name, "vote", members) for name, members in aggregates.items()]
     for name, (cheap, expensive) in cascades.items():
         exp = request_cost((metrics.get(expensive) or metrics[name])["run"])
         for pt in priced(metrics[name]["frontier"], [row_cost(metrics[n]) for n in cheap], exp):

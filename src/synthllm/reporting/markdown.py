@@ -13,6 +13,27 @@ def _pct(x) -> str:
     return f"{100 * x:.1f}"
 
 
+def _annotator_row(name: str, m: Mapping, labels: Sequence[str]) -> tuple[str, str | None]:
+    """An annotator's audit-table row, and the note an annotator without audit (intended) gets."""
+    pct, note = _pct, None
+    a, pool = m["audit"], m["pool"]
+    dist = "/".join(pct(pool["label_distribution"].get(lab) or 0) for lab in labels)
+    coverage = a.get("confidence_coverage")
+    ece = (
+        "– (no confidences)"
+        if a.get("ece") is None
+        else f"{a['ece']:.3f}" + (f" ({pct(coverage)} %)" if coverage is not None else "")
+    )
+    reasons = ", ".join(f"{k} {v}" for k, v in (pool.get("failure_reasons") or {}).items()) or "–"
+    if a.get("not_applicable"):  # no gold-audit labels, so no scores: a dash and the reason
+        acc, f1, ece = "– (no audit)", "–", "–"
+        note = f"\n{name}: audit {a['not_applicable']}."
+    else:
+        acc, f1 = pct(a["accuracy"]), pct(a["macro_f1"])
+    row = f"| {name} | {a['n']} | {acc} | {f1} | {ece} | {pool['failed']}/{pool['n']} | {reasons} | {dist} |"
+    return row, note
+
+
 def annotators_section(annotators: Mapping[str, dict], quality: Mapping | None, labels: Sequence[str]) -> list[str]:
     """The title and the annotators' audit table, flip rates and agreement."""
     pct = _pct
@@ -26,20 +47,12 @@ def annotators_section(annotators: Mapping[str, dict], quality: Mapping | None, 
         f"| failure reasons (pool) | pool labels {codes} |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    notes = []
     for name, m in sorted(annotators.items()):
-        a, pool = m["audit"], m["pool"]
-        dist = "/".join(pct(pool["label_distribution"].get(lab) or 0) for lab in labels)
-        coverage = a.get("confidence_coverage")
-        ece = (
-            "– (no confidences)"
-            if a.get("ece") is None
-            else f"{a['ece']:.3f}" + (f" ({pct(coverage)} %)" if coverage is not None else "")
-        )
-        reasons = ", ".join(f"{k} {v}" for k, v in (pool.get("failure_reasons") or {}).items()) or "–"
-        lines.append(
-            f"| {name} | {a['n']} | {pct(a['accuracy'])} | {pct(a['macro_f1'])} | {ece} | "
-            f"{pool['failed']}/{pool['n']} | {reasons} | {dist} |"
-        )
+        row, note = _annotator_row(name, m, labels)
+        lines.append(row)
+        notes += [note] if note else []
+    lines += notes
     for name, m in sorted(annotators.items()):
         flips = m["pool"].get("prompt_order_flip_rate")
         if flips:
@@ -56,11 +69,15 @@ def annotators_section(annotators: Mapping[str, dict], quality: Mapping | None, 
             + ".",
         ]
         vote = quality.get("vote_on_audit")
-        if vote:
+        if vote and vote.get("unavailable"):
+            lines.append(f"No majority vote on the audit sample: {vote['unavailable']}.")
+        elif vote:
             weighted = vote.get("weighted_majority_accuracy")
+            left_out = vote.get("without_audit")
             lines.append(
-                f"Majority vote of {', '.join(vote['members'])} on the audit sample: "
-                f"{pct(vote['majority_accuracy'])} % (confidence-weighted: "
+                f"Majority vote of {', '.join(vote['members'])} on the audit sample"
+                + (f" ({', '.join(left_out)} left out: no audit)" if left_out else "")
+                + f": {pct(vote['majority_accuracy'])} % (confidence-weighted: "
                 + (
                     f"{pct(weighted)} %)."
                     if weighted is not None

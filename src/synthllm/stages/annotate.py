@@ -1,14 +1,25 @@
 """Stage annotate: one annotator labels the synthetic pool and a fixed gold-val audit sample (and,
-with a stability variant, the pool again under the second prompt order)."""
+with a stability variant, the pool again under the second prompt order). An intended annotator
+copies each pool row's intended label and writes an audit file with no rows: gold val pairs have no
+intended label, so its audit metrics say "not applicable" instead of an accuracy."""
 
 from __future__ import annotations
 
+from argparse import Namespace
 from pathlib import Path
 
 from synthllm.io import read_jsonl, write_json, write_jsonl
-from synthllm.labelling import label_rows
+from synthllm.labelling import label_by_construction, label_rows
 from synthllm.quality import audit_metrics, failure_counts
 from synthllm.stages._common import cache_path, entry, load_gold, params_of, parser, shot_pool
+
+
+def _by_construction(args: Namespace, pool: list[dict], labels: list[str]) -> None:
+    """The intended annotator's outputs: the pool labelled as intended, an empty audit."""
+    done = label_by_construction(pool, args.name, labels)
+    write_jsonl(done.rows[0], args.out)
+    write_jsonl([], args.audit)
+    write_json({**audit_metrics([], done.rows[0], labels), "run": done.run.as_dict()}, args.metrics)
 
 
 @entry
@@ -25,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     params = params_of(args)
     cfg, task, seed = params.annotator(args.name), params.task, params.annotate.seed
     pool = read_jsonl(args.pool, required=("id", "premise", "hypothesis"))
+    if cfg.kind == "intended":
+        return _by_construction(args, pool, task.labels)
     shots = shot_pool(args.gold, params)
     val = load_gold(args.gold, "val")
     audit = val.sample(n=min(params.annotate.audit_size, len(val)), random_state=seed)
