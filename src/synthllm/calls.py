@@ -40,6 +40,10 @@ class Request:
     stop: tuple[str, ...] = ()
     seed: int = 0
     json_schema: dict | None = None
+    # leading characters of ``prompt`` that other requests share (few-shot examples drawn once for
+    # every row): a local backend computes their keys and values once and reads every row after them
+    # (an HTTP server sees the whole prompt). It changes an answer only in rounding.
+    shared_prefix: int = 0
 
     @property
     def kind(self) -> str:
@@ -53,9 +57,10 @@ class Request:
         """Hash of everything that changes the answer: the backend's identity (model, weights,
         precision, answer-shaping settings), rendered input, sampling parameters and the
         per-sample seed (n samples of one prompt are n entries)."""
-        payload = json.dumps(
-            {"backend": backend_identity, **asdict(self)}, ensure_ascii=False, sort_keys=True, default=list
-        )
+        fields = asdict(self)
+        if not self.shared_prefix:  # keys of requests without a shared prefix are those they always had
+            del fields["shared_prefix"]
+        payload = json.dumps({"backend": backend_identity, **fields}, ensure_ascii=False, sort_keys=True, default=list)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 

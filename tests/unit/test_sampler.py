@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy import stats
 
-from synthllm.backends.transformers_local import _PerRowSampler
+from synthllm.backends.local_engine import NucleusSampler
 
 VOCAB = 262_144  # Gemma 3's vocabulary: the floors are absolute probabilities, so its size matters
 
@@ -43,7 +43,7 @@ def logits(kind: str, rows: int, seed: int) -> torch.Tensor:
 def test_every_path_gives_the_full_sort_nucleus(kind, path):
     top_p = 0.95
     probs = torch.softmax(logits(kind, 6, seed=3), -1)
-    sampler = _PerRowSampler([0] * 6, temperature=1.0, top_p=top_p)
+    sampler = NucleusSampler(temperature=1.0, top_p=top_p)
     fast_p, fast_idx = sampler.nucleus(probs)
     taken = {"top_k": 6 - sampler.floor_sorts - sampler.full_sorts, "floor": sampler.floor_sorts}
     taken["full"] = sampler.full_sorts
@@ -66,12 +66,11 @@ def test_draws_follow_the_full_sort_nucleus():
     probs = torch.full((20_000,), 0.05 / 18_000)
     probs[:2000] = 0.95 / 2000 * (1 + 0.5 * torch.rand(2000, generator=g))
     scores = probs.log().expand(rows, -1).contiguous()
-    sampler = _PerRowSampler(list(range(rows)), temperature=temperature, top_p=top_p)
+    sampler = NucleusSampler(temperature=temperature, top_p=top_p)
+    generators = [torch.Generator().manual_seed(seed) for seed in range(rows)]
     counts: dict[int, int] = {}
     for _ in range(steps):
-        out = sampler(torch.zeros(rows, 1, dtype=torch.long), scores)
-        assert bool((out.isfinite().sum(-1) == 1).all()), "exactly one token kept per row"
-        for t in out.argmax(-1).tolist():
+        for t in sampler.draw(scores, generators):
             counts[t] = counts.get(t, 0) + 1
     assert sampler.full_sorts == 0 and sampler.floor_sorts == rows * steps
     ref_p, ref_idx = full_sort_nucleus(torch.softmax(scores[0] / temperature, -1), top_p)
@@ -91,9 +90,8 @@ def test_draws_follow_the_full_sort_nucleus():
 def test_a_rows_draws_depend_on_its_seed_only():
     """The same seed draws the same tokens whatever else shares the batch."""
     scores = logits("spread", 4, seed=5)
-    alone = _PerRowSampler([42], 0.8, 0.95)
-    batch = _PerRowSampler([7, 42, 9, 1], 0.8, 0.95)
+    sampler = NucleusSampler(0.8, 0.95)
+    alone = [torch.Generator().manual_seed(42)]
+    batch = [torch.Generator().manual_seed(s) for s in (7, 42, 9, 1)]
     for _ in range(20):
-        a = alone(torch.zeros(1, 1, dtype=torch.long), scores[1:2].clone()).argmax(-1)
-        b = batch(torch.zeros(4, 1, dtype=torch.long), scores.clone()).argmax(-1)
-        assert int(a[0]) == int(b[1])
+        assert sampler.draw(scores[1:2].clone(), alone)[0] == sampler.draw(scores.clone(), batch)[1]

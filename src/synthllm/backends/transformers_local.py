@@ -1,13 +1,14 @@
-"""Local causal LM through transformers: batched sampling and choice scoring on CPU or GPU.
+"""Local causal LM through transformers: sampling and choice scoring on CPU or GPU.
 
-Sampling draws each row's tokens from its own generator, seeded by that request's ``seed``, so a
-row's text depends on its request alone, not on what else shares its batch: a resumed or enlarged
-run writes the same text for the rows it shares with a cold one. Every batch has one of a few
-fixed shapes (``batch_size`` rows × a multiple of PAD_MULTIPLE tokens, :func:`_padded`), so the
-logits do not depend on batch shape either, which in bfloat16 would change sampled text.
-Choice scoring sums the log-probabilities of each choice's tokens after
-the prompt; when every choice is a single token, one forward pass over the prompt scores all of them.
-This backend does not serve chat messages (base models have no chat template).
+Sampling runs on :class:`~synthllm.backends.local_engine.SlotEngine` (continuous batching over
+``batch_size`` slots, each request with its own generator seeded by its ``seed``): a row's text
+depends on its request alone, not on what else runs, so a resumed or enlarged run writes the same
+text for the rows it shares with a cold one. Choice scoring sums the log-probabilities of each
+choice's tokens after the prompt; when every choice is a single token, one forward pass over the
+prompt scores all of them. Scoring batches have one of a few fixed shapes (``batch_size`` rows × a
+multiple of PAD_MULTIPLE tokens, :func:`~synthllm.backends.local_engine.padded`), so a row's scores
+do not depend on its batch either, which in bfloat16 they otherwise would. This backend does not
+serve chat messages (base models have no chat template).
 """
 
 from __future__ import annotations
@@ -16,107 +17,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from synthllm.backends.base import Backend, Request, Result, Usage, fingerprint
+from synthllm.backends.local_engine import NucleusSampler, SlotEngine, cache_length
 from synthllm.errors import BackendError
+from synthllm.lm_passes import Prefixes, Segment, fuse_rms_norms, packed_passes, use_packed_attention
 
-
-class _StopOnStrings(StoppingCriteria):
-    """Per-row stop once the generated text contains a stop string. (transformers' own
-    ``stop_strings`` needs a tokenizer whose vocabulary it can parse, which not every one is.)
-
-    Only the newest tokens are decoded at each step: a stop string that was not in the text one
-    step ago must end in the newest token, and a stop string of ``b`` UTF-8 bytes spans at most
-    ``b`` tokens, so decoding the last ``b + 4`` tokens finds it. A miss would only cost steps
-    (the returned text is cut at the first stop string of the full decode either way)."""
-
-    def __init__(self, tokenizer, stops: tuple[str, ...], prompt_len: int):
-        self.tokenizer, self.stops, self.prompt_len = tokenizer, stops, prompt_len
-        self.window = max(len(s.encode("utf-8")) for s in stops) + 4
-        self.done: torch.Tensor | None = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.Tensor:
-        if self.done is None:
-            self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
-        start = max(self.prompt_len, input_ids.shape[1] - self.window)
-        todo = (~self.done).nonzero().flatten().tolist()
-        tails = self.tokenizer.batch_decode(input_ids[todo, start:], skip_special_tokens=True)
-        for row, tail in zip(todo, tails):
-            self.done[row] = any(s in tail for s in self.stops)
-        return self.done.clone().to(input_ids.device)
-
-
-class _PerRowSampler(LogitsProcessor):
-    """Temperature + nucleus sampling with one generator per row. It returns scores that are -inf
-    everywhere but the sampled token, so that ``generate`` run greedily picks exactly that token;
-    each row consumes one draw of its own generator per step, whatever its batch.
-
-    The nucleus (the smallest set of most likely tokens whose mass reaches ``top_p``) is looked for
-    among the ``top_k`` most likely tokens, one batched ``topk`` per step; a row whose ``top_k``
-    candidates hold less than ``top_p`` of the mass sorts the tokens above a probability floor, and
-    only if those hold less than ``top_p`` too, its whole vocabulary. Either
-    way the draw is from the same nucleus with the same renormalised probabilities
-    (tests/unit/test_sampler.py compares the two by a chi-square test over many draws)."""
-
-    def __init__(self, seeds: list[int], temperature: float, top_p: float, top_k: int = 256):
-        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
-        # rows whose nucleus needed a sort above a floor / of the whole vocabulary (benchmarks)
-        self.floor_sorts = self.full_sorts = 0
-
-    FLOORS = (1e-4, 1e-6)
-
-    def nucleus(self, probs: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per row: the nucleus tokens' probabilities (most likely first) and their token ids."""
-        top_p, top_idx = probs.topk(min(self.top_k, probs.shape[-1]), dim=-1)
-        covered = (top_p.cumsum(-1)[:, -1] >= self.top_p).tolist()
-        out_p, out_idx = [], []
-        for row, ok in enumerate(covered):
-            p, order = (top_p[row], top_idx[row]) if ok else self._candidates(probs[row])
-            # the smallest set of most likely tokens whose mass reaches top_p (the first always stays)
-            n = int(((p.cumsum(0) - p) < self.top_p).sum())
-            out_p.append(p[:n])
-            out_idx.append(order[:n])
-        return out_p, out_idx
-
-    def _candidates(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """All tokens above a probability floor, sorted, once their mass reaches top_p (then the
-        nucleus, a prefix of the sorted vocabulary, lies among them); else the whole vocabulary."""
-        for floor in self.FLOORS:
-            cand = (probs >= floor).nonzero().flatten()
-            p, order = probs[cand].sort(descending=True)
-            if len(p) and float(p.cumsum(0)[-1]) >= self.top_p:
-                self.floor_sorts += 1
-                return p, cand[order]
-        self.full_sorts += 1
-        return probs.sort(descending=True)
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
-        out = torch.full_like(scores, float("-inf"))
-        for row, (p, order) in enumerate(zip(*self.nucleus(probs))):
-            pick = order[torch.multinomial(p / p.sum(), 1, generator=self.generators[row])]
-            out[row, pick] = 0.0
-        return out
-
-
-def _sampling_key(r: Request) -> tuple:
-    """What the requests of one batch must share (a score batch's choices set its tail width)."""
-    return (r.kind, r.temperature, r.top_p, r.max_new_tokens, r.stop, r.choices if r.kind == "score" else None)
-
-
-PAD_MULTIPLE = 64
-
-
-def _padded(n_tokens: int) -> int:
-    """The length a prompt of ``n_tokens`` is left-padded to: the next multiple of PAD_MULTIPLE.
-    Batches hold prompts of one padded length only and are filled up to ``batch_size`` rows, so
-    every kernel sees the same shapes whatever else shares the batch, and a row's logits, bit for
-    bit, are a function of the row alone. In bfloat16 a row's text otherwise moved with its batch:
-    8 of 30 texts equal between batches of 30 and 7 with padding to the batch's longest prompt; with
-    fixed padded lengths 30 of 30, but 0 of 6 in batches of one (other matmul kernels)."""
-    return -(-n_tokens // PAD_MULTIPLE) * PAD_MULTIPLE
+# part of the backend's identity, so of every cache key: answers of an earlier engine (whose texts
+# differ in rounding) are not served as this one's
+ENGINE = "slots-v1"
 
 
 def _choices(request: Request) -> tuple[str, ...]:
@@ -149,126 +58,86 @@ class TransformersBackend(Backend):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=getattr(torch, dtype))
         self.model.eval()
+        fuse_rms_norms(self.model)
+        use_packed_attention(self.model)
+        self.pad_id = self.tokenizer.pad_token_id
+        self.computed_tokens = 0  # prompt tokens run through the model (benchmarks: shared prefixes count once)
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [self.tokenizer.eos_token_id])
 
     @property
     def identity(self) -> str:
-        return f"transformers:{self._fingerprint}:{self.dtype}"
+        # in bfloat16 the logits depend on the batch's shape, and so on batch_size (never on what shares
+        # a batch): answers computed at another batch_size are not this one's
+        return f"transformers:{self._fingerprint}:{self.dtype}:{ENGINE}:batch-{self.batch_size}"
 
     def run(self, requests: Sequence[Request]) -> Iterator[tuple[int, Result]]:
-        """Batches of requests of one kind, sampling set-up and padded prompt length (:func:`_padded`;
-        sorted by length, less padding: scoring ran 1.4x faster for it); results come out in batch
-        order, each with its index."""
+        """Generation requests through the slot engine, one pool per sampling set-up and cache
+        length; scoring requests in batches of one padded prompt length (sorted by length: less
+        padding, 1.4x faster). Results come out as they finish, each with its index."""
         self.check(requests)
         lengths = [len(ids) for ids in self.tokenizer([r.prompt or "" for r in requests])["input_ids"]]
-        keys = [(repr(_sampling_key(r)), _padded(n)) for r, n in zip(requests, lengths)]
-        order = sorted(range(len(requests)), key=lambda i: (keys[i], lengths[i], i))
-        batches: list[list[int]] = []
-        for i in order:
-            if batches and len(batches[-1]) < self.batch_size and keys[batches[-1][0]] == keys[i]:
-                batches[-1].append(i)
-            else:
-                batches.append([i])
-        for idx in batches:
-            # a short batch is filled up with copies of its first request (whose rows then sample the
-            # same tokens and stop with it), so that every batch of a padded length has one shape
-            batch = [requests[i] for i in idx] + [requests[idx[0]]] * (self.batch_size - len(idx))
-            results = self._score(batch) if batch[0].kind == "score" else self._generate(batch)
-            for i, res in zip(idx, results):
+        yield from self._run_scoring(requests, [i for i, r in enumerate(requests) if r.kind == "score"])
+        pools: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            if r.kind == "complete":
+                pools.setdefault((r.temperature, r.top_p, cache_length(lengths[i], r.max_new_tokens)), []).append(i)
+        engine = SlotEngine(self.model, self.tokenizer, self.batch_size, self.eos_ids)
+        for (temperature, top_p, _), idx in sorted(pools.items()):
+            prompts = self.tokenizer([requests[i].prompt for i in idx], add_special_tokens=True)["input_ids"]
+            jobs = [(i, requests[i], ids) for i, ids in zip(idx, prompts)]
+            for i, res in engine.run(jobs, NucleusSampler(temperature, top_p)):
                 yield i, res.with_raw()
 
     @torch.inference_mode()
-    def _generate(self, batch: list[Request]) -> list[Result]:
-        first = batch[0]
-        if any(
-            (r.temperature, r.top_p, r.max_new_tokens, r.stop)
-            != (first.temperature, first.top_p, first.max_new_tokens, first.stop)
-            for r in batch
-        ):
-            raise BackendError("requests in one generation batch must share sampling parameters")
-        enc = self.tokenizer(
-            [r.prompt for r in batch],
-            return_tensors="pt",
-            padding=True,
-            pad_to_multiple_of=PAD_MULTIPLE,
-            add_special_tokens=True,
-        )
-        sampler = (
-            [_PerRowSampler([r.seed for r in batch], first.temperature, first.top_p)] if first.temperature > 0 else []
-        )
-        stopping = StoppingCriteriaList(
-            [_StopOnStrings(self.tokenizer, first.stop, enc["input_ids"].shape[1])] if first.stop else []
-        )
-        out = self.model.generate(
-            **enc,
-            max_new_tokens=first.max_new_tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            repetition_penalty=None,
-            logits_processor=LogitsProcessorList(sampler),
-            stopping_criteria=stopping,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
-        new = out[:, enc["input_ids"].shape[1] :]
-        results = []
-        for row, req, mask in zip(new, batch, enc["attention_mask"]):
-            ids = [int(t) for t in row if int(t) != self.tokenizer.pad_token_id]
-            text = str(self.tokenizer.decode(ids, skip_special_tokens=True))
-            cut = [text.find(s) for s in req.stop if s in text]
-            stopped = bool(cut) or (len(ids) < req.max_new_tokens)
-            if cut:
-                text = text[: min(cut)]
-            results.append(
-                Result(text=text, finish_reason="stop" if stopped else "length", usage=Usage(int(mask.sum()), len(ids)))
+    def _run_scoring(self, requests: Sequence[Request], scoring: list[int]) -> Iterator[tuple[int, Result]]:
+        """Scoring requests by shared prefix and choices: a prefix's keys and values are computed once,
+        then the rows' own tokens in packed passes (:func:`~synthllm.backends.local_engine.packed_passes`),
+        whose results for a row do not depend on what shares its pass. Each choice's log-probability
+        is read from the logits after the row (single-token choices: one position) or after each of
+        the choice's tokens, appended to the row."""
+        groups: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+        for i in scoring:
+            r = requests[i]
+            groups.setdefault(((r.prompt or "")[: r.shared_prefix], _choices(r)), []).append(i)
+        for (prefix, choices), idx in groups.items():
+            prefixes = Prefixes()
+            head = self.tokenizer(prefix)["input_ids"] if prefix else []
+            if head:
+                for _ in packed_passes(self.model, [Segment(head)], prefixes, self.pad_id, record=True, logits_at=[[]]):
+                    self.computed_tokens += len(head)
+            texts = [(requests[i].prompt or "")[len(prefix) :] for i in idx]
+            own = self.tokenizer(texts, add_special_tokens=not prefix)["input_ids"]
+            tails = self._choice_ids(choices)
+            single = all(len(t) == 1 for t in tails)
+            g = 0 if head else -1
+            segments = (
+                [Segment(ids, g) for ids in own] if single else [Segment(ids + t, g) for ids in own for t in tails]
             )
-        return results
+            at = (
+                [[len(ids) - 1] for ids in own]
+                if single
+                else [list(range(len(ids) - 1, len(ids) + len(t) - 1)) for ids in own for t in tails]
+            )
+            per_row = 1 if single else len(tails)
+            logp: dict[int, torch.Tensor] = {}
+            for chunk, _, out in packed_passes(self.model, segments, prefixes, self.pad_id, logits_at=at):
+                self.computed_tokens += sum(len(segments[k].tokens) for k in chunk)
+                rows = torch.log_softmax(out.logits[0].float(), -1).split([len(at[k]) for k in chunk])
+                logp.update(zip(chunk, rows))
+            for j, i in enumerate(idx):
+                if single:
+                    scores = [float(logp[j][0, t[0]]) for t in tails]
+                else:
+                    scores = [float(logp[j * per_row + c][range(len(t)), t].sum()) for c, t in enumerate(tails)]
+                usage = Usage(len(head) + len(own[j]), 0)
+                yield (
+                    i,
+                    Result(choice_logprobs=dict(zip(choices, scores)), finish_reason="stop", usage=usage).with_raw(),
+                )
 
     def _choice_ids(self, choices: tuple[str, ...]) -> list[list[int]]:
         return [self.tokenizer(" " + c, add_special_tokens=False)["input_ids"] for c in choices]
-
-    @torch.inference_mode()
-    def _score(self, batch: list[Request]) -> list[Result]:
-        """Log-probability of each choice after its prompt. Sequences are left-padded so every
-        choice ends at the last position and only the last few positions need logits (the full
-        vocabulary × sequence logits of a 262k-vocabulary model would not fit in memory)."""
-        choices = [_choices(r) for r in batch]
-        choice_ids = [self._choice_ids(c) for c in choices]
-        if all(len(ids) == 1 for cids in choice_ids for ids in cids):
-            prompts = [r.prompt for r in batch]
-            tails: list[list[list[int]]] = [[[]] for _ in batch]
-        else:
-            prompts = [r.prompt for r, c in zip(batch, choices) for _ in c]
-            tails = [[ids] for cids in choice_ids for ids in cids]
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, pad_to_multiple_of=PAD_MULTIPLE)
-        keep = 1 + max(len(t[0]) for t in tails)
-        if keep > 1:
-            extra = [t[0] for t in tails]
-            width = max(map(len, extra))
-            pad = self.tokenizer.pad_token_id
-            # left-pad the choice tails too, so that all sequences end together
-            ids = [[pad] * (width - len(e)) + row.tolist() + e for e, row in zip(extra, enc["input_ids"])]
-            mask = [
-                [0] * (width - len(e)) + row.tolist() + [1] * len(e) for e, row in zip(extra, enc["attention_mask"])
-            ]
-            enc = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
-        position_ids = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(**enc, position_ids=position_ids, logits_to_keep=keep).logits
-        logp = torch.log_softmax(logits.float(), -1)
-        results, row = [], 0
-        for rc, cids in zip(choices, choice_ids):
-            scores = {}
-            for choice, cand in zip(rc, cids):
-                if keep == 1:
-                    scores[choice] = float(logp[row, -1, cand[0]])
-                else:
-                    scores[choice] = float(sum(logp[row, keep - 1 - len(cand) + k, t] for k, t in enumerate(cand)))
-                    row += 1
-            if keep == 1:
-                row += 1
-            n_prompt = int(enc["attention_mask"][row - 1].sum())
-            results.append(Result(choice_logprobs=scores, finish_reason="stop", usage=Usage(n_prompt, 0)))
-        return results
 
     def close(self) -> None:
         del self.model
