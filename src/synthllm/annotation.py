@@ -104,6 +104,14 @@ def answer_format(
     return AnswerFormat("write", words, schema, chat)
 
 
+def _row_shots(row: dict, shared: list[dict] | None, pool: Sequence[dict], k: int, seed: int) -> list[dict]:
+    """The shared shots, or the row's own draw (per-row selection, or a row whose premise is one of
+    the shared shots': no answer leakage)."""
+    if shared is not None and all(s["premise"] != row["premise"] for s in shared):
+        return shared
+    return pick_shots(pool, k, random.Random(f"{seed}-{row['id']}"), row["premise"])
+
+
 def build_requests(
     pairs: Sequence[dict],
     cfg: AnnotatorParams,
@@ -125,11 +133,13 @@ def build_requests(
         ]
     assert prompt is not None
     requests = []
+    shared = (
+        pick_shots(shot_pool, cfg.shots, random.Random(f"{seed}-shared")) if cfg.shot_selection == "shared" else None
+    )
     for p in pairs:
         # greedy answers need no seed (and keep one cache entry); sampled ones get one per row/attempt
         sample_seed = stable_seed(seed, p["id"], variant, attempt) if cfg.temperature > 0 else 0
-        rng = random.Random(f"{seed}-{p['id']}")
-        shots = pick_shots(shot_pool, cfg.shots, rng, p["premise"])
+        shots = _row_shots(p, shared, shot_pool, cfg.shots, seed)
         if fmt.chat:  # the shots as user/assistant turns, answering in the form the request asks for
             json_answers = fmt.schema is not None and getattr(cfg.backend, "structured_output", False)
             messages = prompt.render_chat(p["premise"], p["hypothesis"], variant, shots, structured=json_answers)
@@ -143,13 +153,17 @@ def build_requests(
                 )
             )
             continue
-        text = prompt.render_scoring(p["premise"], p["hypothesis"], shots, variant)
+        head, query = prompt.render_scoring_parts(p["premise"], p["hypothesis"], shots, variant)
+        text, prefix = head + query, len(head) if shots is shared else 0
         if fmt.mode == "score":
-            requests.append(Request(prompt=text, choices=tuple(ws[0] for ws in fmt.words.values())))
+            requests.append(
+                Request(prompt=text, choices=tuple(ws[0] for ws in fmt.words.values()), shared_prefix=prefix)
+            )
         else:
             requests.append(
                 Request(
                     prompt=text,
+                    shared_prefix=prefix,
                     max_new_tokens=cfg.max_answer_tokens,
                     temperature=cfg.temperature,
                     stop=("\n",),

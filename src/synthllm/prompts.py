@@ -113,6 +113,13 @@ class AnnotatePrompt(_Strict):
         return {lab: tuple(ws) for lab, ws in getattr(self.label_words, method).items()}
 
     def render_scoring(self, premise: str, hypothesis: str, shots: Sequence[dict], variant: str = "default") -> str:
+        return "".join(self.render_scoring_parts(premise, hypothesis, shots, variant))
+
+    def render_scoring_parts(
+        self, premise: str, hypothesis: str, shots: Sequence[dict], variant: str = "default"
+    ) -> tuple[str, str]:
+        """The scoring prompt as (header and shots, query): the first part is the same for every row
+        that is shown the same shots."""
         shot_t, query_t = self._part("shot", variant), self._part("query", variant)
         body = "".join(
             shot_t.format(
@@ -123,7 +130,7 @@ class AnnotatePrompt(_Strict):
             )
             for s in shots
         )
-        return self.scoring.header + body + query_t.format(premise=premise, hypothesis=hypothesis, text=hypothesis)
+        return self.scoring.header + body, query_t.format(premise=premise, hypothesis=hypothesis, text=hypothesis)
 
     def render_chat(
         self,

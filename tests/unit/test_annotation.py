@@ -284,3 +284,43 @@ def test_sampled_answers_are_asked_again_with_new_seeds_greedy_ones_are_not(prom
         retries=0,
     )
     assert [a.label for a in answers] == [None, None] and len(asked) == 1
+
+
+def test_shared_shots_give_every_row_one_prefix_but_a_row_whose_premise_is_a_shot(prompt):
+    """shot_selection 'shared': one draw of examples for every row, marked as the prompt's shared prefix
+    (computed once by the local backend); a row whose premise is one of those examples' draws its own,
+    as per-row selection does (its answer must not be shown to it)."""
+    shared = LOCAL_LOGPROB.model_copy(update={"shots": 3, "shot_selection": "shared"})
+    rows = PAIRS + [{"id": f"r{i}", "premise": f"متن دیگر {i}", "hypothesis": f"جمله {i}"} for i in range(5)]
+    reqs = build_requests(rows, shared, prompt, SHOT_POOL, seed=4, labels=NLI_LABELS, task="nli")
+    prefixes = {r.prompt[: r.shared_prefix] for r in reqs}
+    assert len(prefixes) == 1 and all(r.shared_prefix > 0 for r in reqs)
+    head = prefixes.pop()
+    assert head.startswith(prompt.scoring.header) and sum(s["hypothesis"] in head for s in SHOT_POOL) == 3
+    for row, r in zip(rows, reqs):  # the query follows the prefix, and the prompt is what it always was
+        assert r.prompt == head + r.prompt[len(head) :] and row["hypothesis"] in r.prompt[len(head) :]
+        assert row["hypothesis"] not in head
+    shot = next(s for s in SHOT_POOL if s["hypothesis"] in head)
+    clash = {"id": "c", "premise": shot["premise"], "hypothesis": "یک جمله"}
+    own = build_requests([clash], shared, prompt, SHOT_POOL, seed=4, labels=NLI_LABELS, task="nli")[0]
+    assert own.shared_prefix == 0 and shot["hypothesis"] not in own.prompt
+    per_row = build_requests(rows, shared.model_copy(update={"shot_selection": "per_row"}), prompt, SHOT_POOL, 4,
+                             labels=NLI_LABELS, task="nli")  # fmt: skip
+    assert all(r.shared_prefix == 0 for r in per_row)
+    assert len({r.prompt[: len(head)] for r in per_row}) > 1  # per row: the examples differ
+
+
+def test_requests_without_a_shared_prefix_keep_their_cache_keys():
+    """Adding ``shared_prefix`` to Request must not move a single existing key (answers already paid
+    for stay cached): a request without one hashes exactly as before the field existed."""
+    import hashlib
+    from dataclasses import asdict
+
+    from synthllm.calls import Request
+
+    r = Request(prompt="متن", choices=("درست", "غلط"), max_new_tokens=8)
+    before = {k: v for k, v in asdict(r).items() if k != "shared_prefix"}
+    payload = json.dumps({"backend": "b", **before}, ensure_ascii=False, sort_keys=True, default=list)
+    assert r.cache_key("b") == hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    marked = Request(prompt="متن", choices=("درست", "غلط"), max_new_tokens=8, shared_prefix=2)
+    assert marked.cache_key("b") != r.cache_key("b")  # where the prefix ends changes rounding: its own entry

@@ -167,6 +167,13 @@ class AnnotatorParams(Strict):
     )
     prompt: str = "fa/nli/annotate"
     shots: int = Field(3, ge=0, le=10)
+    shot_selection: Literal["per_row", "shared"] = Field(
+        "per_row",
+        description="per_row: each row's shots drawn for it (seeded by its id); shared: one draw for every "
+        "row (a row whose premise is a shot's draws its own), so every prompt starts with the same "
+        "examples: a local model computes them once (prefix reuse), and servers that cache prompt "
+        "prefixes (vLLM, the OpenAI API) can too.",
+    )
     model_dir: str | None = Field(None, description="Trained classifier folder (kind=classifier).")
     stability_variant: str | None = Field(
         None, description="Also label the pool with this prompt variant (e.g. hypothesis_first)."
@@ -197,6 +204,12 @@ class AnnotatorParams(Strict):
             raise ValueError(
                 f"an intended annotator reads no model or prompt, so {given} would be ignored: remove them "
                 "(it copies each pool row's intended_label)"
+            )
+        if self.shot_selection == "shared" and (self.kind != "llm" or self.shots == 0):
+            raise ValueError(
+                "shot_selection 'shared' chooses an llm annotator's few-shot examples: with "
+                f"{'kind ' + repr(self.kind) if self.kind != 'llm' else 'shots: 0'} there are none, so it would be "
+                "ignored; remove it"
             )
         if self.kind == "llm" and self.backend is None:
             raise ValueError("an llm annotator needs a 'backend' section")
