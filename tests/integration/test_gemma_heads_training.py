@@ -207,3 +207,33 @@ def test_memoised_means_equal_a_fresh_computation(tiny_lm, tmp_path, rows, monke
     small = GemmaStateCache(tiny_lm, [1, 2], 48, None)
     same(small.means(premises, hypotheses), first)
     assert len(small._means) == 3
+
+
+def test_a_new_process_reads_stored_means_not_token_states(tiny_lm, tmp_path, rows, monkeypatch):
+    """Issue 19: a pooled head reads one mean per pair; a stage that trains or evaluates one must not
+    load the token states to get it. Shards store each entry's mean beside its states, and a cache
+    opened afresh (another process: the memo is emptied) answers means() from them, with the values
+    a fresh computation gives, bit for bit."""
+    from synthllm.classifiers import gemma_states
+
+    premises, hypotheses = list(rows.premise[:24]), list(rows.hypothesis[:24])
+    writer = GemmaStateCache(tiny_lm, [1, 2], 48, tmp_path / "cache")
+    writer.get(premises, hypotheses)  # computes and writes the shards
+    expected = [(gemma_states.mean_state(hs), len(hs), len(ps)) for ps, _, hs, _ in writer.get(premises, hypotheses)]
+    gemma_states._SHARED_MEANS.clear()
+    gemma_states._SHARED_INDEX.clear()
+    reader = GemmaStateCache(tiny_lm, [1, 2], 48, tmp_path / "cache")
+    monkeypatch.setattr(reader, "get", lambda *a: pytest.fail("token states read for stored pairs"))
+    got = reader.means(premises, hypotheses)
+    assert reader._shards == {}  # no states shard was opened
+    for (m, nh, n_p), (em, enh, enp) in zip(got, expected):
+        assert (nh, n_p) == (enh, enp)
+        np.testing.assert_array_equal(m, em)
+    # a shard written before means were stored: the means come from the states, as before
+    for path in (tmp_path / "cache").rglob("*.means.npy"):
+        path.unlink()
+    gemma_states._SHARED_MEANS.clear()
+    monkeypatch.undo()
+    old = GemmaStateCache(tiny_lm, [1, 2], 48, tmp_path / "cache")
+    for (m, _, _), (em, _, _) in zip(old.means(premises, hypotheses), expected):
+        np.testing.assert_array_equal(m, em)

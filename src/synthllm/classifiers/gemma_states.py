@@ -34,6 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from synthllm.io import fingerprint
+from synthllm.lm_passes import Prefixes, Segment, fuse_rms_norms, packed_passes, use_packed_attention
 from synthllm.params import GemmaHeadParams
 
 # premise states, premise token ids, hypothesis states (given the premise), hypothesis token ids
@@ -46,6 +47,24 @@ PairMean = tuple[np.ndarray, int, int]
 MEAN_CACHE_BYTES = 512 * 2**20
 # pooled means of caches with a folder, shared by every instance on the same folders (one per seed)
 _SHARED_MEANS: dict[tuple, OrderedDict[tuple[str, str], PairMean]] = {}
+# each layer folder's index (entry key -> shard, span) and the shard index files already read into
+# it, shared by every instance on the folder: a curve stage builds ~50 classifiers, and re-reading
+# every index file for each took ~40 ms
+# an entry: its shard, its token span in the shard, and its row in the shard's means
+Entry = tuple[str, int, int, int]
+_SHARED_INDEX: dict[Path, tuple[set[str], dict[str, Entry]]] = {}
+
+
+def _disk_index(folder: Path) -> dict[str, Entry]:
+    """The folder's entries, with any shard written since (by another process) read in."""
+    seen, entries = _SHARED_INDEX.setdefault(folder, (set(), {}))
+    for index in sorted(folder.glob("*.index.json")) if folder.is_dir() else []:
+        if index.name not in seen:
+            shard = index.name.removesuffix(".index.json")
+            for row, (key, (a, b)) in enumerate(json.loads(index.read_text()).items()):
+                entries[key] = (shard, a, b, row)
+            seen.add(index.name)
+    return entries
 
 
 def mean_state(states: np.ndarray) -> np.ndarray:
@@ -111,8 +130,11 @@ class GemmaStateCache:
             else {}
         )
         self._mem: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {layer: {} for layer in self.layers}
-        self._disk: dict[int, dict[str, tuple[str, int, int]]] = {layer: {} for layer in self.layers}
+        self._disk: dict[int, dict[str, Entry]] = {
+            layer: _disk_index(self.dirs[layer]) if layer in self.dirs else {} for layer in self.layers
+        }
         self._shards: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._means_shards: dict[tuple[int, str], np.ndarray | None] = {}
         self._lm = None
         self._tokenizer: Any = None  # a transformers tokenizer, once loaded
         # the disk entries never change once written, so neither do the means derived from them:
@@ -120,11 +142,6 @@ class GemmaStateCache:
         identity = (self.FORMAT, model, tuple(self.layers), max_tokens, dtype, condition_on_premise)
         folders = tuple(str(self.dirs.get(layer)) for layer in self.layers)
         self._means = _SHARED_MEANS.setdefault(identity + folders, OrderedDict()) if self.dirs else OrderedDict()
-        for layer, folder in self.dirs.items():
-            for index in sorted(folder.glob("*.index.json")) if folder.is_dir() else []:
-                shard = index.name.removesuffix(".index.json")
-                for key, (a, b) in json.loads(index.read_text()).items():
-                    self._disk[layer][key] = (shard, a, b)
 
     @staticmethod
     def premise_key(premise: str) -> str:
@@ -159,6 +176,9 @@ class GemmaStateCache:
         averaged by the same operations: the values are those of a fresh computation."""
         pairs = list(zip(premises, hypotheses))
         missing = list(dict.fromkeys(pair for pair in pairs if pair not in self._means))
+        stored = [(pair, self._stored_mean(*pair)) for pair in missing]
+        self._means.update((pair, mean) for pair, mean in stored if mean is not None)
+        missing = [pair for pair, mean in stored if mean is None]
         if missing:
             # a memoised pair's states are all cached, so get computes the passes it would have
             got = self.get([p for p, _ in missing], [h for _, h in missing])
@@ -168,6 +188,31 @@ class GemmaStateCache:
             while len(self._means) > 1 and len(self._means) * size > MEAN_CACHE_BYTES:
                 self._means.popitem(last=False)
         return [self._means[pair] if pair in self._means else self._fresh_mean(*pair) for pair in pairs]
+
+    def _stored_mean(self, premise: str, hypothesis: str) -> PairMean | None:
+        """A pair's mean as its shard stored it (written with the states, by :func:`mean_state`):
+        no token state is read. None when some layer's entry is not on disk or its shard predates
+        stored means."""
+        context = premise if self.condition_on_premise else ""
+        h_key, p_key = self.hypothesis_key(context, hypothesis), self.premise_key(premise)
+        parts, counts = [], (0, 0)
+        for layer in self.layers:
+            h, p = self._disk[layer].get(h_key), self._disk[layer].get(p_key)
+            if h is None or p is None:
+                return None
+            means = self._shard_means(layer, h[0])
+            if means is None:
+                return None
+            parts.append(means[h[3]])
+            counts = (h[2] - h[1], p[2] - p[1])
+        return (parts[0] if len(parts) == 1 else np.concatenate(parts)), counts[0], counts[1]
+
+    def _shard_means(self, layer: int, shard: str) -> np.ndarray | None:
+        key = (layer, f"{shard}.means")
+        if key not in self._means_shards:
+            path = self.dirs[layer] / f"{shard}.means.npy"
+            self._means_shards[key] = np.load(path, mmap_mode="r") if path.is_file() else None
+        return self._means_shards[key]
 
     def _fresh_mean(self, premise: str, hypothesis: str) -> PairMean:
         ps, _, hs, _ = self.get([premise], [hypothesis])[0]
@@ -179,7 +224,7 @@ class GemmaStateCache:
             if key in self._mem[layer]:
                 parts.append(self._mem[layer][key])
                 continue
-            shard, a, b = self._disk[layer][key]
+            shard, a, b, _ = self._disk[layer][key]
             if (layer, shard) not in self._shards:
                 folder = self.dirs[layer]
                 self._shards[layer, shard] = (
@@ -190,6 +235,26 @@ class GemmaStateCache:
             parts.append((states[a:b], tokens[a:b]))
         states = parts[0][0] if len(parts) == 1 else np.concatenate([s for s, _ in parts], axis=1)
         return states, parts[0][1]
+
+    def _passes(self, lm, segments, prefixes, pad, record: bool = False):
+        n = sum(len(s.tokens) for s in segments)
+        passes = packed_passes(
+            lm, segments, prefixes, pad, record=record, chunk=self.batch_tokens, output_hidden_states=True
+        )
+        return tqdm(passes, desc="gemma pair states", unit="pass", mininterval=10, disable=n < 4 * self.batch_tokens)
+
+    def _normalised(self, hidden_states) -> list[np.ndarray]:
+        """Each used layer's states of a pass, RMS-normalised per token (as the next layer's input norm
+        does: a few of Gemma's dimensions are ~100x the rest, and float16 must hold them)."""
+        out = []
+        for layer in self.layers:
+            h = hidden_states[layer][0].float()
+            out.append((h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)).numpy().astype(np.float16))
+        return out
+
+    @staticmethod
+    def _width(lm) -> int:
+        return int(lm.config.hidden_size)
 
     def _load_lm(self):
         if self._lm is None:
@@ -207,75 +272,60 @@ class GemmaStateCache:
             # transformers reports the last layer's state after the final norm; without it every
             # layer's state is the raw residual stream, whichever layer happens to be the deepest
             body.norm = nn.Identity()
+            fuse_rms_norms(body)
+            use_packed_attention(body)
             self._lm = body.eval()
         return self._lm, self._tokenizer
 
-    def _input_ids(self, pairs: list[tuple[str, str]]) -> list[tuple[list[int], int, int]]:
-        """Token ids of each pass, where the premise ends and where the hypothesis starts (after
-        BOS; the separator lies between). Premise and hypothesis are tokenised apart, so a text's
-        tokens are the same whatever it is paired with."""
+    def _token_ids(self, texts: list[str]) -> dict[str, list[int]]:
+        """Each text's token ids, tokenised alone (so a text's tokens are the same whatever it is
+        paired with), truncated to ``max_tokens``."""
+        texts = list(dict.fromkeys(t for t in texts if t))
+        if not texts:
+            return {}
         tok = self._tokenizer
-        bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
-        sep = tok("\n", add_special_tokens=False)["input_ids"]
-        texts = list(dict.fromkeys(t for pair in pairs for t in pair if t))
-        ids = (
-            dict(
-                zip(
-                    texts,
-                    tok(texts, add_special_tokens=False, truncation=True, max_length=self.max_tokens)["input_ids"],
-                )
-            )
-            if texts
-            else {}
+        return dict(
+            zip(texts, tok(texts, add_special_tokens=False, truncation=True, max_length=self.max_tokens)["input_ids"])
         )
-        out = []
-        for p, h in pairs:
-            p_ids, between = (ids[p], sep) if p else ([], [])
-            out.append((bos + p_ids + between + (ids[h] if h else []), len(p_ids), len(p_ids) + len(between)))
-        return out
 
     def _compute(self, pairs: list[tuple[str, str]]) -> None:
+        """Each premise is read once, as ``<bos> premise \n``, and kept as a prefix whose keys and values
+        every hypothesis of that premise continues (:mod:`synthllm.backends.local_engine`'s packed
+        passes): the same states as one pass over the pair, at about half the tokens (FarsTail has
+        ~3 hypotheses per premise)."""
         lm, tokenizer = self._load_lm()
-        inputs = self._input_ids(pairs)
-        drop = 1 if tokenizer.bos_token_id is not None else 0  # BOS: an attention sink, no content
-        order = sorted(range(len(pairs)), key=lambda i: len(inputs[i][0]))
-        batches: list[list[int]] = []
-        cur: list[int] = []
-        for i in order:  # length-sorted batches under a padded-token budget: little padding
-            if cur and (len(cur) + 1) * len(inputs[i][0]) > self.batch_tokens:
-                batches.append(cur)
-                cur = []
-            cur.append(i)
-        batches.append(cur)
-        new: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {layer: {} for layer in self.layers}
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        drop = len(bos)  # BOS: an attention sink, no content
+        sep = tokenizer("\n", add_special_tokens=False)["input_ids"]
+        ids = self._token_ids([t for pair in pairs for t in pair])
+        premises = list(dict.fromkeys(p for p, _ in pairs if p))
         pad = tokenizer.pad_token_id or 0
+        new: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {layer: {} for layer in self.layers}
+
+        def keep(hidden, key: str, start: int, tokens: list[int]) -> None:
+            for layer, h in zip(self.layers, hidden):
+                new[layer].setdefault(key, (h[start : start + len(tokens)], np.asarray(tokens, np.int32)))
+
+        prefixes = Prefixes()
+        segments = [Segment(bos + ids[p] + sep) for p in premises]
         with torch.inference_mode():
-            for batch in tqdm(
-                batches, desc="gemma pair states", unit="batch", mininterval=10, disable=len(batches) < 4
-            ):
-                width = max(len(inputs[i][0]) for i in batch)
-                ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for r, i in enumerate(batch):
-                    ids[r, : len(inputs[i][0])] = torch.tensor(inputs[i][0])
-                    mask[r, : len(inputs[i][0])] = 1
-                hidden = lm(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-                for layer in self.layers:
-                    h = hidden[layer].float()
-                    # RMS-normalised per token (as the next layer's input norm does): a few of
-                    # Gemma's dimensions are ~100x the rest, and float16 must hold them
-                    h = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)).numpy()
-                    for r, i in enumerate(batch):
-                        (premise, hypothesis), (seq, p_end, h_start) = pairs[i], inputs[i]
-                        seq_np = np.asarray(seq, np.int32)
-                        p_end, h_start = p_end + drop, h_start + drop
-                        new[layer].setdefault(
-                            self.premise_key(premise), (h[r, drop:p_end].astype(np.float16), seq_np[drop:p_end])
-                        )
-                        new[layer][self.hypothesis_key(premise, hypothesis)] = (
-                            h[r, h_start : len(seq)].astype(np.float16),
-                            seq_np[h_start:],
-                        )
+            for chunk, where, out in self._passes(lm, segments, prefixes, pad, record=True):
+                hidden = self._normalised(out.hidden_states)
+                for k, (a, _) in zip(chunk, where):
+                    keep(hidden, self.premise_key(premises[k]), a + drop, ids[premises[k]])
+            index = {p: k for k, p in enumerate(premises)}
+            todo = [(p, h) for p, h in pairs if h]
+            segments = [Segment(ids[h], index[p]) if p else Segment(bos + ids[h]) for p, h in todo]
+            for chunk, where, out in self._passes(lm, segments, prefixes, pad):
+                hidden = self._normalised(out.hidden_states)
+                for k, (a, _) in zip(chunk, where):
+                    p, h = todo[k]
+                    keep(hidden, self.hypothesis_key(p, h), a + (0 if p else drop), ids[h])
+        empty = (np.zeros((0, self._width(lm)), np.float16), np.zeros(0, np.int32))
+        for p, h in pairs:  # texts without tokens: empty states
+            for layer in self.layers:
+                new[layer].setdefault(self.premise_key(p), empty)
+                new[layer].setdefault(self.hypothesis_key(p, h), empty)
         for layer, entries in new.items():
             # a pass runs every layer; a layer that already holds an entry keeps it, so the
             # cache never stores one twice
@@ -295,6 +345,10 @@ class GemmaStateCache:
         for name, arr in (
             ("states", np.concatenate([s for s, _ in items])),
             ("tokens", np.concatenate([t for _, t in items]).astype(np.int32)),
+            # each entry's mean state, what a pooled head reads (the same mean_state of the same
+            # float16 states as from the states themselves): a stage that trains or evaluates one
+            # reads these, not the token states
+            ("means", np.stack([mean_state(s) for s, _ in items])),
         ):
             tmp = folder / f".{shard}.{name}.tmp.npy"
             np.save(tmp, arr)
@@ -303,6 +357,7 @@ class GemmaStateCache:
         tmp = folder / f".{shard}.index.tmp"
         tmp.write_text(json.dumps(index))
         os.replace(tmp, folder / f"{shard}.index.json")
-        for k, (a, b) in index.items():
-            self._disk[layer][k] = (shard, a, b)
+        _SHARED_INDEX.setdefault(folder, (set(), self._disk[layer]))[0].add(f"{shard}.index.json")
+        for row, (k, (a, b)) in enumerate(index.items()):
+            self._disk[layer][k] = (shard, a, b, row)
             self._mem[layer].pop(k, None)
