@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> None:
             seed=seed,
             labels=params.task.labels,
             pair=params.task.input == "pair",
-            monitor=Monitor(val, dev, log_epoch),
+            # per-epoch accuracies only where something reads them: the curves, or the epoch selection
+            # (the annotator's head had gold val scored after each of its 8 epochs for nothing: 29 s)
+            monitor=Monitor(val if live is not None else None, dev if live is not None or select else None, log_epoch),
             select_synthetic_epoch=select,
             checkpoint_dir=checkpoints[-1],
             live=live,
