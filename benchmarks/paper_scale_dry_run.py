@@ -248,7 +248,7 @@ def params_for(rows: int, urls: list[str]) -> dict:
         params["annotator_configs"][name]["backend"].update(
             base_urls=urls, use_batch_api=False, concurrency=128, served_identity=f"simulated {name}"
         )
-    sgd = {"kind": "sklearn_sgd", "n_features": 262144, "alpha": 0.0001, "batch_size": 256}
+    sgd = {"kind": "sklearn_sgd", "n_features": 262144, "alpha": 0.0001}
     params["annotator_training"]["classifier"] = sgd
     params["train"].update(classifier=sgd, launcher="python -m")
     params["curves"] = {"budgets": [], "pool_budget": None, "pool_fractions": [1.0]}

@@ -66,25 +66,66 @@ def test_hf_trainer_path_trains_saves_and_reloads(tiny_encoder, gold_dir, tmp_pa
 
 
 def test_the_feature_cache_is_bounded_in_bytes_and_still_hashes_once(gold_dir, monkeypatch):
-    """Hashed features are kept per process up to FEATURE_CACHE_BYTES: a matrix larger than the bound is
-    never kept (a 100k-row synthetic split), smaller ones are reused until they must make room."""
+    """Hashed features are kept per process, one row per distinct pair, up to FEATURE_CACHE_BYTES:
+    a matrix larger than the bound is never kept (a 100k-row synthetic split), smaller ones are
+    reused until they must make room; a row read from the store equals a row hashed anew."""
     from synthllm.classifiers import ngrams
 
     rows = read_frame(gold_dir / "train.jsonl")
     small, big = rows.iloc[:200], rows.iloc[200:2200]
     clf = ngrams.HashingSGDClassifier(SklearnClassifierParams(), NLI_LABELS)
-    ngrams._FEATURES.clear()
+    ngrams._STORES.clear()
+    fresh = clf._features(list(small["premise"]), list(small["hypothesis"]))
     small_x = clf.features(list(small["premise"]), list(small["hypothesis"]))
+    store = ngrams._STORES[(clf.params.n_features, True, "None")]
+    assert (small_x != fresh).nnz == 0 and store.nbytes() == ngrams._nbytes(fresh)
     monkeypatch.setattr(ngrams, "FEATURE_CACHE_BYTES", 3 * ngrams._nbytes(small_x))
-    assert clf.features(list(small["premise"]), list(small["hypothesis"])) is small_x  # hashed once
+    calls = []
+    real = clf._features
+    monkeypatch.setattr(clf, "_features", lambda p, h: calls.append(len(h)) or real(p, h))
+    # repeated and reordered rows (a mix phase): hashed once, each row equal to its fresh hashing
+    twice = small.iloc[::-1]
+    again = clf.features(list(twice["premise"]) * 2, list(twice["hypothesis"]) * 2)
+    assert calls == [] and (again[:200] != fresh[::-1]).nnz == 0 and (again[200:] != fresh[::-1]).nnz == 0
     big_x = clf.features(list(big["premise"]), list(big["hypothesis"]))
-    assert ngrams._nbytes(big_x) > ngrams.FEATURE_CACHE_BYTES
-    assert all(m is not big_x for m in ngrams._FEATURES.values())
-    assert clf.features(list(big["premise"]), list(big["hypothesis"])) is not big_x  # re-hashed, equal
+    assert calls == [2000] and ngrams._nbytes(big_x) > ngrams.FEATURE_CACHE_BYTES
+    assert store.nbytes() <= ngrams.FEATURE_CACHE_BYTES  # the big one was not kept ...
+    assert (clf.features(list(small["premise"]), list(small["hypothesis"])) != fresh).nnz == 0
+    assert calls == [2000]  # ... and the small one still was
     assert (clf.features(list(big["premise"]), list(big["hypothesis"])) != big_x).nnz == 0
-    for start in range(0, 1000, 100):  # ten small matrices: the oldest make room, the total stays bounded
+    assert calls == [2000, 2000]  # re-hashed, equal
+    for start in range(200, 1200, 100):  # new rows make room: the total stays bounded
         part = rows.iloc[start : start + 100]
         clf.features(list(part["premise"]), list(part["hypothesis"]))
-        assert sum(map(ngrams._nbytes, ngrams._FEATURES.values())) <= ngrams.FEATURE_CACHE_BYTES
-    assert 1 < len(ngrams._FEATURES) < 11
-    ngrams._FEATURES.clear()
+        assert store.nbytes() <= ngrams.FEATURE_CACHE_BYTES
+    ngrams._STORES.clear()
+
+
+def test_hashed_features_kept_on_disk_serve_a_new_process(gold_dir, tmp_path, monkeypatch):
+    """With a feature folder, rows hashed in one process are read back in the next (the train and
+    evaluate stages all read gold train/val/test), equal bit for bit, and only new rows are hashed."""
+    from synthllm.classifiers import ngrams
+
+    rows = read_frame(gold_dir / "train.jsonl")
+    first, later = rows.iloc[:300], rows.iloc[200:400]
+    clf = ngrams.HashingSGDClassifier(SklearnClassifierParams(), NLI_LABELS)
+    clf.feature_dir = tmp_path / "features"
+    ngrams._STORES.clear()
+    ngrams._DISKS.clear()
+    x = clf.features(list(first["premise"]), list(first["hypothesis"]))
+    fresh = clf._features(list(later["premise"]), list(later["hypothesis"]))
+    ngrams._STORES.clear()  # a new process: nothing in memory ...
+    ngrams._DISKS.clear()
+    again = ngrams.HashingSGDClassifier(SklearnClassifierParams(), NLI_LABELS)
+    again.feature_dir = tmp_path / "features"
+    hashed = []
+    real = again._features
+    monkeypatch.setattr(again, "_features", lambda p, h: hashed.append(len(h)) or real(p, h))
+    got = again.features(list(later["premise"]), list(later["hypothesis"]))
+    assert hashed == [100]  # ... rows 200-299 came from disk, 300-399 were hashed
+    assert (got != fresh).nnz == 0
+    assert (again.features(list(first["premise"]), list(first["hypothesis"])) != x).nnz == 0
+    assert hashed == [100]
+    assert len(list((tmp_path / "features").rglob("*.keys.json"))) == 2
+    ngrams._STORES.clear()
+    ngrams._DISKS.clear()

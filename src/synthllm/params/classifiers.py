@@ -13,7 +13,12 @@ class SklearnClassifierParams(Strict):
     kind: Literal["sklearn_sgd"] = "sklearn_sgd"
     n_features: int = Field(2**18, ge=2**10, le=2**24)
     alpha: float = Field(1e-4, gt=0)
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(
+        1 << 16,
+        ge=1,
+        description="Rows per partial_fit call. SGD steps one row at a time either way; each call also "
+        "touches every weight once, so small calls are slow (256: 12 s per 8 gold epochs, 65,536: 1 s).",
+    )
 
 
 class HFClassifierParams(Strict):
@@ -88,7 +93,7 @@ class GemmaHeadParams(Strict):
         "faster on a CPU with bf16 matmuls; it is part of the cache key).",
     )
     extract_batch_tokens: int = Field(
-        2048, ge=64, le=1 << 20, description="Padded tokens per Gemma forward pass when filling the cache."
+        2048, ge=64, le=1 << 20, description="Tokens per packed Gemma forward pass when filling the cache."
     )
     threads: int | None = Field(None, ge=1, le=256, description="torch threads; null: torch's default.")
 
