@@ -42,6 +42,17 @@ def _hazm():
     return hazm.Normalizer()
 
 
+@lru_cache(maxsize=1 << 17)
+def _normalized(normalizer: str, text: str) -> str:
+    """Memoised per process: FarsTail repeats each premise ~3 times, and hazm takes ~0.6 ms a text
+    (the generate stage normalised 14,584 texts, 6,600 of them distinct, in 8.7 s)."""
+    if normalizer == "hazm":
+        text = _hazm().normalize(text)
+    elif normalizer == "nfkc":
+        text = unicodedata.normalize("NFKC", text)
+    return _WS.sub(" ", text).strip()
+
+
 @dataclass(frozen=True)
 class TextProcessor:
     normalizer: str = "hazm"
@@ -61,11 +72,7 @@ class TextProcessor:
         """Canonical form of a sentence: the language's normaliser, single spaces, stripped."""
         if not isinstance(text, str):
             raise TypeError(f"expected str, got {type(text).__name__}")
-        if self.normalizer == "hazm":
-            text = _hazm().normalize(text)
-        elif self.normalizer == "nfkc":
-            text = unicodedata.normalize("NFKC", text)
-        return _WS.sub(" ", text).strip()
+        return _normalized(self.normalizer, text)
 
     def dedup_key(self, text: str) -> str:
         """Key under which two texts count as duplicates: normalised, lower-cased, punctuation-free,
