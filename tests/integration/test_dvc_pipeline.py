@@ -146,14 +146,23 @@ def tiny_repo(tmp_path_factory, repo_root, tiny_lm, pipeline_env):
     return repo
 
 
+def stage_name(address: str) -> str:
+    """A stage's name without its pipeline file (DVC writes ``pipelines/train/dvc.yaml:train@x``)."""
+    return address.rsplit(":", 1)[-1]
+
+
+def changed_stages(repo: Path, env: dict) -> set[str]:
+    return {stage_name(s) for s in json.loads(dvc("status", "--json", cwd=repo, env=env).stdout)}
+
+
 def stale_stages(repo: Path, env: dict) -> tuple[set[str], set[str]]:
     """Stages ``dvc status`` reports as changed, and those plus every stage downstream of them
     (which ``dvc repro`` would then re-run, as their inputs change)."""
-    changed = set(json.loads(dvc("status", "--json", cwd=repo, env=env).stdout))
+    changed = changed_stages(repo, env)
     edges: dict[str, set[str]] = {}
     for line in dvc("dag", "--dot", cwd=repo, env=env).stdout.splitlines():
         if "->" in line:
-            a, b = (x.strip(' ";') for x in line.split("->"))
+            a, b = (stage_name(x.strip(' ";')) for x in line.split("->"))
             # dvc draws dependency -> dependant
             edges.setdefault(a, set()).add(b)
     stale, todo = set(changed), list(changed)
@@ -238,7 +247,7 @@ def _reads_by_stage(env: dict) -> dict[str, set[str]]:
     reads: dict[str, set[str]] = {}
     for log in Path(env["SYNTHLLM_PARAMS_LOG"]).glob("*.json"):
         entry = json.loads(log.read_text())
-        reads.setdefault(entry["stage"], set()).update(entry["reads"])
+        reads.setdefault(stage_name(entry["stage"]), set()).update(entry["reads"])
     return reads
 
 
@@ -247,8 +256,18 @@ def test_each_stage_lists_exactly_the_params_it_reads(tiny_repo, pipeline_env):
     (recorded from attribute access) against its dvc.yaml ``params:`` as dvc.lock resolved them. A
     key read but not listed means a change to it re-runs nothing (the curve stages read
     ``cascades`` unlisted); a key listed but never read re-runs a stage for nothing."""
-    lock = yaml.safe_load((tiny_repo / "dvc.lock").read_text())["stages"]
-    current = dvc("stage", "list", "--name-only", cwd=tiny_repo, env=pipeline_env).stdout.split()
+    files = ["dvc.yaml", *sorted(str(p.relative_to(tiny_repo)) for p in tiny_repo.glob("pipelines/*/dvc.yaml"))]
+    assert len(files) > 1  # the training, evaluation and curve pipelines are checked too
+    lock = {
+        name: stage
+        for f in files
+        for name, stage in yaml.safe_load((tiny_repo / f).with_suffix(".lock").read_text())["stages"].items()
+    }
+    current = [
+        stage_name(s)
+        for f in files
+        for s in dvc("stage", "list", "--name-only", f, cwd=tiny_repo, env=pipeline_env).stdout.split()
+    ]
     reads = _reads_by_stage(pipeline_env)
     problems = []
     for stage in sorted(current):
@@ -386,7 +405,7 @@ def test_a_fix_in_any_imported_module_stales_the_stages_that_run_it(tiny_repo, p
         original = path.read_text()
         path.write_text(original + "\n# a fix\n")
         try:
-            changed = set(json.loads(dvc("status", "--json", cwd=tiny_repo, env=pipeline_env).stdout))
+            changed = changed_stages(tiny_repo, pipeline_env)
         finally:
             path.write_text(original)
         assert must <= changed, (module, changed)
