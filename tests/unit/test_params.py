@@ -102,7 +102,15 @@ def test_paper_preset_validates(repo_root):
     assert paper.generate.backend.kind == "openai" and paper.train.classifier.kind == "hf"
 
 
-def test_sentiment_preset_validates_and_its_prompts_match_the_task(repo_root):
+def test_offline_large_preset_is_the_default_but_for_the_pool_size(repo_root):
+    """The large offline preset answers "what changes with size": it may differ from params.yaml in
+    generate.num_premises only (a change to the default must be made to the preset too)."""
+    default = load_params(repo_root / "params.yaml").model_dump(mode="json")
+    large = load_params(repo_root / "presets" / "offline_large.yaml").model_dump(mode="json")
+    assert "intended" in large["annotators"] and "intended" in large["branches"]  # the $0 control
+    assert large["generate"].pop("num_premises") * len(large["task"]["labels"]) >= 1500 / 0.6
+    default["generate"].pop("num_premises")
+    assert large == default
     from synthllm.prompts import load_annotate_prompt, load_generate_prompt
 
     preset = load_params(repo_root / "presets" / "sentiment_fa.yaml")
@@ -198,4 +206,16 @@ def test_intended_annotator_cannot_vote_or_cascade(base):
         parse_params(vote)
     base["cascades"]["cascade"]["cheap"] = ["intended"]
     with pytest.raises(ParamsError, match=r"cascades.cascade uses \['intended'\]"):
+        parse_params(base)
+
+
+@pytest.mark.parametrize("change", [{"shots": 0}, {"kind": "classifier", "model_dir": "models/annotators/x"}])
+def test_shared_shots_without_shots_are_refused(base, change):
+    cfg = base["annotator_configs"]["gemma"]
+    cfg["shot_selection"] = "shared"
+    cfg.update(change)
+    if cfg["kind"] == "classifier":
+        for key in ("method", "prompt", "stability_variant", "backend"):
+            cfg.pop(key)
+    with pytest.raises(ParamsError, match="shot_selection 'shared'.*would be ignored"):
         parse_params(base)
