@@ -1,8 +1,15 @@
 """Local inference against the hardware bound, one run, same prompts (issue 19's benchmark).
 
 Engines, on the offline default's own workloads:
-- ``transformers``: this project's local backend (``backends/transformers_local.py``) generating the
-  default's generate requests, and scoring the default's ``annotate@gemma`` requests;
+- ``this engine``: this project's local backend (``backends/transformers_local.py``): the slot
+  engine (continuous batching, packed prefills) on the default's generate requests, and packed
+  passes scoring ``annotate@gemma``'s requests, once with each row's own few-shot examples (the
+  default before issue 19) and once with one draw shared by every row (the default since: the
+  examples' keys and values are computed once);
+- ``transformers @REV`` (``--before``): the same backend module as it was at git revision REV (by
+  default the last commit before issue 19's engine work), at that revision's defaults (float32,
+  generate batch 30, scoring batch 16), on the same requests in the same process: before and after
+  on one machine;
 - ``llama.cpp``: llama.cpp's own OpenAI-compatible server (``xllamacpp``), the same Gemma 3 270M
   GGUF, on the same generate requests through this project's HTTP backend, at each slot count;
 - the **bound**, measured in the same process: torch matmuls at the model's linear-layer shapes
@@ -23,9 +30,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import sys
 import tempfile
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +52,9 @@ from synthllm.stages._common import load_gold, shot_pool
 from synthllm.text import TextProcessor
 
 ROOT = Path(__file__).resolve().parents[1]
+# the last commit before issue 19 changed the local engine (sampler, stops, batch shapes, bf16)
+BEFORE = "809cc69"
+ENGINE = "src/synthllm/backends/transformers_local.py"
 
 
 @dataclass
@@ -56,29 +68,27 @@ class Row:
     cut: int = 0  # answered, but not usable as they stand (e.g. finish_reason=length)
     dtype: str = "fp32"  # the bound it is held against (llama.cpp's q4 GGUF: fp32's)
     same_alone: str = "–"  # generate: rows whose text is unchanged when re-run in small batches
+    computed_tokens: int | None = None  # prompt tokens run through the model (a shared prefix once)
 
-    def cells(self, bound: dict[str, tuple[float, float]]) -> list[str]:
+    def cells(self, bound: dict[str, tuple[float, float]], before: dict[str, float]) -> list[str]:
         ptps, ctps = self.prompt_tokens / self.wall_s, self.completion_tokens / self.wall_s
-        (fp32_p, fp32_d), (own_p, own_d) = bound["fp32"], bound[self.dtype]
-
-        def pct(x: float, b32: float, own: float) -> str:
-            return f"{100 * x / b32:.1f} %" + (
-                f" ({100 * x / own:.1f} % of {self.dtype})" if self.dtype != "fp32" else ""
-            )
-
-        pct_p = pct(ptps, fp32_p, own_p) if self.workload == "score" else "–"
-        pct_d = pct(ctps, fp32_d, own_d) if self.completion_tokens else "–"
+        run = (self.computed_tokens if self.computed_tokens is not None else self.prompt_tokens) / self.wall_s
+        prefill, decode = bound[self.dtype]
+        scoring = self.workload.startswith("score")
+        speedup = before.get(self.workload.split(" ")[0])
         return [
             self.engine,
             self.workload,
             str(self.requests),
             f"{self.wall_s:.1f}",
             f"{self.requests / self.wall_s:.2f}",
+            f"{self.requests / self.wall_s / speedup:.1f}x" if speedup else "–",
             f"{ptps:.0f}",
+            f"{run:.0f}" if self.computed_tokens is not None else "–",
             f"{ctps:.1f}",
             str(self.cut),
-            pct_p,
-            pct_d,
+            f"{100 * run / prefill:.0f} % ({self.dtype})" if scoring else "–",
+            f"{100 * ctps / decode:.0f} % ({self.dtype})" if self.completion_tokens else "–",
             self.same_alone,
         ]
 
@@ -114,6 +124,7 @@ def bounds(
 
 
 def _timed(engine: str, workload: str, backend, requests: list[Request], dtype: str = "fp32") -> Row:
+    computed = getattr(backend, "computed_tokens", None)
     started = time.perf_counter()
     answers, stats = run_requests(backend, requests, None, progress=False)
     wall = time.perf_counter() - started
@@ -123,7 +134,9 @@ def _timed(engine: str, workload: str, backend, requests: list[Request], dtype: 
     row = Row(
         engine, workload, len(requests), stats.prompt_tokens, stats.completion_tokens, wall, stats.failures, dtype
     )
-    if workload == "generate" and isinstance(backend, TransformersBackend):
+    if computed is not None and workload.startswith("score"):
+        row.computed_tokens = backend.computed_tokens - computed
+    if workload == "generate" and hasattr(backend, "batch_size") and hasattr(backend, "tokenizer"):  # local engines
         # a row's text should depend on its own seed only: re-run the first 12 in batches of 3
         size, backend.batch_size = backend.batch_size, 3
         again = dict(backend.run(requests[:12]))
@@ -132,10 +145,13 @@ def _timed(engine: str, workload: str, backend, requests: list[Request], dtype: 
     return row
 
 
-def workloads(params, gold: Path, pool: Path, n_generate: int, n_score: int) -> tuple[list[Request], list[Request]]:
+def workloads(
+    params, gold: Path, pool: Path, n_generate: int, n_score: int
+) -> tuple[list[Request], dict[str, list[Request]]]:
     """The generate stage's requests (its premises, shot pool and sampling, built by the stage's own
-    functions) and annotate@gemma's scoring requests over the generated pool (its prompt, shots
-    and label words)."""
+    functions) and annotate@gemma's scoring requests over the generated pool (its prompt and label
+    words), with each row's own shots (``per_row``, the default before issue 19) and with one draw
+    shared by every row (``shared``, the default since)."""
     task, cfg, labels = params.task, params.generate, params.generate_labels
     tp = TextProcessor.for_task(task)
     prompt = load_generate_prompt(ROOT / "prompts", cfg.prompt, labels, task)
@@ -147,10 +163,43 @@ def workloads(params, gold: Path, pool: Path, n_generate: int, n_score: int) -> 
     ann = params.annotator("gemma")
     ann_prompt = load_annotate_prompt(ROOT / "prompts", ann.prompt, task)
     rows = read_jsonl(pool)[:n_score]
-    score = build_requests(
-        rows, ann, ann_prompt, shots, params.annotate.seed, labels=task.labels, task=task.name
-    )  # fmt: skip
+    score = {
+        selection: build_requests(
+            rows,
+            ann.model_copy(update={"shot_selection": selection}),
+            ann_prompt,
+            shots,
+            params.annotate.seed,
+            labels=task.labels,
+            task=task.name,
+        )  # fmt: skip
+        for selection in ("per_row", "shared")
+    }
     return generate[:n_generate], score
+
+
+def engine_at(rev: str) -> type:
+    """``TransformersBackend`` as the module was at git revision ``rev`` (imported from ``git show``,
+    beside today's ``synthllm``: the module's own imports are the backend base and errors)."""
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:{ENGINE}"], check=True, capture_output=True, text=True
+    ).stdout
+    module = types.ModuleType(f"transformers_local_at_{rev}")
+    module.__file__ = f"{rev}:{ENGINE}"
+    exec(compile(source, module.__file__, "exec"), module.__dict__)
+    return module.TransformersBackend
+
+
+def before_rows(rev: str, model: Path, generate: list[Request], score: list[Request]) -> list[Row]:
+    """The engine at ``rev`` with that revision's defaults: float32, generate batch 30, scoring 16
+    (each row its own shots, as that revision's default asked)."""
+    old = engine_at(rev)(model, dtype="float32")
+    old.batch_size = 30
+    rows = [_timed(f"transformers @{rev} (float32, batch 30)", "generate", old, generate)]
+    old.batch_size = 16
+    rows.append(_timed(f"transformers @{rev} (float32, batch 16)", "score, per-row shots", old, score))
+    old.close()
+    return rows
 
 
 def llama_cpp_rows(generate: list[Request], slots: list[int], threads: int) -> list[Row]:
@@ -187,42 +236,44 @@ def main() -> None:
     ap.add_argument("--gold", type=Path, default=ROOT / "data/gold")
     ap.add_argument("--pool", type=Path, default=ROOT / "data/synthetic/generated.jsonl", help="the pool to score")
     ap.add_argument("--generate", type=int, default=60, help="generate requests (of the default's 180)")
-    ap.add_argument("--score", type=int, default=96, help="annotate@gemma scoring requests")
+    ap.add_argument("--score", type=int, default=96, help="annotate@gemma scoring requests (pool rows)")
     ap.add_argument("--slots", default="1,2", help="llama.cpp slot counts to try ('' to skip llama.cpp)")
     ap.add_argument("--dtypes", default="float32,bfloat16", help="dtypes of this project's engine to run")
+    ap.add_argument("--before", default=BEFORE, help="git revision of the engine to compare with ('' to skip)")
     ap.add_argument("--out", type=Path, help="write the markdown table here")
     args = ap.parse_args()
     params = load_params(args.params)
     generate, score = workloads(params, args.gold, args.pool, args.generate, args.score)
     config = json.loads((args.model / "config.json").read_text())
     config = config.get("text_config", config)
-    gen_cfg, ann_backend = params.generate.backend, params.annotator("gemma").backend
-    rows = []
+    gen_cfg = params.generate.backend
+    rows = before_rows(args.before, args.model, generate, score["per_row"]) if args.before else []
     for dtype in args.dtypes.split(","):
         short = {"float32": "fp32", "bfloat16": "bf16"}[dtype]
-        local = TransformersBackend(args.model, dtype=dtype)
-        local.batch_size = gen_cfg.batch_size
-        rows.append(_timed(f"transformers ({dtype}, batch {gen_cfg.batch_size})", "generate", local, generate, short))
-        local.batch_size = ann_backend.batch_size
-        rows.append(_timed(f"transformers ({dtype}, batch {ann_backend.batch_size})", "score", local, score, short))
+        local = TransformersBackend(args.model, dtype=dtype, batch_size=gen_cfg.batch_size)
+        rows.append(_timed(f"this engine ({dtype}, {gen_cfg.batch_size} slots)", "generate", local, generate, short))
+        for selection, label in (("per_row", "per-row shots"), ("shared", "shared shots")):
+            rows.append(_timed(f"this engine ({dtype}, packed)", f"score, {label}", local, score[selection], short))
         local.close()
     if args.slots:
         rows += llama_cpp_rows(generate, [int(s) for s in args.slots.split(",")], torch.get_num_threads())
-    mean_prompt = sum(r.prompt_tokens for r in rows if r.workload == "score") / max(1, len(score))
-    prompts_per_chunk = max(1, round(2048 / max(1.0, mean_prompt)))
     bound = {
-        name: bounds(config, dtype, 2048, prompts_per_chunk, gen_cfg.batch_size)
+        name: bounds(config, dtype, 2048, 2048 // 300, gen_cfg.batch_size)
         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
     }
-    print(_markdown(rows, bound, kernels(), gen_cfg.batch_size))
+    before = {r.workload.split(" ")[0]: r.requests / r.wall_s for r in rows if r.engine.startswith("transformers @")}
+    text = _markdown(rows, bound, before, kernels(), gen_cfg.batch_size)
+    print(text)
     if args.out:
-        args.out.write_text(_markdown(rows, bound, kernels(), gen_cfg.batch_size), encoding="utf-8")
+        args.out.write_text(text, encoding="utf-8")
 
 
-def _markdown(rows: list[Row], bound: dict[str, tuple[float, float]], kern: str, decode_rows: int) -> str:
+def _markdown(
+    rows: list[Row], bound: dict[str, tuple[float, float]], before: dict[str, float], kern: str, decode_rows: int
+) -> str:
     head = (
-        "| engine | workload | requests | wall s | req/s | prompt tok/s | completion tok/s | cut/failed "
-        "| % prefill bound (fp32) | % decode bound (fp32) | same text in batches of 3 |"
+        "| engine | workload | requests | wall s | req/s | vs before | prompt tok/s | computed prompt tok/s "
+        "| completion tok/s | cut/failed | % prefill bound | % decode bound | same text in batches of 3 |"
     )
     lines = [
         "# Local inference vs the measured bound",
@@ -230,8 +281,12 @@ def _markdown(rows: list[Row], bound: dict[str, tuple[float, float]], kern: str,
         f"Kernels: {kern}.",
         "",
         head,
-        "|" + " --- |" * 11,
-        *("| " + " | ".join(r.cells(bound)) + " |" for r in rows),
+        "|" + " --- |" * 13,
+        *("| " + " | ".join(r.cells(bound, before)) + " |" for r in rows),
+        "",
+        "Prompt tok/s counts every request's whole prompt; computed prompt tok/s the tokens the model ran "
+        "(a shared few-shot prefix once), which is what % prefill bound is of. vs before: req/s over the "
+        "engine before issue 19 on the same workload (scoring: its per-row-shot requests).",
         "",
         "Bound (linear layers + vocabulary head only, measured matmuls in this run):",
         "",
