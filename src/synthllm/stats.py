@@ -298,14 +298,13 @@ def two_level_bootstrap(
     if b is not None and (b.ndim != 2 or b.shape[1] != a.shape[1]):
         raise ValueError("other must be a seeds × items matrix over the same items")
     rng = np.random.default_rng(seed)
-    n_items = a.shape[1]
-    draws = np.empty(n_resamples)
-    for r in range(n_resamples):
-        items = rng.integers(0, n_items, n_items)
-        value = a[rng.integers(0, a.shape[0], a.shape[0])][:, items].mean()
-        if b is not None:
-            value -= b[rng.integers(0, b.shape[0], b.shape[0])][:, items].mean()
-        draws[r] = value
+    # every resample at once, as how often each item and each seed is drawn: the mean of the drawn
+    # seeds' rows on the drawn items is (seed counts) @ matrix @ (item counts) / (seeds × items)
+    # (2,000 resamples as a Python loop took 19 s of the report stage's 36)
+    items = _draw_counts(rng, n_resamples, a.shape[1])
+    draws = _resampled_means(a, items, _draw_counts(rng, n_resamples, a.shape[0]))
+    if b is not None:
+        draws -= _resampled_means(b, items, _draw_counts(rng, n_resamples, b.shape[0]))
     estimate = float(a.mean() - (b.mean() if b is not None else 0.0))
     low, high = _percentiles(draws, alpha)
     out = {"estimate": estimate, "low": low, "high": high}
@@ -313,6 +312,17 @@ def two_level_bootstrap(
         tail = min(int(np.sum(draws <= 0)), int(np.sum(draws >= 0)))
         out["p_value"] = min(1.0, 2 * (tail + 1) / (n_resamples + 1))
     return out
+
+
+def _draw_counts(rng: np.random.Generator, resamples: int, n: int) -> np.ndarray:
+    """resamples × n: how often each of n things is drawn in n draws with replacement."""
+    drawn = rng.integers(0, n, (resamples, n)) + n * np.arange(resamples)[:, None]
+    return np.bincount(drawn.ravel(), minlength=resamples * n).reshape(resamples, n).astype(float)
+
+
+def _resampled_means(matrix: np.ndarray, item_counts: np.ndarray, seed_counts: np.ndarray) -> np.ndarray:
+    seeds, items = matrix.shape
+    return np.einsum("rs,rs->r", item_counts @ matrix.T, seed_counts) / (seeds * items)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

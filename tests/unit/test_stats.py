@@ -237,3 +237,19 @@ def test_flip_rate_overall_and_per_class():
     gold = ["x", "x", "y", "y", "y", "y", "y", "x"]
     by_gold = stats.flip_rate(a, b, by=gold)
     assert by_gold["by_class"] == pytest.approx({"x": 0.5, "y": 0.4})
+
+
+def test_two_level_resamples_from_counts_equal_the_drawn_rows_and_items():
+    """The bootstrap computes each resample's mean from how often each seed and item was drawn; that
+    must equal the mean of the drawn seeds' rows on the drawn items, element by element."""
+    import numpy as np
+
+    from synthllm.stats import _resampled_means
+
+    rng = np.random.default_rng(3)
+    matrix = (rng.random((3, 40)) < 0.7).astype(float)
+    items, seeds = rng.integers(0, 40, (25, 40)), rng.integers(0, 3, (25, 3))
+    item_counts = np.stack([np.bincount(r, minlength=40) for r in items]).astype(float)
+    seed_counts = np.stack([np.bincount(r, minlength=3) for r in seeds]).astype(float)
+    direct = [matrix[s][:, i].mean() for s, i in zip(seeds, items)]
+    np.testing.assert_allclose(_resampled_means(matrix, item_counts, seed_counts), direct, rtol=0, atol=1e-15)
